@@ -1,0 +1,5 @@
+"""Non-neural baselines logged like any run."""
+
+from rnnlab.baselines.base import Baseline
+
+__all__ = ["Baseline"]

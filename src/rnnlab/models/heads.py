@@ -1,0 +1,39 @@
+"""Task heads: small modules that turn backbone features into predictions."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from rnnlab.errors import require
+
+POOLINGS = ("last", "mean", "max")
+
+
+def pool(outputs: Tensor, last: Tensor, lengths: Tensor | None, how: str) -> Tensor:
+    """Reduce (B, T, D) step features to (B, D), ignoring padded steps."""
+    if how == "last":
+        return last
+    if lengths is None:
+        return outputs.mean(1) if how == "mean" else outputs.max(1).values
+    mask = (torch.arange(outputs.shape[1], device=outputs.device)[None, :]
+            < lengths.to(outputs.device)[:, None]).unsqueeze(-1)
+    if how == "mean":
+        return (outputs * mask).sum(1) / mask.sum(1).clamp(min=1)
+    return outputs.masked_fill(~mask, float("-inf")).max(1).values
+
+
+class ClassifierHead(nn.Module):
+    """Pooling, dropout and a linear layer: the N->1 head (sentiment, speech)."""
+
+    def __init__(self, in_features: int, num_classes: int, pooling: str = "last",
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        require(pooling in POOLINGS,
+                f"task.module.pooling={pooling!r} is unknown; use one of {', '.join(POOLINGS)}.")
+        self.pooling = pooling
+        self.dropout = nn.Dropout(dropout)
+        self.linear = nn.Linear(in_features, num_classes)
+
+    def forward(self, outputs: Tensor, last: Tensor, lengths: Tensor | None) -> Tensor:
+        return self.linear(self.dropout(pool(outputs, last, lengths, self.pooling)))

@@ -1,0 +1,87 @@
+"""A Transformer encoder with the recurrent backbone's interface.
+
+The lab exists to measure recurrent cells, and the obvious yardstick is the model that
+replaced them. This backbone takes the same inputs and returns the same
+:class:`EncoderOutput`, so every task composes with it unchanged. Causal tasks get a
+causal attention mask; padding is masked out of attention everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from rnnlab.errors import require
+from rnnlab.models.encoder import EncoderOutput, InputLayer
+
+
+class SinusoidalPositions(nn.Module):
+    """Fixed sine/cosine positions (no length limit learned from the training data)."""
+
+    def __init__(self, dim: int, max_len: int = 10_000) -> None:
+        super().__init__()
+        pos = torch.arange(max_len).unsqueeze(1)
+        div = torch.exp(torch.arange(0, dim, 2) * (-math.log(10_000.0) / dim))
+        pe = torch.zeros(max_len, dim)
+        pe[:, 0::2] = torch.sin(pos * div)
+        pe[:, 1::2] = torch.cos(pos * div)[:, : dim // 2]
+        self.register_buffer("pe", pe, persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.pe[: x.shape[1]].unsqueeze(0).to(x.dtype)
+
+
+class TransformerEncoder(nn.Module):
+    """Pre-norm Transformer encoder over embedded tokens or projected frames."""
+
+    def __init__(self, d_model: int = 128, nhead: int = 4, num_layers: int = 2,
+                 dim_feedforward: int = 256, dropout: float = 0.1, causal: bool = False,
+                 vocab_size: int | None = None, input_size: int | None = None,
+                 padding_idx: int = 0, max_len: int = 10_000) -> None:
+        super().__init__()
+        require(isinstance(d_model, int) and d_model > 0,
+                f"model.d_model must be a positive integer, got {d_model!r}.")
+        require(isinstance(nhead, int) and nhead > 0 and d_model % nhead == 0,
+                f"model.nhead={nhead!r} must be a positive divisor of model.d_model={d_model}.")
+        require(isinstance(num_layers, int) and num_layers > 0,
+                f"model.num_layers must be a positive integer, got {num_layers!r}.")
+        require(0.0 <= float(dropout) < 1.0, f"model.dropout must be in [0, 1), got {dropout!r}.")
+        self.causal = causal
+        self.hidden_size = d_model
+        self.bidirectional = False
+        self.input = InputLayer(vocab_size, input_size, d_model, padding_idx, project_inputs=True)
+        self.scale = math.sqrt(d_model) if vocab_size is not None else 1.0
+        self.positions = SinusoidalPositions(d_model, max_len)
+        self.dropout = nn.Dropout(dropout)
+        layer = nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout,
+                                           batch_first=True, norm_first=True)
+        self.layers = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d_model)
+
+    @property
+    def output_size(self) -> int:
+        return self.hidden_size
+
+    def init_hidden(self, batch_size: int, device: torch.device | None = None) -> None:
+        return None
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None, hidden: None = None,
+                need_state: bool = False) -> EncoderOutput:
+        h = self.dropout(self.positions(self.input(x) * self.scale))
+        batch, steps = h.shape[:2]
+        pad_mask = None
+        if lengths is not None:
+            pad_mask = torch.arange(steps, device=h.device)[None, :] >= lengths.to(h.device)[:, None]
+        mask = nn.Transformer.generate_square_subsequent_mask(steps, device=h.device) \
+            if self.causal else None
+        out = self.norm(self.layers(h, mask=mask, src_key_padding_mask=pad_mask, is_causal=self.causal))
+        if pad_mask is not None:
+            out = out.masked_fill(pad_mask.unsqueeze(-1), 0.0)
+        if lengths is None:
+            last = out[:, -1]
+        else:
+            idx = (lengths.to(h.device).long() - 1).clamp(min=0)
+            last = out[torch.arange(batch, device=h.device), idx]
+        return EncoderOutput(outputs=out, last=last, hidden=None)

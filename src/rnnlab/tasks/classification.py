@@ -1,0 +1,78 @@
+"""Sequence classification (N->1): sentiment, spoken digits, any labelled sequences."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+)
+
+from rnnlab.models.heads import ClassifierHead
+from rnnlab.tasks.base import OptimizerFactory, RnnlabTask
+from rnnlab.tracking.artifacts import confusion_matrix_figure, log_figure
+
+
+def classification_metrics(num_classes: int) -> MetricCollection:
+    """Accuracy and macro-F1: the same objects score networks and baselines."""
+    return MetricCollection({
+        "acc": MulticlassAccuracy(num_classes, average="micro"),
+        "f1": MulticlassF1Score(num_classes, average="macro"),
+    })
+
+
+class ClassificationTask(RnnlabTask):
+    """Backbone -> pooled features -> class logits, trained with cross-entropy."""
+
+    def __init__(self, backbone: nn.Module, spec: dict[str, Any], optimizer: OptimizerFactory,
+                 scheduler: Any = None, monitor: str = "val/acc", pooling: str = "last",
+                 dropout: float = 0.0, label_smoothing: float = 0.0) -> None:
+        super().__init__(backbone, optimizer, scheduler, monitor)
+        self.num_classes = int(spec["num_classes"])
+        self.class_names = list(spec.get("class_names") or range(self.num_classes))
+        self.head = ClassifierHead(backbone.output_size, self.num_classes, pooling, dropout)
+        self.label_smoothing = label_smoothing
+        metrics = classification_metrics(self.num_classes)
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+        self.test_confusion = MulticlassConfusionMatrix(self.num_classes)
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        enc = self.backbone(x, lengths)
+        return self.head(enc.outputs, enc.last, lengths)
+
+    def _loss(self, batch: dict) -> tuple[Tensor, Tensor]:
+        logits = self(batch["x"], batch["lengths"])
+        loss = F.cross_entropy(logits, batch["y"], label_smoothing=self.label_smoothing)
+        return loss, logits
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        loss, _ = self._loss(batch)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
+                 batch_size=len(batch["y"]))
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        loss, logits = self._loss(batch)
+        self.val_metrics.update(logits, batch["y"])
+        self.log("val/loss", loss, prog_bar=True, batch_size=len(batch["y"]))
+        self.log_dict(self.val_metrics, prog_bar=True)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        loss, logits = self._loss(batch)
+        self.test_metrics.update(logits, batch["y"])
+        self.test_confusion.update(logits, batch["y"])
+        self.log("test/loss", loss, batch_size=len(batch["y"]))
+        self.log_dict(self.test_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        matrix = self.test_confusion.compute().cpu().numpy()
+        self.test_confusion.reset()
+        log_figure(self.trainer, confusion_matrix_figure(matrix, [str(c) for c in self.class_names]),
+                   "plots/confusion_matrix_test.png")

@@ -1,0 +1,1 @@
+"""MLflow conventions: where runs go, what they are tagged with, what they carry."""
