@@ -60,6 +60,8 @@ def check_pair(cfg: DictConfig) -> None:
         raise ConfigError(
             f"task={task} is causal (each step may only see the past), so the bidirectional "
             f"model={model} cannot be used; pick a unidirectional one such as model=lstm.")
+    # every model setting is checked now, on a stand-in input, before any data is read
+    build_backbone(cfg, {"vocab_size": 2, "padding_idx": 0})
     if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).is_file():
         raise ConfigError(f"ckpt_path={cfg.ckpt_path} does not exist; give the path of a .ckpt "
                           f"file (they are saved under outputs/.../checkpoints/).")

@@ -153,20 +153,18 @@ def _open_archive_names(archive: Path) -> list[str]:
         return tf.getnames()
 
 
-def _read_from(archive_bytes_or_path: Path | bytes, member: str, label: str) -> bytes:
-    src = io.BytesIO(archive_bytes_or_path) if isinstance(archive_bytes_or_path, bytes) else \
-        archive_bytes_or_path
-    if zipfile.is_zipfile(src):
-        with zipfile.ZipFile(src) as zf:
-            try:
+def _read_from(source: Path | bytes, member: str, label: str) -> bytes:
+    """One member of a zip or tar given as a path or as the bytes of an outer member."""
+    def opened() -> io.BytesIO | Path:
+        return io.BytesIO(source) if isinstance(source, bytes) else source
+
+    if zipfile.is_zipfile(opened()):
+        with zipfile.ZipFile(opened()) as zf:
+            if member in zf.namelist():
                 return zf.read(member)
-            except KeyError:
-                pass
     else:
-        if isinstance(src, io.BytesIO):
-            src.seek(0)
-        tf = tarfile.open(fileobj=src) if isinstance(src, io.BytesIO) else tarfile.open(src)
-        with tf:
+        src = opened()
+        with (tarfile.open(fileobj=src) if isinstance(src, io.BytesIO) else tarfile.open(src)) as tf:
             try:
                 extracted = tf.extractfile(member)
             except KeyError:

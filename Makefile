@@ -1,0 +1,58 @@
+# rnnlab: `make help` lists the targets. Everything runs inside .venv, created on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# a CPU build of torch; pin it so pip never pulls a multi-GB CUDA build by accident
+TORCH ?= torch==2.13.0
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install train tiny test test-slow test-all lint format ui sweep compare bench clean
+
+help: ## show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev,sweeps]"
+	touch $@
+
+install: $(BIN)/.installed ## create .venv and install rnnlab with its dependencies
+
+train: install ## train the default experiment (task=sentiment model=lstm); ARGS="model=gru ..."
+	$(BIN)/python train.py $(ARGS)
+
+tiny: install ## a seconds-long run on real data: make tiny ARGS="model=gru"
+	$(BIN)/python train.py experiment=sentiment_tiny $(ARGS)
+
+test: install ## the fast test suite (what CI runs first)
+	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+
+test-slow: install ## the slow tests: real corpora, longer training
+	$(BIN)/python -m pytest -m slow $(ARGS); rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
+
+test-all: test test-slow ## both suites
+
+lint: install ## ruff
+	$(BIN)/ruff check src tests bench train.py compare.py
+
+format: install ## ruff format and import sorting
+	$(BIN)/ruff check --fix src tests bench train.py compare.py
+
+ui: install ## MLflow UI on http://127.0.0.1:5000 over the default store
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+sweep: install ## the recurrent cells on sentiment: make sweep ARGS="task=ner"
+	$(BIN)/python train.py -m model=rnn,lstm,gru,bilstm,tfidf_logreg $(ARGS)
+
+compare: install ## cross-task report from the MLflow store (reports/)
+	$(BIN)/python compare.py $(ARGS)
+
+bench: install ## speed benchmarks: pipeline vs plain PyTorch loop, packed vs padded
+	for f in bench/*.py; do $(BIN)/python $$f || exit 1; done
+
+clean: ## remove outputs and caches (keeps data/ and mlflow.db)
+	rm -rf outputs multiruns .pytest_cache .ruff_cache

@@ -1,0 +1,48 @@
+"""The command line as a user meets it: one readable error line and a non-zero exit."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _train(*args: str, root: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CI": "1", "RNNLAB_ROOT": str(root), "OMP_NUM_THREADS": "1"}
+    (root / "conf").exists() or (root / "conf").symlink_to(REPO / "conf")
+    return subprocess.run([sys.executable, str(REPO / "train.py"), *args],
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["model=hidden_size_zero", "model.hidden_size=0"], None),
+    (["model.hidden_size=0"], "error: model.hidden_size must be a positive integer, got 0."),
+    (["model=lstm", "task.data.train=/nonexistent/reviews.csv"],
+     "error: /nonexistent/reviews.csv does not exist"),
+    (["ckpt_path=/nonexistent/best.ckpt"], "error: ckpt_path=/nonexistent/best.ckpt does not exist"),
+    (["model=bilstm", "task.causal=true"], "error: task=sentiment is causal"),
+])
+def test_user_errors_exit_nonzero_with_one_line(args: list[str], message: str | None,
+                                                tmp_path: Path) -> None:
+    proc = _train(*args, root=tmp_path)
+    assert proc.returncode != 0
+    if message is None:  # an unknown config group option: Hydra names it and the choices
+        assert "Could not find 'model/hidden_size_zero'" in proc.stderr
+        return
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert lines == [next(ln for ln in lines)] and lines[0].startswith(message)
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "mlflow.db").exists()  # refused before any run was recorded
+
+
+def test_debug_run_end_to_end(tmp_path: Path, sentiment_csv: Path) -> None:
+    proc = _train("model=gru", "trainer=debug", f"task.data.train={sentiment_csv}",
+                  "task.datamodule.min_freq=1", root=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "test/acc" in proc.stdout
+    assert (tmp_path / "mlflow.db").exists() and (tmp_path / "mlartifacts").is_dir()

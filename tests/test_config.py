@@ -1,0 +1,60 @@
+"""Every model composes with every task; impossible pairs are refused with a reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import compose_config
+from rnnlab.build import build_backbone, check_pair, is_baseline, model_class
+from rnnlab.config import config_dir
+from rnnlab.errors import ConfigError
+
+MODELS = sorted(p.stem for p in (config_dir() / "model").glob("*.yaml"))
+TASKS = sorted(p.stem for p in (config_dir() / "task").glob("*.yaml"))
+TRAINERS = sorted(p.stem for p in (config_dir() / "trainer").glob("*.yaml"))
+
+
+def test_config_groups_exist() -> None:
+    assert {"rnn", "rnn_relu", "lstm", "gru", "bilstm", "bigru", "transformer",
+            "tfidf_logreg"} <= set(MODELS)
+    assert "sentiment" in TASKS
+    assert {"default", "cpu", "gpu", "ddp", "debug"} <= set(TRAINERS)
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("model", MODELS)
+def test_every_pair_composes_or_is_refused_clearly(model: str, task: str, tmp_path: Path) -> None:
+    cfg = compose_config([f"model={model}", f"task={task}"], tmp_path)
+    assert cfg.model.name == model and cfg.task.name == task
+    for key in ("family", "monitor", "mode", "datamodule", "optimizer"):
+        assert key in cfg.task, f"conf/task/{task}.yaml lacks task.{key}"
+    assert cfg.task.mode in ("min", "max")
+    OmegaConf.to_container(cfg.task, resolve=True)  # every interpolation resolves
+    baseline = is_baseline(cfg)
+    refused = (baseline and cfg.task.family not in model_class(cfg).families) or (
+        not baseline and cfg.task.get("causal") and cfg.model.get("bidirectional"))
+    if refused:
+        with pytest.raises(ConfigError, match=f"model={model}") as err:
+            check_pair(cfg)
+        assert "\n" not in str(err.value)
+        return
+    check_pair(cfg)
+    if not baseline:  # the constructor accepts every key of the model config
+        for spec in ({"vocab_size": 11, "padding_idx": 0}, {"input_size": 3}):
+            backbone = build_backbone(cfg, spec)
+            assert backbone.output_size > 0
+
+
+@pytest.mark.parametrize("trainer", TRAINERS)
+def test_trainer_configs_compose(trainer: str, tmp_path: Path) -> None:
+    cfg = compose_config([f"trainer={trainer}"], tmp_path)
+    assert cfg.trainer._target_ == "pytorch_lightning.Trainer"
+
+
+def test_paths_are_absolute_and_store_is_under_root(tmp_path: Path) -> None:
+    cfg = compose_config([f"paths.root_dir={tmp_path}"])
+    assert Path(cfg.paths.data_dir).is_absolute()
+    assert cfg.logger.mlflow.experiment_name == "sentiment"

@@ -1,0 +1,149 @@
+"""task=sentiment end to end on user files in the real CSV/TSV format, tracked in MLflow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from conftest import write_sentiment_csv
+from rnnlab.data.batching import BucketBatchSampler
+from rnnlab.data.sentiment import SentimentDataModule
+from rnnlab.errors import ConfigError, DataError
+from rnnlab.train import run
+
+FAST = ["trainer.max_epochs=3", "task.datamodule.batch_size=16", "model.hidden_size=16",
+        "model.embedding_dim=16", "task.datamodule.min_freq=1"]
+CELLS = ["rnn", "rnn_relu", "lstm", "gru", "bilstm", "bigru"]
+
+
+def _mlflow_run(root: Path, experiment: str = "sentiment"):
+    client = MlflowClient(f"sqlite:///{root}/mlflow.db")
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"])
+    return client, runs
+
+
+def test_datamodule_splits_user_file(sentiment_csv: Path, tmp_path: Path) -> None:
+    dm = SentimentDataModule(data={"train": str(sentiment_csv)}, data_dir=str(tmp_path / "data"))
+    dm.setup()
+    sizes = {s: len(dm.datasets[s]) for s in ("train", "val", "test")}
+    assert sizes == {"train": 128, "val": 16, "test": 16}
+    assert dm.spec["num_classes"] == 2 and dm.spec["class_names"] == ["negative", "positive"]
+    train_texts = set(dm.raw["train"][0])
+    assert not train_texts & set(dm.raw["test"][0])  # no leakage between splits
+    batch = dm.collate([dm.datasets["train"][i] for i in range(4)])
+    assert batch["x"].shape[0] == 4 and batch["lengths"].max() == batch["x"].shape[1]
+    again = SentimentDataModule(data={"train": str(sentiment_csv)}, data_dir=str(tmp_path / "data"))
+    again.setup()
+    assert again.fingerprint == dm.fingerprint and again.raw["test"] == dm.raw["test"]
+
+
+def test_user_tsv_with_given_splits_and_custom_columns(tmp_path: Path) -> None:
+    lines = ["review\tstars"] + [f"{w} film\t{s}" for w, s in
+                                 [("great", "5"), ("bad", "1"), ("fine", "3")] * 4]
+    for split in ("train", "val", "test"):
+        (tmp_path / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    data = {s: str(tmp_path / f"{s}.tsv") for s in ("train", "val", "test")}
+    dm = SentimentDataModule(data={**data, "text_column": "review", "label_column": "stars"},
+                             data_dir=str(tmp_path), min_freq=1)
+    dm.setup()
+    assert dm.spec["num_classes"] == 3 and len(dm.datasets["val"]) == 12
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("text,label\n\"fine\",pos\n\"\",neg\n", r"reviews\.csv, line 3: the 'text' field is empty"),
+    ("words,label\nfine,pos\n", r"reviews\.csv, line 1: missing column\(s\) text"),
+    ("text,label\n", r"reviews\.csv has a header but no rows"),
+])
+def test_bad_user_files_name_file_and_line(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "reviews.csv"
+    path.write_text(content)
+    with pytest.raises(DataError, match=message):
+        SentimentDataModule(data={"train": str(path)}, data_dir=str(tmp_path)).setup()
+
+
+def test_non_utf8_and_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "reviews.csv"
+    path.write_bytes(b"text,label\ngood,pos\nbad\xff\xfe,neg\n")
+    with pytest.raises(DataError, match=r"reviews\.csv, line 3: the file is not valid UTF-8"):
+        SentimentDataModule(data={"train": str(path)}, data_dir=str(tmp_path)).setup()
+    with pytest.raises(DataError, match=r"nothere\.csv does not exist"):
+        SentimentDataModule(data={"train": str(tmp_path / "nothere.csv")}).setup()
+    with pytest.raises(ConfigError, match="task.datamodule.dataset='imdb' is unknown"):
+        SentimentDataModule(dataset="imdb")
+
+
+def test_bucket_sampler_covers_every_example_with_little_padding() -> None:
+    lengths = [int(x) for x in torch.randint(1, 60, (2000,))]
+    sampler = BucketBatchSampler(lengths, batch_size=32, shuffle=True, seed=1)
+    batches = list(sampler)
+    assert sorted(i for b in batches for i in b) == list(range(2000))
+    assert len(batches) == len(sampler)
+    assert sampler.padding_efficiency() > 0.95
+    sampler.set_epoch(1)
+    assert list(sampler) != batches  # a new order each epoch
+
+
+@pytest.mark.parametrize("model", [*CELLS, "transformer"])
+def test_training_reduces_loss_and_is_tracked(model: str, make_config, sentiment_csv: Path,
+                                              lab_root: Path) -> None:
+    overrides = [f"model={model}", f"task.data.train={sentiment_csv}", *FAST]
+    if model == "transformer":
+        overrides = [o for o in overrides if not o.startswith("model.")] + ["model.d_model=16",
+                                                                             "model.nhead=2"]
+    metrics = run(make_config(*overrides))
+    client, runs = _mlflow_run(lab_root)
+    assert len(runs) == 1
+    r = runs[0]
+    history = [m.value for m in sorted(client.get_metric_history(r.info.run_id, "train/loss_epoch"),
+                                       key=lambda m: m.step)]
+    assert len(history) == 3 and history[-1] < history[0]
+    assert r.data.tags["task"] == "sentiment" and r.data.tags["model"] == model
+    assert r.data.tags["data_fingerprint"] and r.data.tags["git_commit"]
+    assert r.data.params["task.datamodule.batch_size"] == "16"
+    assert "test/acc" in r.data.metrics and "val/f1" in r.data.metrics
+    assert metrics["test/acc"] == pytest.approx(r.data.metrics["test/acc"])
+    artifacts = {a.path for a in client.list_artifacts(r.info.run_id, "checkpoints")}
+    assert "checkpoints/best.ckpt" in artifacts
+    assert client.list_artifacts(r.info.run_id, "plots")[0].path.endswith("confusion_matrix_test.png")
+    assert r.info.status == "FINISHED"
+
+
+def test_lstm_learns_the_toy_corpus(make_config, tmp_path: Path) -> None:
+    data = write_sentiment_csv(tmp_path / "big.csv", n=400)
+    metrics = run(make_config("model=lstm", f"task.data.train={data}", "trainer.max_epochs=6",
+                              "task.datamodule.min_freq=1", "model.hidden_size=32"))
+    assert metrics["test/acc"] >= 0.9
+
+
+def test_tfidf_baseline_logs_like_a_run(make_config, sentiment_csv: Path, lab_root: Path) -> None:
+    metrics = run(make_config("model=tfidf_logreg", f"task.data.train={sentiment_csv}"))
+    assert metrics["test/acc"] >= 0.9  # the toy corpus is separable by its words
+    client, runs = _mlflow_run(lab_root)
+    assert runs[0].data.tags["model"] == "tfidf_logreg"
+    assert {"test/acc", "test/f1", "val/acc"} <= set(runs[0].data.metrics)
+
+
+def test_baseline_on_wrong_task_is_refused(make_config) -> None:
+    cfg = make_config("model=tfidf_logreg")
+    cfg.task.family = "tagging"
+    cfg.task.name = "ner"
+    with pytest.raises(ConfigError, match="model=tfidf_logreg is a baseline for text_classification"):
+        run(cfg)
+
+
+def test_resume_continues_the_same_mlflow_run(make_config, sentiment_csv: Path,
+                                              lab_root: Path) -> None:
+    first = run(make_config("model=gru", f"task.data.train={sentiment_csv}", *FAST,
+                            "trainer.max_epochs=1", "callbacks.early_stopping=null"))
+    ckpt = Path(first["ckpt_path"]).with_name("last.ckpt")
+    run(make_config("model=gru", f"task.data.train={sentiment_csv}", *FAST,
+                    "trainer.max_epochs=2", f"ckpt_path={ckpt}",
+                    "paths.output_dir=" + str(lab_root / "outputs" / "resumed")))
+    client, runs = _mlflow_run(lab_root)
+    assert len(runs) == 1
+    steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, "train/loss_epoch")]
+    assert len(steps) == 2 and runs[0].info.status == "FINISHED"
