@@ -1,0 +1,87 @@
+"""Sequence regression (N->1 real target): the adding problem, any sequence -> number.
+
+A long-memory problem only means something next to what a model without memory scores,
+so when the data's ``spec`` carries ``baseline_loss`` it is logged beside the model's loss
+(``val/baseline_loss``, ``val/loss_ratio``) and the test ends with ``test/solved``: 1.0
+when the test loss is below ``solved_fraction`` (10%) of the baseline, else 0.0.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+
+from rnnlab.models.heads import ClassifierHead
+from rnnlab.tasks.base import OptimizerFactory, RnnlabTask
+
+
+def log_against_baseline(module: pl.LightningModule, stage: str, loss: float,
+                         baseline: float | None, solved_fraction: float) -> None:
+    """Log ``<stage>/baseline_loss``, ``<stage>/loss_ratio`` and (test) ``<stage>/solved``."""
+    if baseline is None:
+        return
+    ratio = loss / baseline
+    values = {f"{stage}/baseline_loss": baseline, f"{stage}/loss_ratio": ratio}
+    if stage == "test":
+        values["test/solved"] = float(ratio < solved_fraction)
+    module.log_dict(values)
+
+
+class RegressionTask(RnnlabTask):
+    """Backbone -> pooled features -> ``output_size`` numbers, trained with MSE.
+
+    The head is the N->1 head (pooling, dropout, linear) with real outputs instead of
+    logits. ``solved_fraction``: how far below the memoryless baseline counts as solved.
+    """
+
+    def __init__(self, backbone: nn.Module, spec: dict[str, Any], optimizer: OptimizerFactory,
+                 scheduler: Any = None, monitor: str = "val/loss", pooling: str = "last",
+                 dropout: float = 0.0, solved_fraction: float = 0.1) -> None:
+        super().__init__(backbone, optimizer, scheduler, monitor)
+        self.output_size = int(spec.get("output_size", 1))
+        self.head = ClassifierHead(backbone.output_size, self.output_size, pooling, dropout)
+        self.baseline = spec.get("baseline_loss")
+        self.solved_fraction = solved_fraction
+        self.val_mean = MeanMetric()
+        self.test_mean = MeanMetric()
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        enc = self.backbone(x, lengths)
+        out = self.head(enc.outputs, enc.last, lengths)
+        return out.squeeze(-1) if self.output_size == 1 else out
+
+    def _loss(self, batch: dict) -> Tensor:
+        pred = self(batch["x"], batch.get("lengths"))
+        return F.mse_loss(pred, batch["y"].to(pred.dtype))
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        loss = self._loss(batch)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
+                 batch_size=len(batch["y"]))
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        loss = self._loss(batch)
+        self.val_mean.update(loss, len(batch["y"]))
+        self.log("val/loss", loss, prog_bar=True, batch_size=len(batch["y"]))
+        self.log("val/mse", loss, batch_size=len(batch["y"]))
+
+    def on_validation_epoch_end(self) -> None:
+        log_against_baseline(self, "val", float(self.val_mean.compute()), self.baseline,
+                             self.solved_fraction)
+        self.val_mean.reset()
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        loss = self._loss(batch)
+        self.test_mean.update(loss, len(batch["y"]))
+        self.log("test/loss", loss, batch_size=len(batch["y"]))
+        self.log("test/mse", loss, batch_size=len(batch["y"]))
+
+    def on_test_epoch_end(self) -> None:
+        log_against_baseline(self, "test", float(self.test_mean.compute()), self.baseline,
+                             self.solved_fraction)
+        self.test_mean.reset()
