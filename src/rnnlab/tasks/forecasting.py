@@ -1,0 +1,129 @@
+"""Forecasting over windows (regression): the network predicts the next steps of a series.
+
+Training minimises the MSE of the next ``steps`` values (every input column, in the
+transformed and scaled space) after each window. Validation and test periods are then
+forecast the way a statistical model is asked to: once, from the start of the period,
+repeating the network's block of ``steps`` predictions (``horizon`` for ``direct``, one
+for ``recursive``) and feeding it back until the period is covered. Those forecasts go
+back to the original scale before MAE / RMSE / MAPE / sMAPE / MASE are computed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+from torch import Tensor, nn
+
+from rnnlab.metrics.forecast import forecast_metrics
+from rnnlab.tasks.base import OptimizerFactory, RnnlabTask
+from rnnlab.tracking.artifacts import log_figure
+
+
+def forecast_figure(dates: list[str] | None, history: np.ndarray, truth: np.ndarray,
+                    forecast: np.ndarray, names: list[str], title: str) -> Figure:
+    """History, truth and forecast of each target (one panel per target, at most four)."""
+    import matplotlib.pyplot as plt
+
+    shown = min(len(names), 4)
+    fig, axes = plt.subplots(shown, 1, figsize=(9, 2.8 * shown), squeeze=False)
+    n_hist, n_out = len(history), len(truth)
+    x = np.arange(n_hist + n_out)
+    for j, ax in enumerate(axes[:, 0]):
+        ax.plot(x[:n_hist], history[:, j], color="0.35", lw=1.2, label="history")
+        ax.plot(x[n_hist:], truth[:, j], color="tab:blue", lw=1.5, label="truth")
+        ax.plot(x[n_hist:], forecast[:, j], color="tab:orange", lw=1.5, ls="--", label="forecast")
+        ax.axvline(n_hist - 0.5, color="0.6", lw=0.8, ls=":")
+        ax.set_ylabel(names[j])
+        if dates is not None and len(dates) >= len(x):
+            ticks = np.linspace(0, len(x) - 1, 8).astype(int)
+            ax.set_xticks(ticks, [str(dates[i]) for i in ticks], fontsize=8)
+    axes[0, 0].legend(loc="upper left", fontsize=8)
+    axes[0, 0].set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def score_period(dm: Any, split: str, forecast: np.ndarray, run: Any, title: str,
+                 plot: bool = True) -> dict[str, float]:
+    """Metrics of an original-scale forecast of ``split``'s period, and its plot."""
+    history, truth = dm.history(split)[:, dm.series.targets], dm.truth(split)
+    metrics = forecast_metrics(truth, forecast, history, dm.spec["season"], f"{split}/")
+    if plot:
+        text = f"{title}: {split} MAPE {metrics[f'{split}/mape']:.2f}%, RMSE {metrics[f'{split}/rmse']:.2f}"
+        log_figure(run, forecast_figure(dm.dates(), history, truth, forecast,
+                                        dm.spec["target_names"], text),
+                   f"plots/forecast_{split}.png")
+    return metrics
+
+
+class ForecastTask(RnnlabTask):
+    """Backbone over a window -> last state -> the next ``steps`` x ``features`` values."""
+
+    def __init__(self, backbone: nn.Module, spec: dict[str, Any], optimizer: OptimizerFactory,
+                 scheduler: Any = None, monitor: str = "val/loss", dropout: float = 0.0) -> None:
+        super().__init__(backbone, optimizer, scheduler, monitor)
+        self.steps = int(spec["steps"])
+        self.features = int(spec["num_features"])
+        self.window = int(spec["window"])
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(backbone.output_size, self.steps * self.features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, window, F) -> (B, steps, F)."""
+        enc = self.backbone(x)
+        return self.head(self.dropout(enc.last)).view(-1, self.steps, self.features)
+
+    def _loss(self, batch: dict) -> Tensor:
+        return F.mse_loss(self(batch["x"]), batch["y"])
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        loss = self._loss(batch)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
+                 batch_size=len(batch["x"]))
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self.log("val/loss", self._loss(batch), prog_bar=True, batch_size=len(batch["x"]))
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self.log("test/loss", self._loss(batch), batch_size=len(batch["x"]))
+
+    @torch.no_grad()
+    def rollout(self, history: Tensor, horizon: int) -> Tensor:
+        """Forecast ``horizon`` steps after ``history`` (T, F), model space, feeding back."""
+        context = history[-self.window:].to(self.device).unsqueeze(0)
+        out: list[Tensor] = []
+        done = 0
+        while done < horizon:  # a loop over forecast blocks; each block is one fused pass
+            block = self(context)[0]
+            out.append(block)
+            context = torch.cat([context[:, block.shape[0]:], block.unsqueeze(0)], dim=1)
+            done += block.shape[0]
+        return torch.cat(out)[:horizon]
+
+    def forecast(self, dm: Any, split: str) -> np.ndarray:
+        """Original-scale forecast of the targets over ``split``'s period."""
+        was_training = self.training
+        self.eval()
+        z = self.rollout(dm.model_history(split), dm.periods[split].steps)
+        self.train(was_training)
+        return dm.to_original(split, z.float().cpu().numpy())
+
+    def _period_metrics(self, split: str, plot: bool) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is None or not hasattr(dm, "periods"):
+            return
+        metrics = score_period(dm, split, self.forecast(dm, split), self.trainer,
+                               str(dm.spec.get("target_names")), plot)
+        self.log_dict(metrics, prog_bar=split == "val")
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self._period_metrics("val", plot=False)
+
+    def on_test_epoch_end(self) -> None:
+        self._period_metrics("test", plot=True)
