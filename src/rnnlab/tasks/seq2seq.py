@@ -1,0 +1,178 @@
+"""Sequence-to-sequence (N->M): g2p and translation with an encoder-decoder.
+
+Training minimises token cross-entropy with teacher forcing; the ratio may decay linearly
+over the epochs (``teacher_forcing: {start: 1.0, end: 0.5}``), so the decoder learns to
+recover from its own mistakes. Validation decodes greedily (the monitored metric is the
+real one, not the loss); test decodes with beam search when ``beam_size > 1``, logs a
+few decoded examples and attention heat maps as run artifacts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+from torch import Tensor, nn
+
+from rnnlab.errors import ConfigError, require
+from rnnlab.metrics.seq2seq import g2p_scores, translation_scores
+from rnnlab.models.seq2seq import Seq2Seq
+from rnnlab.tasks.base import OptimizerFactory, RnnlabTask
+from rnnlab.tracking.artifacts import log_figure, log_text
+
+
+def teacher_forcing_schedule(value: float | Mapping[str, float]) -> tuple[float, float]:
+    """``0.9`` or ``{start: 1.0, end: 0.5}`` -> (start, end), both in [0, 1]."""
+    if isinstance(value, Mapping):
+        unknown = set(value) - {"start", "end"}
+        require(not unknown, f"task.module.teacher_forcing has unknown keys {sorted(unknown)}; "
+                f"give a number or {{start: 1.0, end: 0.5}}.")
+        start = float(value.get("start", 1.0))
+        end = float(value.get("end", start))
+    else:
+        start = end = float(value)
+    require(0.0 <= start <= 1.0 and 0.0 <= end <= 1.0,
+            f"task.module.teacher_forcing must be in [0, 1], got start={start}, end={end}.")
+    return start, end
+
+
+def attention_figure(weights: np.ndarray, src: list[str], out: list[str]) -> Figure:
+    """Rows: output tokens; columns: source tokens; darker = more weight."""
+    fig, ax = plt.subplots(figsize=(1.5 + 0.35 * len(src), 1.2 + 0.3 * len(out)))
+    ax.imshow(weights, cmap="Greys", vmin=0, vmax=max(float(weights.max()), 1e-6), aspect="auto")
+    ax.set_xticks(range(len(src)), src, rotation=90 if max(map(len, src or [""])) > 2 else 0)
+    ax.set_yticks(range(len(out)), out)
+    ax.set_xlabel("source")
+    ax.set_ylabel("output")
+    return fig
+
+
+class Seq2SeqTask(RnnlabTask):
+    """Backbone encoder -> bridged recurrent decoder with attention -> output tokens."""
+
+    def __init__(self, backbone: nn.Module, spec: dict[str, Any], optimizer: OptimizerFactory,
+                 scheduler: Any = None, monitor: str = "val/wer", attention: str = "bahdanau",
+                 context: str = "last", decoder_cell: str | None = None,
+                 decoder_hidden_size: int | None = None, decoder_layers: int | None = None,
+                 embedding_dim: int = 128, attention_size: int = 128, dropout: float = 0.2,
+                 teacher_forcing: float | Mapping[str, float] = 1.0,
+                 decay_epochs: int | None = None, beam_size: int = 1,
+                 length_penalty: float = 1.0, max_decode_len: int = 40,
+                 label_smoothing: float = 0.0, num_examples: int = 25,
+                 num_heatmaps: int = 4) -> None:
+        super().__init__(backbone, optimizer, scheduler, monitor)
+        if not isinstance(beam_size, int) or beam_size < 1:
+            raise ConfigError(f"task.module.beam_size must be an integer of at least 1 (1 = "
+                              f"greedy search), got {beam_size!r}.")
+        require(isinstance(max_decode_len, int) and max_decode_len >= 1,
+                f"task.module.max_decode_len must be a positive integer, got {max_decode_len!r}.")
+        self.tf_start, self.tf_end = teacher_forcing_schedule(teacher_forcing)
+        self.decay_epochs = decay_epochs
+        self.beam_size, self.length_penalty = beam_size, length_penalty
+        self.max_decode_len = max_decode_len
+        self.label_smoothing = label_smoothing
+        self.num_examples, self.num_heatmaps = num_examples, num_heatmaps
+        self.kind = spec.get("seq2seq", "translate")
+        self.tgt_itos = list(spec["tgt_itos"])
+        self.pad_id = 0
+        self.model = Seq2Seq(backbone, int(spec["tgt_vocab_size"]), int(spec["bos_id"]),
+                             int(spec["eos_id"]), self.pad_id, attention, context, decoder_cell,
+                             decoder_hidden_size, decoder_layers, embedding_dim, attention_size,
+                             dropout)
+        self._outputs: dict[str, list] = {"val": [], "test": []}
+        self._heatmaps: list[tuple[np.ndarray, list[str], list[str]]] = []
+
+    # ---- helpers ----------------------------------------------------------------------
+    def teacher_forcing_ratio(self) -> float:
+        """Linear from start (first epoch) to end (last epoch, or ``decay_epochs``)."""
+        trainer = getattr(self, "_trainer", None)
+        if trainer is None or self.tf_start == self.tf_end:
+            return self.tf_start
+        span = self.decay_epochs or trainer.max_epochs or 1
+        progress = min(1.0, trainer.current_epoch / max(1, span - 1))
+        return self.tf_start + (self.tf_end - self.tf_start) * progress
+
+    def _loss(self, batch: dict, ratio: float) -> Tensor:
+        logits, _ = self.model(batch["x"], batch["lengths"], batch["y_in"], ratio)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["y"].reshape(-1),
+                               ignore_index=self.pad_id, label_smoothing=self.label_smoothing)
+
+    def tokens(self, ids: list[int]) -> list[str]:
+        return [self.tgt_itos[i] for i in ids]
+
+    def decode(self, x: Tensor, lengths: Tensor, beam_size: int | None = None) -> list[list[str]]:
+        """Output tokens for a padded batch: greedy for beam 1, beam search otherwise."""
+        beam = self.beam_size if beam_size is None else beam_size
+        if beam < 1:
+            raise ConfigError(f"beam size must be at least 1, got {beam}.")
+        if beam == 1:
+            ids, _ = self.model.greedy(x, lengths, self.max_decode_len)
+        else:
+            ids = self.model.beam_search(x, lengths, beam, self.max_decode_len,
+                                         self.length_penalty)
+        return [self.tokens(row) for row in ids]
+
+    def score(self, hyps: list[list[str]], refs: list[list[list[str]]]) -> dict[str, float]:
+        if self.kind == "g2p":
+            return g2p_scores(hyps, refs)
+        return translation_scores([" ".join(h) for h in hyps], [" ".join(r[0]) for r in refs])
+
+    # ---- steps --------------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        ratio = self.teacher_forcing_ratio()
+        loss = self._loss(batch, ratio)
+        n = len(batch["lengths"])
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
+        self.log("train/teacher_forcing", ratio, on_step=False, on_epoch=True, batch_size=n)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self.log("val/loss", self._loss(batch, 1.0), prog_bar=True, batch_size=len(batch["lengths"]))
+        hyps = self.decode(batch["x"], batch["lengths"], beam_size=1)
+        self._outputs["val"].extend(zip(hyps, batch["refs"], batch["src_tokens"], strict=True))
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self.log("test/loss", self._loss(batch, 1.0), batch_size=len(batch["lengths"]))
+        hyps = self.decode(batch["x"], batch["lengths"])
+        self._outputs["test"].extend(zip(hyps, batch["refs"], batch["src_tokens"], strict=True))
+        if len(self._heatmaps) < self.num_heatmaps and self.model.attention is not None:
+            ids, weights = self.model.greedy(batch["x"][:1], batch["lengths"][:1],
+                                             self.max_decode_len)
+            out = self.tokens(ids[0]) + ["</s>"]
+            src = batch["src_tokens"][0]
+            self._heatmaps.append((weights[0, : len(out), : len(src)].cpu().numpy(), src, out))
+
+    def _epoch_end(self, split: str) -> dict[str, float]:
+        outputs, self._outputs[split] = self._outputs[split], []
+        if not outputs:
+            return {}
+        scores = self.score([h for h, _, _ in outputs], [r for _, r, _ in outputs])
+        for name, value in scores.items():
+            self.log(f"{split}/{name}", value, prog_bar=split == "val")
+        return scores
+
+    def on_validation_epoch_end(self) -> None:
+        self._epoch_end("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._heatmaps = []
+
+    def on_test_epoch_end(self) -> None:
+        outputs = list(self._outputs["test"])
+        self._epoch_end("test")
+        if not outputs:
+            return
+        step = max(1, len(outputs) // max(1, self.num_examples))
+        lines = ["source\tprediction\treference(s)\tcorrect"]
+        for hyp, refs, src in outputs[::step][: self.num_examples]:
+            sep = "" if self.kind == "g2p" else " "
+            lines.append(f"{sep.join(src)}\t{' '.join(hyp)}\t"
+                         f"{' | '.join(' '.join(r) for r in refs)}\t{hyp in refs}")
+        log_text(self.trainer, "\n".join(lines) + "\n", "examples/test_examples.tsv")
+        for i, (weights, src, out) in enumerate(self._heatmaps):
+            log_figure(self.trainer, attention_figure(weights, src, out),
+                       f"plots/attention_test_{i}.png")
