@@ -117,8 +117,8 @@ class ForecastTask(RnnlabTask):
         dm = getattr(self.trainer, "datamodule", None)
         if dm is None or not hasattr(dm, "periods"):
             return
-        metrics = score_period(dm, split, self.forecast(dm, split), self.trainer,
-                               str(dm.spec.get("target_names")), plot)
+        title = str(getattr(self.backbone, "cell", type(self.backbone).__name__))
+        metrics = score_period(dm, split, self.forecast(dm, split), self.trainer, title, plot)
         self.log_dict(metrics, prog_bar=split == "val")
 
     def on_validation_epoch_end(self) -> None:
