@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from types import SimpleNamespace
 from typing import Any
 
@@ -23,6 +24,10 @@ from rnnlab.errors import UserError
 
 register_resolvers()
 log = logging.getLogger("rnnlab")
+# keep the console for what matters: no advertising tip, no third-party deprecation noise
+logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
+    lambda record: "litlogger" not in record.getMessage())
+warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
 
 
 def _interactive() -> bool:
@@ -43,6 +48,7 @@ def _loggers(cfg: DictConfig, dm: Any, run_id: str | None) -> list:
     from hydra.utils import instantiate
 
     from rnnlab.tracking.mlflow import make_mlflow_logger
+    from rnnlab.tracking.sweep import attach_to_parent
 
     out = []
     for name, conf in (cfg.get("logger") or {}).items():
@@ -52,8 +58,11 @@ def _loggers(cfg: DictConfig, dm: Any, run_id: str | None) -> list:
             kwargs = OmegaConf.to_container(conf, resolve=True)
             kwargs.pop("_target_", None)
             kwargs["run_name"] = kwargs.get("run_name") or f"{cfg.model.name}-s{cfg.seed}"
-            out.append(make_mlflow_logger(**kwargs, root_dir=cfg.paths.root_dir,
-                                          tags=_run_tags(cfg, dm), run_id=run_id))
+            logger = make_mlflow_logger(**kwargs, root_dir=cfg.paths.root_dir,
+                                        tags=_run_tags(cfg, dm), run_id=run_id)
+            if run_id is None:
+                attach_to_parent(logger.experiment, logger.run_id)
+            out.append(logger)
         else:
             out.append(instantiate(conf))
     return out

@@ -39,7 +39,7 @@ class EpochPrinter(pl.Callback):
         if trainer.sanity_checking or trainer.global_rank != 0:
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
-                   if k.startswith(("train/loss", "val/")) and not k.endswith("_step")}
+                   if k == "train/loss_epoch" or k.startswith("val/")}
         shown = "  ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
         print(f"epoch {trainer.current_epoch}: {shown}", file=sys.stderr, flush=True)
 

@@ -1,18 +1,169 @@
-"""Sweep identity for runs launched by a Hydra multirun (grouping under a parent run)."""
+"""Grouping the jobs of a Hydra multirun under one MLflow parent run per experiment.
+
+MLflow nests runs whose ``mlflow.parentRunId`` tag names another run of the same
+experiment. A sweep can span tasks (one experiment each), so every job finds or creates
+the parent run of *its* experiment for the sweep, under a file lock in the sweep folder
+(the same folder every launcher writes to). This works the same for the basic launcher,
+joblib workers and cluster launchers on a shared file system. The Hydra callback
+:class:`SweepParentRuns` prepares the store before any job starts (so parallel jobs never
+race to create the SQLite schema) and, at the end, writes each parent's summary: job
+count, the best job by the task's own metric and direction, and Optuna's best params.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
 
 SWEEP_ID_ENV = "RNNLAB_SWEEP_ID"
-PARENT_RUN_ENV = "RNNLAB_PARENT_RUN_ID"
+SWEEP_ID_FILE = ".rnnlab_sweep_id"
+PARENT_ROLE = "sweep_parent"
+log = logging.getLogger("rnnlab")
+
+
+def current_sweep() -> tuple[str, Path] | None:
+    """(sweep id, sweep folder) when running as a multirun job, else None."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    try:
+        hc = HydraConfig.get()
+    except ValueError:
+        return None
+    if hc.mode != RunMode.MULTIRUN:
+        return None
+    sweep_dir = Path(hc.sweep.dir).resolve()
+    id_file = sweep_dir / SWEEP_ID_FILE
+    sweep_id = os.environ.get(SWEEP_ID_ENV) or (
+        id_file.read_text().strip() if id_file.exists() else sweep_dir.name)
+    return sweep_id, sweep_dir
 
 
 def sweep_tags() -> dict[str, str]:
-    """Tags that link a job to its sweep; empty for a single run."""
-    tags: dict[str, str] = {}
-    if os.environ.get(SWEEP_ID_ENV):
-        tags["sweep_id"] = os.environ[SWEEP_ID_ENV]
-    if os.environ.get(PARENT_RUN_ENV):
-        tags["mlflow.parentRunId"] = os.environ[PARENT_RUN_ENV]
-    return tags
+    """The ``sweep_id`` tag for a multirun job; empty for a single run."""
+    sweep = current_sweep()
+    return {"sweep_id": sweep[0]} if sweep else {}
+
+
+def _sweep_overrides() -> list[str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:
+        return []
+
+
+def attach_to_parent(client: Any, run_id: str) -> str | None:
+    """Tag ``run_id`` as a child of its sweep's parent run (created on first use)."""
+    from rnnlab.data.sources import file_lock
+
+    sweep = current_sweep()
+    if sweep is None:
+        return None
+    sweep_id, sweep_dir = sweep
+    experiment_id = client.get_run(run_id).info.experiment_id
+    with file_lock(sweep_dir / ".mlflow_parent.lock"):
+        found = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.sweep_id = '{sweep_id}' and tags.rnnlab_role = '{PARENT_ROLE}'")
+        if found:
+            parent = found[0].info.run_id
+        else:
+            parent = client.create_run(experiment_id, run_name=f"sweep {sweep_id}", tags={
+                "sweep_id": sweep_id, "rnnlab_role": PARENT_ROLE,
+                "sweep_dir": str(sweep_dir)}).info.run_id
+    client.set_tag(run_id, "mlflow.parentRunId", parent)
+    return parent
+
+
+def _direction(run: Any) -> tuple[str, bool]:
+    monitor = run.data.params.get("task.monitor", "val/loss")
+    return monitor, run.data.params.get("task.mode", "min") == "max"
+
+
+def summarise_parent(client: Any, parent: Any, sweep_dir: Path) -> dict[str, Any]:
+    """Log the sweep's summary on its parent run and close it."""
+    children = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'", max_results=5000)
+    finished = [c for c in children if c.info.status == "FINISHED"]
+    summary: dict[str, Any] = {"n_jobs": len(children), "n_finished": len(finished)}
+    metrics = {"sweep/n_jobs": len(children), "sweep/n_finished": len(finished)}
+    lines = ["| run | model | best val | test |", "|---|---|---|---|"]
+    scored = []
+    for c in finished:
+        monitor, maximise = _direction(c)
+        value = c.data.metrics.get(f"best/{monitor}", c.data.metrics.get(monitor))
+        if value is not None:
+            scored.append((value if maximise else -value, c, monitor, value))
+    scored.sort(key=lambda t: t[0], reverse=True)
+    for _, c, monitor, value in scored:
+        test = c.data.metrics.get(monitor.replace("val/", "test/", 1))
+        lines.append(f"| {c.info.run_name} | {c.data.tags.get('model')} | {value:.4f} | "
+                     f"{'' if test is None else f'{test:.4f}'} |")
+    if scored:
+        _, best, monitor, value = scored[0]
+        metrics[f"sweep/best_{monitor.replace('/', '_')}"] = value
+        client.set_tag(parent.info.run_id, "best_run_id", best.info.run_id)
+        client.set_tag(parent.info.run_id, "best_model", best.data.tags.get("model", ""))
+        summary["best_run_id"] = best.info.run_id
+    for key, value in metrics.items():
+        client.log_metric(parent.info.run_id, key, value)
+    client.log_text(parent.info.run_id, "\n".join(lines) + "\n", "sweep/summary.md")
+    optuna_file = sweep_dir / "optimization_results.yaml"
+    if optuna_file.exists():
+        results = OmegaConf.to_container(OmegaConf.load(optuna_file))
+        for key, value in (results.get("best_params") or {}).items():
+            client.log_param(parent.info.run_id, f"best.{key}", value)
+        client.log_artifact(parent.info.run_id, str(optuna_file), "sweep")
+    client.set_terminated(parent.info.run_id, "FINISHED")
+    return summary
+
+
+class SweepParentRuns(Callback):
+    """Hydra callback (see conf/hydra/default.yaml) around every multirun."""
+
+    def _client(self, config: DictConfig) -> Any:
+        from mlflow.tracking import MlflowClient
+
+        from rnnlab.tracking.mlflow import resolve_tracking_uri
+
+        mlflow_cfg = (config.get("logger") or {}).get("mlflow")
+        if mlflow_cfg is None:
+            return None
+        return MlflowClient(resolve_tracking_uri(mlflow_cfg.get("tracking_uri"),
+                                                 config.paths.root_dir))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir).resolve()
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        sweep_id = f"{sweep_dir.name}-{uuid.uuid4().hex[:6]}"
+        (sweep_dir / SWEEP_ID_FILE).write_text(sweep_id + "\n")
+        client = self._client(config)
+        if client is not None:
+            client.search_experiments(max_results=1)  # creates the schema once, before any job
+        log.info("sweep id %s", sweep_id)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir).resolve()
+        id_file = sweep_dir / SWEEP_ID_FILE
+        client = self._client(config)
+        if client is None or not id_file.exists():
+            return
+        sweep_id = id_file.read_text().strip()
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        parents = client.search_runs(
+            experiments,
+            filter_string=f"tags.sweep_id = '{sweep_id}' and tags.rnnlab_role = '{PARENT_ROLE}'")
+        for parent in parents:
+            summary = summarise_parent(client, parent, sweep_dir)
+            print(f"sweep {sweep_id}: {parent.data.tags.get('mlflow.runName')} in experiment "
+                  f"{parent.info.experiment_id}: {summary['n_finished']}/{summary['n_jobs']} "
+                  f"jobs finished")
