@@ -1,0 +1,271 @@
+"""Character language modelling (1->N generation): next-character cross-entropy and sampling.
+
+The backbone reads characters left to right (the task is causal: a bidirectional model is
+refused before any work, the Transformer gets a causal mask) and a linear layer predicts
+the next character at every step. The loss is in nats per character; bits per character
+(``bpc = loss / ln 2``) and perplexity (``exp(loss)``) are logged beside it, each computed
+over every scored character of the split (a sum, not a mean of batch means).
+
+Stateful training (truncated BPTT): with ``stateful=True`` the hidden state after batch
+b-1 is detached and fed into batch b, whose streams continue those of b-1 (see
+``rnnlab.data.charlm.StreamBatches``); a batch flagged ``reset`` starts from zero. The same
+rule scores validation and test, so a stateful model is evaluated with its long context.
+
+Every validation epoch a few samples at two temperatures are logged as text artifacts
+(``samples/step_<n>.txt``) so the text can be watched getting better.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import Metric
+
+from rnnlab.errors import ConfigError, UserError, require
+from rnnlab.tasks.base import OptimizerFactory, RnnlabTask
+from rnnlab.tracking.artifacts import log_text
+
+Hidden = Tensor | tuple[Tensor, Tensor] | None
+
+
+def detach_hidden(hidden: Hidden) -> Hidden:
+    """Cut the graph at the batch boundary (truncated BPTT) but keep the values."""
+    if hidden is None:
+        return None
+    if isinstance(hidden, tuple):
+        return tuple(h.detach() for h in hidden)
+    return hidden.detach()
+
+
+def is_recurrent(backbone: nn.Module) -> bool:
+    """Backbones with a carried state (RNN/LSTM/GRU) return one from ``init_hidden``."""
+    return backbone.init_hidden(1) is not None
+
+
+def encode_prompt(prompt: str, itos: Sequence[str], unk_id: int | None) -> list[int]:
+    """Prompt -> ids; characters never seen in training map to ``<unk>`` with a warning."""
+    stoi = {c: i for i, c in enumerate(itos)}
+    unknown = sorted({c for c in prompt if c not in stoi})
+    if unknown:
+        warnings.warn(f"the prompt has characters never seen in training ({''.join(unknown)!r}); "
+                      f"they are read as <unk>, which may make the first characters odd.",
+                      stacklevel=2)
+    fallback = unk_id if unk_id is not None else 0
+    return [stoi.get(c, fallback) for c in prompt]
+
+
+def check_sampling(temperature: float, top_k: int) -> None:
+    if not temperature > 0:
+        raise UserError(f"temperature must be greater than 0 (got {temperature}); use a small "
+                        f"value such as 0.1 for nearly greedy text or 1.0 for the model's own "
+                        f"distribution.")
+    if top_k < 0:
+        raise UserError(f"top-k must be 0 (off) or a positive number of characters, got {top_k}.")
+
+
+class LanguageModelTask(RnnlabTask):
+    """Backbone -> dropout -> linear over the character vocabulary.
+
+    Args:
+        tie_weights: share the input embedding with the output layer (Press & Wolf 2017);
+            needs the backbone's output size to equal its embedding size.
+        dropout: on the backbone outputs before the output layer.
+        stateful: carry (detached) hidden state across consecutive batches.
+        sample_length, sample_temperatures, sample_prompts: the samples logged each
+            validation epoch (length 0 turns them off); ``sample_seed`` fixes them.
+    """
+
+    def __init__(self, backbone: nn.Module, spec: dict[str, Any], optimizer: OptimizerFactory,
+                 scheduler: Any = None, monitor: str = "val/loss", tie_weights: bool = False,
+                 dropout: float = 0.0, stateful: bool = False, sample_length: int = 300,
+                 sample_temperatures: Sequence[float] = (0.5, 1.0),
+                 sample_prompts: Sequence[str] = ("\n",), sample_seed: int = 1) -> None:
+        super().__init__(backbone, optimizer, scheduler, monitor)
+        self.vocab_size = int(spec["vocab_size"])
+        self.itos = list(spec.get("itos") or [])
+        self.unk_id = spec.get("unk_id")
+        self.context = int(spec.get("seq_len") or 128)
+        self.recurrent = is_recurrent(backbone)
+        if stateful and not self.recurrent:
+            raise ConfigError("task.stateful=true carries a recurrent state across batches, and "
+                              "this model has none (a Transformer); use task.stateful=false.")
+        require(0.0 <= float(dropout) < 1.0,
+                f"task.module.dropout must be in [0, 1), got {dropout!r}.")
+        self.stateful = bool(stateful)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(backbone.output_size, self.vocab_size)
+        if tie_weights:
+            self._tie(backbone)
+        self.sample_length = int(sample_length)
+        self.sample_temperatures = [float(t) for t in sample_temperatures]
+        for t in self.sample_temperatures:
+            check_sampling(t, 0)
+        self.sample_prompts = list(sample_prompts)
+        self.sample_seed = sample_seed
+        self._train_hidden: Hidden = None
+        self._eval_hidden: Hidden = None
+        self.val_metrics = nn.ModuleDict({k: PerCharLoss(k) for k in PerCharLoss.KINDS})
+        self.test_metrics = nn.ModuleDict({k: PerCharLoss(k) for k in PerCharLoss.KINDS})
+
+    def _tie(self, backbone: nn.Module) -> None:
+        embedding = getattr(getattr(backbone, "input", None), "layer", None)
+        if not isinstance(embedding, nn.Embedding):
+            raise ConfigError("task.module.tie_weights=true needs a backbone that embeds token "
+                              "ids; this one has no embedding table to share.")
+        if embedding.embedding_dim != backbone.output_size:
+            raise ConfigError(
+                f"task.module.tie_weights=true needs the backbone's output size "
+                f"({backbone.output_size}) to equal its embedding size "
+                f"({embedding.embedding_dim}); set model.embedding_dim={backbone.output_size} "
+                f"or task.module.tie_weights=false.")
+        self.head.weight = embedding.weight
+
+    # ---- forward and loss --------------------------------------------------------------
+    def forward(self, x: Tensor, hidden: Hidden = None) -> tuple[Tensor, Hidden]:
+        """Logits (B, T, V) for the next character at every step, and the final state."""
+        enc = self.backbone(x, hidden=hidden)
+        return self.head(self.dropout(enc.outputs)), enc.hidden
+
+    def _step(self, batch: dict, hidden: Hidden) -> tuple[Tensor, Hidden]:
+        """Summed cross-entropy (nats) over the batch's characters and the next state."""
+        if batch.get("reset", True) or hidden is None or not self.stateful:
+            hidden = None
+        elif _batch_of(hidden) != batch["x"].shape[0]:
+            hidden = None  # a shorter batch cannot continue the streams
+        logits, new_hidden = self(batch["x"], hidden)
+        loss = F.cross_entropy(logits.reshape(-1, self.vocab_size), batch["y"].reshape(-1),
+                               reduction="sum")
+        return loss, detach_hidden(new_hidden) if self.stateful else None
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        total, self._train_hidden = self._step(batch, self._train_hidden)
+        n = batch["y"].numel()
+        loss = total / n
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
+        return loss
+
+    def on_train_epoch_start(self) -> None:
+        self._train_hidden = None
+
+    # ---- evaluation: exact per-character averages ---------------------------------------
+    def _eval_start(self) -> None:
+        self._eval_hidden = None
+
+    def _eval_step(self, batch: dict, metrics: nn.ModuleDict, prefix: str) -> None:
+        total, self._eval_hidden = self._step(batch, self._eval_hidden)
+        for name, metric in metrics.items():
+            metric.update(total, batch["y"].numel())
+            self.log(f"{prefix}/{name}", metric, prog_bar=prefix == "val" and name == "loss")
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_start()
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, self.val_metrics, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self._log_samples()
+
+    def on_test_epoch_start(self) -> None:
+        self._eval_start()
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, self.test_metrics, "test")
+
+    # ---- generation --------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, prompt_ids: Sequence[int], length: int, temperature: float = 1.0,
+                 top_k: int = 0, seed: int | None = None) -> list[int]:
+        """``length`` new character ids after the prompt.
+
+        Recurrent backbones read the prompt once and then advance one step per character
+        with their state; the Transformer re-reads its last ``seq_len`` characters (its
+        training context) each step. Same seed, same output.
+        """
+        check_sampling(temperature, top_k)
+        gen = torch.Generator(device="cpu")
+        if seed is not None:
+            gen.manual_seed(seed)
+        was_training = self.training
+        self.eval()
+        device = self.head.weight.device
+        ids = list(prompt_ids) or [self.unk_id or 0]
+        out: list[int] = []
+        hidden: Hidden = None
+        x = torch.tensor([ids], device=device)
+        banned = torch.zeros(self.vocab_size)  # never emit <pad> or <unk>: they are not text
+        banned[[i for i in (0, self.unk_id) if i is not None and i < self.vocab_size]] = -math.inf
+        for _ in range(length):
+            if not self.recurrent:
+                x = torch.tensor([(ids + out)[-self.context:]], device=device)
+            logits, hidden = self(x, hidden if self.recurrent else None)
+            nxt = sample_next(logits[0, -1].float().cpu() + banned, temperature, top_k, gen)
+            out.append(nxt)
+            x = torch.tensor([[nxt]], device=device)
+        self.train(was_training)
+        return out
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return "".join("\ufffd" if i == self.unk_id else self.itos[i] for i in ids)
+
+    def _log_samples(self) -> None:
+        if self.sample_length <= 0 or not self.itos:
+            return
+        parts = []
+        for t in self.sample_temperatures:
+            for k, prompt in enumerate(self.sample_prompts):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    ids = encode_prompt(prompt, self.itos, self.unk_id)
+                text = self.decode(self.generate(ids, self.sample_length, t,
+                                                 seed=self.sample_seed + k))
+                parts.append(f"=== temperature {t}, prompt {prompt!r}\n{prompt}{text}\n")
+        header = f"step {self.global_step}, epoch {self.current_epoch}\n\n"
+        log_text(self.trainer, header + "\n".join(parts),
+                 f"samples/step_{self.global_step:07d}.txt")
+
+
+class PerCharLoss(Metric):
+    """Summed nats over summed characters, reported as ``loss`` (nats/char), ``bpc``
+    (bits/char) or ``ppl`` (exp of the loss): exact over the split, not a mean of means."""
+
+    KINDS = ("loss", "bpc", "ppl")
+    full_state_update = False
+
+    def __init__(self, kind: str = "loss") -> None:
+        super().__init__()
+        self.kind = kind
+        self.add_state("nats", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("chars", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, nats: Tensor, chars: int) -> None:
+        self.nats += nats.detach().to(torch.float64)
+        self.chars += chars
+
+    def compute(self) -> Tensor:
+        loss = self.nats / self.chars.clamp(min=1)
+        if self.kind == "bpc":
+            return loss / math.log(2)
+        return torch.exp(loss.clamp(max=50)) if self.kind == "ppl" else loss
+
+
+def sample_next(logits: Tensor, temperature: float, top_k: int, gen: torch.Generator) -> int:
+    """One id from softmax(logits / temperature), over the top-k ids when top_k > 0."""
+    scaled = (logits - logits.max()) / temperature  # max is 0: no overflow as t -> 0
+    if 0 < top_k < scaled.numel():
+        kth = torch.topk(scaled, top_k).values[-1]
+        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+    probs = torch.softmax(scaled, dim=-1)
+    return int(torch.multinomial(probs, 1, generator=gen))
+
+
+def _batch_of(hidden: Hidden) -> int:
+    h = hidden[0] if isinstance(hidden, tuple) else hidden
+    return int(h.shape[1])
