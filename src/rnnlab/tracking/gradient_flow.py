@@ -31,7 +31,8 @@ import logging
 import math
 import os
 import tempfile
-import uuid
+import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -267,13 +268,10 @@ class SweepComparison(_HydraCallback):
 
     def __init__(self, param: str = "task.seq_len", metric: str = "test/loss") -> None:
         self.param, self.metric = param, metric
-        self.sweep_id: str | None = None
+        self.started_ms: int | None = None
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
-        from rnnlab.tracking.sweep import SWEEP_ID_ENV
-
-        os.environ.setdefault(SWEEP_ID_ENV, uuid.uuid4().hex[:12])
-        self.sweep_id = os.environ[SWEEP_ID_ENV]
+        self.started_ms = int(time.time() * 1000)
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         try:
@@ -286,18 +284,23 @@ class SweepComparison(_HydraCallback):
 
         from rnnlab.tracking.mlflow import resolve_tracking_uri
 
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         root = config.paths.root_dir
         client = MlflowClient(resolve_tracking_uri(config.logger.mlflow.get("tracking_uri"), root))
         exp = client.get_experiment_by_name(str(config.logger.mlflow.experiment_name))
-        if exp is None or self.sweep_id is None:
+        if exp is None or self.started_ms is None:
             return
-        runs = client.search_runs([exp.experiment_id],
-                                  filter_string=f"tags.sweep_id = '{self.sweep_id}'")
+        # this sweep's jobs: started after it began, with a model tag (not parent/summary
+        # runs) and, when jobs carry one, the sweep id most of them share
+        runs = [r for r in client.search_runs(
+            [exp.experiment_id], filter_string=f"attributes.start_time >= {self.started_ms}",
+            max_results=1000) if r.data.tags.get("model")]
+        ids = Counter(r.data.tags.get("sweep_id") for r in runs)
+        sweep_id = ids.most_common(1)[0][0] if ids else None
+        runs = [r for r in runs if r.data.tags.get("sweep_id") == sweep_id]
         rows, curves = [], {}
         with tempfile.TemporaryDirectory() as tmp:
             for run in runs:
-                if run.data.tags.get("summary"):
-                    continue
                 model = run.data.tags.get("model", "?")
                 x = run.data.params.get(self.param, "?")
                 rows.append((model, x, run.data.metrics.get(self.metric),
@@ -314,7 +317,7 @@ class SweepComparison(_HydraCallback):
         if not rows:
             return
         summary = client.create_run(exp.experiment_id, run_name="sweep-summary",
-                                    tags={"sweep_id": self.sweep_id, "summary": "true"})
+                                    tags={"sweep_id": str(sweep_id), "rnnlab_role": "sweep_summary"})
         rid = summary.info.run_id
         rows.sort(key=lambda r: (r[0], float(r[1]) if r[1].replace(".", "").isdigit() else 0))
         table = [f"| model | {self.param} | {self.metric} | baseline | solved |", "|---|---|---|---|---|"]
