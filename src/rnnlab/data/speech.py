@@ -197,20 +197,24 @@ class SpeechDataModule(RnnlabDataModule):
         super().__init__(batch_size, num_workers, seed)
         self.data = {k: v for k, v in dict(data or {}).items() if v}
         self.dataset = dataset
-        if not self.data.get("train") and dataset not in DATASETS:
-            raise ConfigError(f"task.datamodule.dataset={dataset!r} is unknown; use one of "
-                              f"{', '.join(DATASETS)} or give your own file as "
-                              f"task.data.train=PATH.")
-        if (self.data.get("val") or self.data.get("test")) and not self.data.get("train"):
-            raise ConfigError("task.data.val/test were given without task.data.train; give the "
-                              "training file too (task.data.train=PATH).")
         self.data_dir = Path(data_dir)
-        self.split = check_fractions(split, "task.datamodule.split")
+        self.split = split
         self.split_seed = split_seed
         self.normalize = normalize
         self.class_names: list[str] = []
         self.mean: np.ndarray | None = None
         self.std: np.ndarray | None = None
+
+    def check(self) -> None:
+        """Validate the settings (here, not in __init__, where Hydra would wrap the error)."""
+        if not self.data.get("train") and self.dataset not in DATASETS:
+            raise ConfigError(f"task.dataset={self.dataset!r} is unknown; use one of "
+                              f"{', '.join(DATASETS)} or give your own file as "
+                              f"task.data.train=PATH.")
+        if (self.data.get("val") or self.data.get("test")) and not self.data.get("train"):
+            raise ConfigError("task.data.val/test were given without task.data.train; give the "
+                              "training file too (task.data.train=PATH).")
+        self.split = check_fractions(self.split, "task.datamodule.split")
 
     # ---- reading -------------------------------------------------------------------
     def _split_off(self, frames: Frames, missing: list[str]) -> dict[str, Frames]:
@@ -267,10 +271,12 @@ class SpeechDataModule(RnnlabDataModule):
                 for s in SPLITS}, fp
 
     def prepare_data(self) -> None:
+        self.check()
         if not self.data.get("train"):
             self._read_splits()
 
     def _setup(self) -> None:
+        self.check()
         raw, self.fingerprint = self._read_splits()
         self.class_names = _class_order(set(raw["train"][1]))
         unknown = sorted({lab for s in ("val", "test") for lab in raw[s][1]}

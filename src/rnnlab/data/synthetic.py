@@ -131,13 +131,19 @@ class GeneratedDataModule(RnnlabDataModule):
                  data_seed: int = 1234, batch_size: int = 64, num_workers: int = 0,
                  seed: int = 0) -> None:
         super().__init__(batch_size, 0, seed)  # generation is cheap: no worker processes
-        for key, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test),
-                           ("batch_size", batch_size)):
-            require(int(value) >= 1, f"task.datamodule.{key} must be at least 1, got {value}.")
-        self.sizes = {"train": int(n_train), "val": int(n_val), "test": int(n_test)}
+        self.sizes = {"train": n_train, "val": n_val, "test": n_test}
         self.data_seed = data_seed
         self.fixed: dict[str, Batch] = {}
         self._passes = 0
+
+    def check(self) -> None:
+        """Validate the settings (here, not in __init__: Hydra's instantiate would wrap the
+        error, and run() calls prepare_data first anyway)."""
+        for key, value in (*self.sizes.items(), ("batch_size", self.batch_size)):
+            name = key if key == "batch_size" else f"n_{key}"
+            require(isinstance(value, int) and value >= 1,
+                    f"task.datamodule.{name} must be an integer of at least 1, got {value!r}.")
+        self.generate(1, torch.Generator().manual_seed(0))
 
     # subclasses define the problem
     def generate(self, n: int, generator: torch.Generator) -> Batch:  # pragma: no cover
@@ -147,10 +153,11 @@ class GeneratedDataModule(RnnlabDataModule):
         raise NotImplementedError
 
     def prepare_data(self) -> None:
-        """Nothing to fetch; generating one example checks the settings early."""
-        self.generate(1, torch.Generator().manual_seed(0))
+        """Nothing to fetch; the settings are checked before any work."""
+        self.check()
 
     def _setup(self) -> None:
+        self.check()
         for split in ("val", "test"):
             gen = torch.Generator().manual_seed(derived_seed(self.name, split, self.data_seed))
             self.fixed[split] = self.generate(self.sizes[split], gen)
@@ -189,13 +196,16 @@ class AddingDataModule(GeneratedDataModule):
     name = "adding"
 
     def __init__(self, seq_len: int = 100, **kwargs: Any) -> None:
-        if not isinstance(seq_len, int) or seq_len < 2:
-            raise ConfigError(f"task.seq_len must be an integer of at least 2 (the adding problem "
-                              f"marks two positions, one in each half), got {seq_len!r}.")
         super().__init__(**kwargs)
         self.seq_len = seq_len
         self.spec = {"input_size": 2, "padding_idx": 0, "output_size": 1,
                      "baseline_loss": adding_baseline(), "seq_len": seq_len}
+
+    def check(self) -> None:
+        if not isinstance(self.seq_len, int) or self.seq_len < 2:
+            raise ConfigError(f"task.seq_len must be an integer of at least 2 (the adding problem "
+                              f"marks two positions, one in each half), got {self.seq_len!r}.")
+        super().check()
 
     def generate(self, n: int, generator: torch.Generator) -> Batch:
         return adding_problem(n, self.seq_len, generator)
@@ -211,16 +221,18 @@ class CopyDataModule(GeneratedDataModule):
 
     def __init__(self, delay: int = 100, n_symbols: int = 10, alphabet: int = 8,
                  **kwargs: Any) -> None:
-        if not isinstance(delay, int) or delay < 1:
-            raise ConfigError(f"task.delay must be an integer of at least 1 (the delimiter comes "
-                              f"`delay` steps after the last symbol), got {delay!r}.")
         super().__init__(**kwargs)
         self.delay, self.n_symbols, self.alphabet = delay, n_symbols, alphabet
-        copy_problem(1, delay, torch.Generator(), n_symbols, alphabet)  # validates the rest
         pad = alphabet + 2  # blank, symbols and delimiter are all real inputs
         self.spec = {"vocab_size": alphabet + 3, "padding_idx": pad,
                      "num_classes": alphabet + 1, "n_symbols": n_symbols,
                      "baseline_loss": copy_baseline(delay, n_symbols, alphabet)}
+
+    def check(self) -> None:
+        if not isinstance(self.delay, int) or self.delay < 1:
+            raise ConfigError(f"task.delay must be an integer of at least 1 (the delimiter comes "
+                              f"`delay` steps after the last symbol), got {self.delay!r}.")
+        super().check()
 
     def generate(self, n: int, generator: torch.Generator) -> Batch:
         return copy_problem(n, self.delay, generator, self.n_symbols, self.alphabet)
