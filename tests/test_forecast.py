@@ -143,9 +143,9 @@ def test_baselines_on_a_toy_seasonal_series() -> None:
 
 def test_baseline_config_errors() -> None:
     with pytest.raises(ConfigError, match="model.trend='linear' is unknown"):
-        ETS(trend="linear")
+        ETS(trend="linear").validate()
     with pytest.raises(ConfigError, match="model.order must be three non-negative integers"):
-        ARIMA(order=(1, 1))
+        ARIMA(order=(1, 1)).validate()
 
 
 # ---- bad input ----------------------------------------------------------------------------
@@ -169,9 +169,11 @@ def test_missing_non_numeric_and_empty_columns(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"empty\.csv: column 'x' has no values at all"):
         make_dm(empty, tmp_path, data={"input_columns": ["x"]})
     with pytest.raises(ConfigError, match="task.dataset='airplanes' is unknown; use one of airline"):
-        ForecastDataModule(dataset="airplanes")
+        ForecastDataModule(dataset="airplanes").prepare_data()
     with pytest.raises(ConfigError, match="task.strategy='both' is unknown"):
-        ForecastDataModule(strategy="both")
+        ForecastDataModule(strategy="both").setup()
+    with pytest.raises(ConfigError, match="task.window must be a positive integer, got 0"):
+        ForecastDataModule(window=0).setup()
 
 
 def test_gaps_are_interpolated_and_counted(tmp_path: Path) -> None:

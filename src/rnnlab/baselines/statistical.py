@@ -24,11 +24,16 @@ class ForecastBaseline(Baseline):
     families = ("forecast",)
     label = "baseline"
 
+    def validate(self) -> None:
+        """Check the settings; called before fitting, not in the constructor, so the one-line
+        error reaches the user instead of Hydra's instantiation wrapper."""
+
     def predict(self, history: np.ndarray, steps: int, season: int) -> np.ndarray:
         """Forecast ``steps`` values after a 1-D ``history``."""
         raise NotImplementedError
 
     def fit_evaluate(self, datamodule: Any, run: Any) -> dict[str, float]:
+        self.validate()
         dm = datamodule
         metrics: dict[str, float] = {}
         for split in ("val", "test"):
@@ -72,13 +77,15 @@ class ETS(ForecastBaseline):
 
     def __init__(self, trend: str | None = "add", seasonal: str | None = "mul",
                  damped_trend: bool = False, use_boxcox: bool = False) -> None:
-        for key, value in (("trend", trend), ("seasonal", seasonal)):
-            require(value in (None, "add", "mul"),
-                    f"model.{key}={value!r} is unknown; use add, mul or null.")
-        require(not (damped_trend and trend is None),
-                "model.damped_trend=true needs a trend; set model.trend=add or mul.")
         self.trend, self.seasonal = trend, seasonal
         self.damped_trend, self.use_boxcox = damped_trend, use_boxcox
+
+    def validate(self) -> None:
+        for key, value in (("trend", self.trend), ("seasonal", self.seasonal)):
+            require(value in (None, "add", "mul"),
+                    f"model.{key}={value!r} is unknown; use add, mul or null.")
+        require(not (self.damped_trend and self.trend is None),
+                "model.damped_trend=true needs a trend; set model.trend=add or mul.")
 
     def predict(self, history: np.ndarray, steps: int, season: int) -> np.ndarray:
         from statsmodels.tsa.holtwinters import ExponentialSmoothing
@@ -104,15 +111,20 @@ class ARIMA(ForecastBaseline):
 
     def __init__(self, order: tuple = (1, 1, 1), seasonal_order: tuple | None = (0, 1, 1),
                  log: bool = False, trend: str | None = None) -> None:
-        require(len(order) == 3 and all(int(v) >= 0 for v in order),
-                f"model.order must be three non-negative integers (p, d, q), got {list(order)}.")
-        require(seasonal_order is None or (len(seasonal_order) == 3
-                                           and all(int(v) >= 0 for v in seasonal_order)),
-                f"model.seasonal_order must be null or three non-negative integers (P, D, Q), "
-                f"got {seasonal_order}.")
-        self.order = tuple(int(v) for v in order)
-        self.seasonal_order = tuple(int(v) for v in seasonal_order) if seasonal_order else None
+        self.order, self.seasonal_order = order, seasonal_order
         self.log, self.trend = log, trend
+
+    @staticmethod
+    def _triple(value: Any) -> bool:
+        return isinstance(value, list | tuple) and len(value) == 3 and all(
+            isinstance(v, int) and v >= 0 for v in value)
+
+    def validate(self) -> None:
+        require(self._triple(self.order), f"model.order must be three non-negative integers "
+                f"(p, d, q), got {self.order}.")
+        require(self.seasonal_order is None or self._triple(self.seasonal_order),
+                f"model.seasonal_order must be null or three non-negative integers (P, D, Q), "
+                f"got {self.seasonal_order}.")
 
     def predict(self, history: np.ndarray, steps: int, season: int) -> np.ndarray:
         from statsmodels.tsa.arima.model import ARIMA as _ARIMA
@@ -122,6 +134,6 @@ class ARIMA(ForecastBaseline):
         y = np.log(history) if self.log else history
         seasonal = (*self.seasonal_order, season) if self.seasonal_order and season > 1 \
             else (0, 0, 0, 0)
-        fitted = _ARIMA(y, order=self.order, seasonal_order=seasonal, trend=self.trend).fit()
+        fitted = _ARIMA(y, order=tuple(self.order), seasonal_order=seasonal, trend=self.trend).fit()
         out = np.asarray(fitted.forecast(steps))
         return np.exp(out) if self.log else out

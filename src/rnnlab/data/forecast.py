@@ -295,33 +295,42 @@ class ForecastDataModule(RnnlabDataModule):
                  seed: int = 0) -> None:
         super().__init__(batch_size, num_workers, seed)
         self.dataset, self.data = dataset, dict(data or {})
-        if not self.data.get("path") and dataset not in DATASETS:
-            raise ConfigError(f"task.dataset={dataset!r} is unknown; use one of "
-                              f"{', '.join(DATASETS)} or your own file with task.data.path=FILE.")
-        require(strategy in STRATEGIES, f"task.strategy={strategy!r} is unknown; use direct or "
-                f"recursive.")
-        for key, value, low in (("window", window, 1), ("horizon", horizon, 1),
-                                ("test_size", test_size, 1), ("val_size", val_size, 1)):
-            require(isinstance(value, int) and value >= low,
-                    f"task.{key} must be an integer of at least {low}, got {value!r}.")
-        require(season is None or (isinstance(season, int) and season >= 1),
-                f"task.season must be a positive integer or null, got {season!r}.")
         self.data_dir = Path(data_dir)
         self.window, self.horizon, self.strategy = window, horizon, strategy
         self.steps = horizon if strategy == "direct" else 1
-        self.test_size, self.val_size, self.season = test_size, val_size, season
         self.transform_cfg = {"log": False, "seasonal_diff": False, "scale": "standard",
                               **(transform or {})}
+        self.test_size, self.val_size, self.season = test_size, val_size, season
         self.series: Series | None = None
         self.transform: SeriesTransform | None = None
         self.z: np.ndarray | None = None
         self.periods: dict[str, Period] = {}
 
+    def validate(self) -> None:
+        """Check the settings (run from prepare/setup, not the constructor, so the one-line
+        error reaches the user instead of Hydra's instantiation wrapper)."""
+        if not self.data.get("path") and self.dataset not in DATASETS:
+            raise ConfigError(f"task.dataset={self.dataset!r} is unknown; use one of "
+                              f"{', '.join(DATASETS)} or your own file with task.data.path=FILE.")
+        require(self.strategy in STRATEGIES, f"task.strategy={self.strategy!r} is unknown; use "
+                f"direct or recursive.")
+        for key in ("window", "horizon", "test_size", "val_size"):
+            value = getattr(self, key)
+            require(isinstance(value, int) and value >= 1,
+                    f"task.{key} must be a positive integer, got {value!r}.")
+        require(self.season is None or (isinstance(self.season, int) and self.season >= 1),
+                f"task.season must be a positive integer or null, got {self.season!r}.")
+        scale = self.transform_cfg["scale"]
+        require(scale in SCALERS, f"task.transform.scale={scale!r} is unknown; use one of "
+                f"{', '.join(SCALERS)}.")
+
     def prepare_data(self) -> None:
+        self.validate()
         if not self.data.get("path") and self.dataset == "airline":
             fetch(SKTIME, self.data_dir / "cache")
 
     def _setup(self) -> None:
+        self.validate()
         s = self.series = load_series(self.dataset, self.data, self.data_dir / "cache", self.season)
         n = len(s.values)
         t = self.transform = SeriesTransform(bool(self.transform_cfg["log"]),
