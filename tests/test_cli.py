@@ -46,3 +46,11 @@ def test_debug_run_end_to_end(tmp_path: Path, sentiment_csv: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "test/acc" in proc.stdout
     assert (tmp_path / "mlflow.db").exists() and (tmp_path / "mlartifacts").is_dir()
+
+
+def test_unreachable_tracking_server_is_one_line(tmp_path: Path, sentiment_csv: Path) -> None:
+    proc = _train("model=gru", "trainer=debug", f"task.data.train={sentiment_csv}",
+                  "logger.mlflow.tracking_uri=http://127.0.0.1:9", root=tmp_path)
+    assert proc.returncode == 2
+    assert "error: cannot reach the MLflow tracking server http://127.0.0.1:9" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -50,3 +50,20 @@ def test_parallel_joblib_sweep_groups_runs_and_loses_nothing(tmp_path: Path,
         assert len(history) == 2
         assert {"test/acc", "test/f1", "train/loss_epoch"} <= set(child.data.metrics)
         assert child.data.params["model.name"] == child.data.tags["model"]
+
+
+def test_optuna_search_of_three_trials(tmp_path: Path, sentiment_csv: Path) -> None:
+    proc = _multirun(tmp_path, "hparams_search=sentiment_optuna", "hydra.sweeper.n_trials=3",
+                     "model=gru", "trainer=debug", f"task.data.train={sentiment_csv}",
+                     "task.datamodule.min_freq=1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = list((tmp_path / "outputs" / "multiruns").glob("*/optimization_results.yaml"))
+    assert len(results) == 1 and "best_params" in results[0].read_text()
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("sentiment").experiment_id])
+    parent = next(r for r in runs if r.data.tags.get("rnnlab_role") == "sweep_parent")
+    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(trials) == 3
+    assert {"best.model.hidden_size", "best.task.optimizer.lr"} <= set(parent.data.params)
+    best = max(t.data.metrics["best/val/acc"] for t in trials)
+    assert parent.data.metrics["sweep/best_val_acc"] == best

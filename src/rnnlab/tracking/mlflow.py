@@ -29,11 +29,29 @@ def resolve_tracking_uri(configured: str | None, root_dir: str | Path) -> str:
     return configured or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(root_dir)
 
 
-def _local_artifact_root(uri: str, root_dir: str | Path) -> str | None:
+def local_artifact_root(uri: str, root_dir: str | Path) -> str | None:
     """Artifacts beside a local store; a server (http/https/databricks) picks its own."""
     if uri.startswith(("sqlite:", "file:", "/")) or "://" not in uri:
         return (Path(root_dir).resolve() / "mlartifacts").as_uri()
     return None
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast on a dead tracking server (MLflow's own client retries for minutes)."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return  # something answers; the MLflow client reports anything else precisely
+    except (OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        raise ConfigError(f"cannot reach the MLflow tracking server {uri} ({reason}); start it, "
+                          f"fix logger.mlflow.tracking_uri / MLFLOW_TRACKING_URI, or choose "
+                          f"logger=csv.") from err
 
 
 def ensure_experiment(client, name: str, artifact_root: str | None) -> str:
@@ -60,9 +78,10 @@ def make_mlflow_logger(experiment_name: str, root_dir: str, tracking_uri: str | 
     from mlflow.tracking import MlflowClient
 
     uri = resolve_tracking_uri(tracking_uri, root_dir)
+    check_reachable(uri)
     try:
         client = MlflowClient(uri)
-        ensure_experiment(client, experiment_name, _local_artifact_root(uri, root_dir))
+        ensure_experiment(client, experiment_name, local_artifact_root(uri, root_dir))
         if run_id is not None:
             client.get_run(run_id)
             client.update_run(run_id, status="RUNNING")
