@@ -160,8 +160,12 @@ COLUMNS = ["task", "model", "rank", "metric", "best val", "test (best run)", "te
            "seeds", "params", "train s", "items/s"]
 
 
+def _fmt(value: float | None, spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
+
 def _row(e: Entry) -> list[str]:
-    fmt = (lambda v, spec: "" if v is None else format(v, spec))
+    fmt = _fmt
     return [e.task, e.model, str(e.rank), f"{e.monitor} ({'max' if e.maximise else 'min'})",
             f"{e.best_val:.4f}", fmt(e.best_test, ".4f"), e.mean_std(), str(len(e.seeds)),
             e.n_params, fmt(e.train_seconds, ".0f"), fmt(e.throughput, ".0f")]
