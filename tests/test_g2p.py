@@ -1,0 +1,143 @@
+"""task=g2p end to end on a tiny dictionary in the real cmudict format, plus its errors."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from rnnlab.cli.convert import main as convert_main
+from rnnlab.data.g2p import G2PDataModule, parse_cmudict
+from rnnlab.errors import ConfigError, DataError
+from rnnlab.train import run
+
+PHONES = {"a": "AE1", "b": "B", "d": "D", "e": "EH0", "k": "K", "m": "M", "o": "OW1",
+          "s": "S", "t": "T"}
+FAST = ["trainer.max_epochs=3", "task.datamodule.batch_size=16", "model.hidden_size=32",
+        "model.embedding_dim=16", "task.module.embedding_dim=16",
+        "task.module.attention_size=16", "task.module.dropout=0.0", "task.module.beam_size=2",
+        "task.module.max_decode_len=12", "task.optimizer.lr=0.01",
+        "callbacks.early_stopping=null"]
+
+
+def write_cmudict(path: Path, n: int = 240, seed: int = 0) -> Path:
+    """Words over a few letters, one phoneme per letter; every 10th word has a variant."""
+    rng = random.Random(seed)
+    letters = sorted(PHONES)
+    words: set[str] = set()
+    while len(words) < n:
+        words.add("".join(rng.choice(letters) for _ in range(rng.randint(2, 6))))
+    lines = ["# a tiny dictionary in the cmudict format"]
+    for i, word in enumerate(sorted(words)):
+        phones = " ".join(PHONES[c] for c in word)
+        lines.append(f"{word} {phones}" + (" # a comment" if i == 3 else ""))
+        if i % 10 == 0:
+            lines.append(f"{word}(2) {phones.replace('AE1', 'AH0')}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def cmudict_file(tmp_path: Path) -> Path:
+    return write_cmudict(tmp_path / "tiny.dict")
+
+
+def test_parse_keeps_variants_together_and_drops_comments(tmp_path: Path) -> None:
+    text = "tomato T AH0 M EY1 T OW2\ntomato(2) T AH0 M AA1 T OW2  # british\ncat K AE1 T\n"
+    words = parse_cmudict(text, "x.dict")
+    assert words == {"tomato": [["T", "AH0", "M", "EY1", "T", "OW2"],
+                                ["T", "AH0", "M", "AA1", "T", "OW2"]],
+                     "cat": [["K", "AE1", "T"]]}
+
+
+def test_split_is_by_word_and_fixed_by_split_seed(cmudict_file: Path, tmp_path: Path) -> None:
+    dm = G2PDataModule(data={"path": str(cmudict_file)}, data_dir=str(tmp_path / "data"))
+    dm.setup()
+    words = {s: {"".join(src) for src, _ in dm.pairs[s]} for s in ("train", "val", "test")}
+    assert not words["train"] & words["test"] and not words["train"] & words["val"]
+    assert sum(map(len, words.values())) == 240
+    # training has one example per variant; test keeps one item per word, all variants as refs
+    n_variants = sum(len(v) for _, v in dm.pairs["train"])
+    assert len(dm.datasets["train"]) == n_variants > len(dm.pairs["train"])
+    assert len(dm.datasets["test"]) == len(dm.pairs["test"])
+    batch = dm.collate([dm.datasets["train"][i] for i in range(4)])
+    assert (batch["y_in"][:, 0] == dm.spec["bos_id"]).all()
+    assert (batch["y_in"][:, 1:] == batch["y"][:, :-1]).all()
+    again = G2PDataModule(data={"path": str(cmudict_file)}, data_dir=str(tmp_path / "data"))
+    again.setup()
+    assert again.fingerprint == dm.fingerprint and again.pairs["test"] == dm.pairs["test"]
+    other = G2PDataModule(data={"path": str(cmudict_file)}, split_seed=7,
+                          data_dir=str(tmp_path / "data"))
+    other.setup()
+    assert other.pairs["test"] != dm.pairs["test"]
+
+
+@pytest.mark.parametrize("content, message", [
+    ("cat K AE1 T\ndog\n", "line 2: 'dog' has no phonemes"),
+    ("# only a comment\n\n", "has no entries"),
+])
+def test_bad_dictionary_names_file_and_line(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "bad.dict"
+    path.write_text(content, encoding="utf-8")
+    dm = G2PDataModule(data={"path": str(path)}, data_dir=str(tmp_path / "data"))
+    with pytest.raises(DataError, match=message) as err:
+        dm.setup()
+    assert str(path) in str(err.value)
+
+
+def _history(root: Path, name: str) -> tuple[list[float], MlflowClient, object]:
+    client = MlflowClient(f"sqlite:///{root}/mlflow.db")
+    exp = client.get_experiment_by_name("g2p")
+    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"])
+    return [m.value for m in sorted(client.get_metric_history(runs[0].info.run_id, name),
+                                    key=lambda m: m.step)], client, runs[0]
+
+
+@pytest.mark.parametrize("attention", ["none", "bahdanau", "luong_dot", "luong_general"])
+def test_training_per_attention_type(attention: str, make_config, cmudict_file: Path,
+                                     lab_root: Path) -> None:
+    cfg = make_config("task=g2p", "model=bilstm", f"task.data.path={cmudict_file}",
+                      f"task.module.attention={attention}", *FAST)
+    metrics = run(cfg)
+    losses, client, mlrun = _history(lab_root, "train/loss_epoch")
+    assert len(losses) == 3 and losses[-1] < 0.8 * losses[0]
+    assert 0.0 <= metrics["test/wer"] <= 1.0 and metrics["test/per"] >= 0.0
+    artifacts = {a.path for a in client.list_artifacts(mlrun.info.run_id, "examples")}
+    assert "examples/test_examples.tsv" in artifacts
+    plots = {a.path for a in client.list_artifacts(mlrun.info.run_id, "plots")}
+    assert any(p.startswith("plots/attention_test_") for p in plots) == (attention != "none")
+
+
+def test_attention_learns_the_toy_dictionary_and_convert_reads_the_checkpoint(
+        make_config, cmudict_file: Path, tmp_path: Path, capsys) -> None:
+    cfg = make_config("task=g2p", "model=gru", f"task.data.path={cmudict_file}",
+                      "task.module.attention=luong_general", *FAST, "trainer.max_epochs=12",
+                      "task.module.teacher_forcing={start: 1.0, end: 0.8}")
+    metrics = run(cfg)
+    assert metrics["test/per"] < 0.3, metrics
+    words = tmp_path / "words.txt"
+    words.write_text("bad\nmask\n", encoding="utf-8")
+    capsys.readouterr()
+    assert convert_main([metrics["ckpt_path"], "--file", str(words), "--beam", "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[0] for line in out] == ["bad", "mask"]
+    assert convert_main([metrics["ckpt_path"], "--beam", "0", "bad"]) == 2
+    assert "--beam must be at least 1" in capsys.readouterr().err
+    assert convert_main([metrics["ckpt_path"]]) == 2
+    assert "either on the command line or with --file" in capsys.readouterr().err
+    words.write_text("bad\n\nmask\n", encoding="utf-8")
+    assert convert_main([metrics["ckpt_path"], "--file", str(words)]) == 2
+    assert "line 2: the line is empty" in capsys.readouterr().err
+
+
+def test_bad_settings_are_refused(make_config, cmudict_file: Path) -> None:
+    cfg = make_config("task=g2p", "model=gru", f"task.data.path={cmudict_file}",
+                      "task.module.beam_size=0", *FAST[:-1])
+    with pytest.raises(ConfigError, match="beam_size must be an integer of at least 1"):
+        run(cfg)
+    cfg = make_config("task=g2p", "model=gru", f"task.data.path={cmudict_file}",
+                      "task.module.attention=cosine")
+    with pytest.raises(ConfigError, match="attention='cosine' is unknown"):
+        run(cfg)
