@@ -25,7 +25,14 @@ import torch
 
 from rnnlab.data.base import ListDataset, RnnlabDataModule
 from rnnlab.data.batching import pad_batch
-from rnnlab.data.sources import PinnedDistribution, fetch, file_lock, read_member, write_once
+from rnnlab.data.sources import (
+    PinnedDistribution,
+    fetch,
+    file_lock,
+    read_member,
+    sha256_of,
+    write_once,
+)
 from rnnlab.data.splits import check_fractions, fingerprint, holdout_split, stratified_split
 from rnnlab.errors import ConfigError, DataError
 
@@ -239,7 +246,8 @@ class SpeechDataModule(RnnlabDataModule):
             raise DataError(f"the frame files have inconsistent frame dimensions ({detail} "
                             f"features per frame); train, val and test must use the same "
                             f"features.")
-        fp = fingerprint("user-speech", {s: self.data.get(s) for s in SPLITS},
+        fp = fingerprint("user-speech", {s: sha256_of(Path(self.data[s])) for s in SPLITS
+                                         if self.data.get(s)},
                          [len(given[s][1]) for s in SPLITS], self.split, self.split_seed)
         return given, fp
 
