@@ -130,6 +130,8 @@ def test_baselines_on_a_toy_seasonal_series() -> None:
     periodic = np.tile([5.0, 7.0, 9.0, 6.0], 10)
     np.testing.assert_allclose(SeasonalNaive().predict(periodic[:30], 10, 4), periodic[30:])
     assert Naive().predict(periodic[:30], 3, 4).tolist() == [periodic[29]] * 3
+    ramp = np.tile([0.0, 5.0, 2.0], 6) + np.repeat(np.arange(6) * 10.0, 3)  # +10 a season
+    np.testing.assert_allclose(SeasonalNaive(drift=True).predict(ramp[:12], 6, 3), ramp[12:])
     x = seasonal_values(120, noise=0.5)  # additive season
     t = np.arange(120)
     x_mul = (100 + 1.5 * t) * (1 + 0.15 * np.sin(2 * math.pi * t / 12))  # season grows with level

@@ -57,17 +57,25 @@ class Naive(ForecastBaseline):
 
 
 class SeasonalNaive(ForecastBaseline):
-    """Every future value equals the value one season earlier (last season repeated)."""
+    """Every future value equals the value one season earlier (last season repeated).
+
+    ``drift=true`` adds the history's mean change over one season for every season
+    ahead: the forecast a network makes when it predicts "no news" on seasonally
+    differenced data, so it shows what a network adds beyond the transform."""
 
     label = "seasonal naive"
 
-    def __init__(self, season: int | None = None) -> None:
-        self.season = season
+    def __init__(self, season: int | None = None, drift: bool = False) -> None:
+        self.season, self.drift = season, drift
 
     def predict(self, history: np.ndarray, steps: int, season: int) -> np.ndarray:
         m = self.season or season
-        m = m if len(history) >= m else 1
-        return np.resize(history[-m:], steps)  # tiles the last season over the horizon
+        m = m if len(history) > m else 1
+        out = np.resize(history[-m:], steps)  # tiles the last season over the horizon
+        if self.drift:
+            seasons_ahead = np.arange(steps) // m + 1
+            out = out + seasons_ahead * np.mean(history[m:] - history[:-m])
+        return out
 
 
 class ETS(ForecastBaseline):
@@ -116,8 +124,8 @@ class ARIMA(ForecastBaseline):
 
     @staticmethod
     def _triple(value: Any) -> bool:
-        return isinstance(value, list | tuple) and len(value) == 3 and all(
-            isinstance(v, int) and v >= 0 for v in value)
+        items = list(value) if hasattr(value, "__len__") and not isinstance(value, str) else []
+        return len(items) == 3 and all(isinstance(v, int) and v >= 0 for v in items)
 
     def validate(self) -> None:
         require(self._triple(self.order), f"model.order must be three non-negative integers "
@@ -132,8 +140,10 @@ class ARIMA(ForecastBaseline):
         if self.log and not (history > 0).all():
             raise ConfigError("model.log=true needs positive values; set model.log=false.")
         y = np.log(history) if self.log else history
-        seasonal = (*self.seasonal_order, season) if self.seasonal_order and season > 1 \
+        seasonal = (*(int(v) for v in self.seasonal_order), season) \
+            if self.seasonal_order and season > 1 \
             else (0, 0, 0, 0)
-        fitted = _ARIMA(y, order=tuple(self.order), seasonal_order=seasonal, trend=self.trend).fit()
+        order = tuple(int(v) for v in self.order)
+        fitted = _ARIMA(y, order=order, seasonal_order=seasonal, trend=self.trend).fit()
         out = np.asarray(fitted.forecast(steps))
         return np.exp(out) if self.log else out
