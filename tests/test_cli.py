@@ -54,3 +54,10 @@ def test_unreachable_tracking_server_is_one_line(tmp_path: Path, sentiment_csv: 
     assert proc.returncode == 2
     assert "error: cannot reach the MLflow tracking server http://127.0.0.1:9" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_constructor_errors_stay_one_sentence(tmp_path: Path) -> None:
+    proc = _train("task.datamodule.dataset=imdb", root=tmp_path)
+    assert proc.returncode == 2
+    assert "error: task.datamodule.dataset='imdb' is unknown" in proc.stderr
+    assert "Traceback" not in proc.stderr and "InstantiationException" not in proc.stderr

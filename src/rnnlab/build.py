@@ -21,6 +21,14 @@ from rnnlab.tasks.base import RnnlabTask
 MODEL_META_KEYS = ("name",)
 
 
+def construct(conf: Any, _convert_: str = "none", **kwargs: Any) -> Any:
+    """Instantiate ``conf`` by calling its class ourselves.
+
+    Hydra's ``instantiate`` wraps constructor exceptions in its own error type, which would
+    turn a one-sentence :class:`UserError` into a traceback; a partial keeps it intact."""
+    return instantiate(conf, _partial_=True, _convert_=_convert_)(**kwargs)
+
+
 def model_config(cfg: DictConfig) -> dict[str, Any]:
     """The model group minus its metadata: exactly the constructor's arguments."""
     conf = OmegaConf.to_container(cfg.model, resolve=True)
@@ -68,8 +76,7 @@ def check_pair(cfg: DictConfig) -> None:
 
 
 def build_backbone(cfg: DictConfig, spec: dict[str, Any]) -> Any:
-    factory = instantiate(model_config(cfg), _partial_=True)
-    return factory(vocab_size=spec.get("vocab_size"), input_size=spec.get("input_size"),
+    return construct(model_config(cfg), vocab_size=spec.get("vocab_size"), input_size=spec.get("input_size"),
                    padding_idx=spec.get("padding_idx", 0), causal=bool(cfg.task.get("causal")))
 
 
@@ -77,18 +84,17 @@ def build_module(cfg: DictConfig, spec: dict[str, Any]) -> RnnlabTask:
     backbone = build_backbone(cfg, spec)
     optimizer = instantiate(cfg.task.optimizer)
     scheduler = instantiate(cfg.task.scheduler) if cfg.task.get("scheduler") else None
-    factory = instantiate(cfg.task.module, _partial_=True)
-    return factory(backbone=backbone, spec=spec, optimizer=optimizer, scheduler=scheduler,
+    return construct(cfg.task.module, backbone=backbone, spec=spec, optimizer=optimizer, scheduler=scheduler,
                    monitor=cfg.task.monitor)
 
 
 def build_baseline(cfg: DictConfig) -> Baseline:
-    return instantiate(model_config(cfg))
+    return construct(model_config(cfg))
 
 
 def build_datamodule(cfg: DictConfig) -> Any:
-    return instantiate(cfg.task.datamodule, _convert_="all")
+    return construct(cfg.task.datamodule, _convert_="all")
 
 
 def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
-    return [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    return [construct(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
