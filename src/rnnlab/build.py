@@ -21,6 +21,10 @@ from rnnlab.tasks.base import RnnlabTask
 MODEL_META_KEYS = ("name",)
 
 
+class IncompatiblePair(ConfigError):
+    """This model cannot serve this task; a sweep skips the pair instead of stopping."""
+
+
 def construct(conf: Any, _convert_: str = "none", **kwargs: Any) -> Any:
     """Instantiate ``conf`` by calling its class ourselves.
 
@@ -60,12 +64,12 @@ def check_pair(cfg: DictConfig) -> None:
     cls = model_class(cfg)
     if issubclass(cls, Baseline):
         if family not in cls.families:
-            raise ConfigError(
+            raise IncompatiblePair(
                 f"model={model} is a baseline for {' / '.join(cls.families)} tasks, and task={task} "
                 f"is a {family} task; choose a neural model or a baseline made for {task}.")
         return
     if cfg.task.get("causal") and cfg.model.get("bidirectional"):
-        raise ConfigError(
+        raise IncompatiblePair(
             f"task={task} is causal (each step may only see the past), so the bidirectional "
             f"model={model} cannot be used; pick a unidirectional one such as model=lstm.")
     # every model setting is checked now, on a stand-in input, before any data is read

@@ -221,8 +221,17 @@ def objective(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def hydra_main(cfg: DictConfig) -> float | None:
+    from rnnlab.build import IncompatiblePair
+    from rnnlab.tracking.sweep import current_sweep
+
     try:
         return objective(cfg, run(cfg))
+    except IncompatiblePair as err:
+        if current_sweep() is None:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+        print(f"skipped: {err}", file=sys.stderr)  # a grid may hold pairs that cannot work
+        return None
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
