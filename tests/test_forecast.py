@@ -196,3 +196,19 @@ def test_multivariate_inputs_and_several_targets(tmp_path: Path) -> None:
     assert dm.series.columns == ["b", "a", "c"] and dm.spec["targets"] == [1, 2]
     assert dm.spec["input_size"] == 3 and dm.spec["season"] == 12  # monthly dates -> 12
     assert dm.truth("test").shape == (12, 2)
+
+
+@pytest.mark.parametrize(("dataset", "columns", "season"), [("co2", 1, 52), ("sunspots", 1, 1),
+                                                           ("macrodata", 12, 4)])
+def test_statsmodels_series(dataset: str, columns: int, season: int, tmp_path: Path) -> None:
+    import pandas as pd
+    import statsmodels
+
+    dm = ForecastDataModule(dataset=dataset, data_dir=str(tmp_path), window=8, horizon=4,
+                            test_size=20, val_size=20)
+    dm.setup()
+    assert dm.spec["input_size"] == columns and dm.spec["season"] == season
+    raw = pd.read_csv(Path(statsmodels.__file__).parent / "datasets" / dataset / f"{dataset}.csv")
+    assert len(dm.series.values) == len(raw)
+    if dataset == "co2":  # weekly readings with gaps, filled and counted
+        assert dm.describe()["n_interpolated"] == int(raw["co2"].isna().sum()) > 0

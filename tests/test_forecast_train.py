@@ -101,3 +101,11 @@ def test_airline_baselines_match_published_figures(model: str, low: float, high:
                                                    make_config) -> None:
     metrics = run(make_config(f"model={model}", "task=forecast"))  # downloads the sktime wheel
     assert low < metrics["test/mape"] < high
+
+
+@pytest.mark.slow
+def test_recurrent_model_beats_ets_and_seasonal_naive_on_airline(make_config) -> None:
+    """The bar in targets.md, measured side by side on the same test period."""
+    scores = {m: run(make_config(f"model={m}", "task=forecast"))["test/mape"]
+              for m in ("lstm", "ets", "seasonal_naive")}
+    assert scores["lstm"] < scores["ets"] < scores["seasonal_naive"], scores
