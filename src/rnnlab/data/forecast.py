@@ -133,7 +133,10 @@ def read_user_csv(path: str, target: list[str], date_column: str | None,
             raise DataError(f"{path}, line {row + 2}: dates go back in time; sort the file by "
                             f"{date_column!r}.")
         dates = list(frame[date_column])
-        out.attrs["freq"] = pd.infer_freq(parsed) if len(parsed) >= 3 else None
+        try:
+            out.attrs["freq"] = pd.infer_freq(parsed) if len(parsed) >= 3 else None
+        except (TypeError, ValueError):  # irregular dates: no frequency, no season
+            out.attrs["freq"] = None
     return out, dates
 
 
