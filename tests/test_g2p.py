@@ -141,3 +141,13 @@ def test_bad_settings_are_refused(make_config, cmudict_file: Path) -> None:
                       "task.module.attention=cosine")
     with pytest.raises(ConfigError, match="attention='cosine' is unknown"):
         run(cfg)
+
+
+@pytest.mark.parametrize("model", ["rnn_relu", "lstm", "transformer"])
+def test_every_backbone_can_be_the_encoder(model: str, make_config, cmudict_file: Path) -> None:
+    overrides = [o for o in FAST if not o.startswith(("model.", "trainer.max_epochs"))]
+    size = ["model.d_model=16", "model.nhead=2"] if model == "transformer" else \
+        ["model.hidden_size=16", "model.embedding_dim=16"]
+    cfg = make_config("task=g2p", f"model={model}", f"task.data.path={cmudict_file}",
+                      "trainer.max_epochs=1", *size, *overrides)
+    assert "test/per" in run(cfg)
