@@ -53,7 +53,7 @@ class TaggingTask(RnnlabTask):
         self.crf = LinearChainCRF(len(self.tag_names), self.tag_names) if crf else None
         self.num_examples = num_examples
         self.scorers = {"val": SpanScorer(), "test": SpanScorer()}
-        self.examples: list[str] = []
+        self.examples: list[tuple[int, str]] = []
 
     def emissions(self, x: Tensor, lengths: Tensor) -> Tensor:
         """(B, T, K) tag scores."""
@@ -96,12 +96,21 @@ class TaggingTask(RnnlabTask):
         gold = [[self.tag_names[i] for i in row[:n]]
                 for row, n in zip(batch["y"].tolist(), batch["lengths"].tolist(), strict=True)]
         self.scorers[split].update(gold, pred)
-        if split == "test" and len(self.examples) < self.num_examples:
+        if split == "test" and self.num_examples > 0:
             tokens = batch.get("tokens") or [[str(i) for i in row] for row in batch["x"].tolist()]
             joiner = "" if self.char_level else " "
-            for toks, p, g in zip(tokens, pred, gold, strict=False):
-                if len(self.examples) < self.num_examples and any(t != "O" for t in g):
-                    self.examples.append(format_tagged(toks, p, g, joiner))
+            self.examples.extend((len(toks), format_tagged(toks, p, g, joiner))
+                                 for toks, p, g in zip(tokens, pred, gold, strict=False)
+                                 if any(t != "O" for t in g))
+
+    def _pick_examples(self) -> list[str]:
+        """Evenly spaced sentences with entities, preferring ones of 8+ tokens (test batches
+        come sorted by length, so the first ones alone would be the shortest)."""
+        pool = [text for n, text in self.examples if n >= 8] or [text for _, text in self.examples]
+        if len(pool) <= self.num_examples:
+            return pool
+        step = len(pool) / self.num_examples
+        return [pool[int(i * step)] for i in range(self.num_examples)]
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -134,5 +143,6 @@ class TaggingTask(RnnlabTask):
         head = "crf" if self.crf is not None else "softmax"
         log_text(self.trainer, f"entity-level scores on test ({head} head)\n" + scorer.table(),
                  "ner/test_per_type.txt")
-        log_text(self.trainer, "\n\n".join(self.examples) + "\n", "ner/test_examples.txt")
+        log_text(self.trainer, "\n\n".join(self._pick_examples()) + "\n", "ner/test_examples.txt")
         scorer.reset()
+        self.examples = []
