@@ -109,6 +109,18 @@ def test_given_splits_bioes_and_tag_cli(make_config, tmp_path: Path, capsys) -> 
     assert tag_main([str(tmp_path / "missing.ckpt"), "--text", "x"]) == 2
 
 
+def test_char_cnn_features_learn_and_tag(make_config, conll_file: Path, capsys) -> None:
+    cfg = make_config(*FAST, *SMALL, "model=lstm", "task.char_features=true", "task.crf=true",
+                      "trainer.max_epochs=4", "task.optimizer.lr=0.01",
+                      f"task.data.train={conll_file}", "logger=none")
+    metrics = run(cfg)
+    assert metrics["test/f1"] > 0.5
+    assert tag_main([metrics["ckpt_path"], "--text", "Ann visited Oslo"]) == 0
+    assert "Oslo\tB-LOC" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="already one character per token"):
+        NerDataModule(dataset="msra", char_features=True)
+
+
 def test_bad_file_fails_before_mlflow(make_config, lab_root: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.conll"
     bad.write_text("Ann NN B-PER\nsaid NN\n")

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from rnnlab.data.batching import pad_batch
+from rnnlab.data.ner import encode_chars
 from rnnlab.data.tables import read_text_file
 from rnnlab.data.vocab import Vocabulary
 from rnnlab.errors import UserError
@@ -26,6 +27,7 @@ def split_text(text: str, char_level: bool) -> list[str]:
 
 
 def tag_sentences(module, vocab: Vocabulary, sentences: list[list[str]], lowercase: bool,
+                  chars: Vocabulary | None = None, max_word_len: int = 20,
                   batch_size: int = 64) -> list[list[str]]:
     """IOB2 tags for each tokenised sentence."""
     out: list[list[str]] = []
@@ -34,7 +36,8 @@ def tag_sentences(module, vocab: Vocabulary, sentences: list[list[str]], lowerca
         ids = [torch.tensor(vocab.encode([t.lower() if lowercase else t for t in s]),
                             dtype=torch.long) for s in chunk]
         x, lengths = pad_batch(ids, vocab.pad_id)
-        out.extend(module.predict_tags(x, lengths))
+        char_ids = encode_chars(chunk, chars, max_word_len) if chars is not None else None
+        out.extend(module.predict_tags(x, lengths, char_ids))
     return out
 
 
@@ -72,8 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         sentences = [s for s in sentences if s]
         if not sentences:
             raise UserError("there is no text to tag; give a non-empty --text or --file.")
+        chars = Vocabulary.from_dict(state["chars"]) if state.get("chars") else None
         tags = tag_sentences(loaded.module, Vocabulary.from_dict(state["vocab"]), sentences,
-                             bool(state.get("lowercase")))
+                             bool(state.get("lowercase")), chars, int(state.get("max_word_len", 20)))
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -53,6 +53,18 @@ def _random_split(n: int, fractions: tuple[float, float, float], seed: int) -> l
             np.sort(perm[n_val: n_val + n_test])]
 
 
+def encode_chars(sentences: list[list[str]], chars: Vocabulary, max_word_len: int) -> torch.Tensor:
+    """(B, T, W) character ids of each token (0 = padding), for the char-CNN."""
+    steps = max(len(s) for s in sentences)
+    width = max(1, min(max_word_len, max(len(t) for s in sentences for t in s)))
+    out = torch.zeros(len(sentences), steps, width, dtype=torch.long)
+    for b, sent in enumerate(sentences):
+        for i, tok in enumerate(sent):
+            ids = chars.encode(tok[:width])
+            out[b, i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+    return out
+
+
 class NerDataModule(RnnlabDataModule):
     """Tagged sentences -> (token ids, tag ids), vocabulary and tag set from training data.
 
@@ -67,12 +79,16 @@ class NerDataModule(RnnlabDataModule):
         lowercase: lowercase tokens before lookup (English word-level data).
         char_level: how ``rnnlab-tag`` splits raw text: characters (Chinese) or
             whitespace words; ``null`` = characters for MSRA, words otherwise.
+        char_features: also give each token its characters (``chars`` in the batch, a
+            character vocabulary in ``spec``) for the tagger's char-CNN; word-level data.
+        max_word_len: characters kept per token for the char-CNN.
     """
 
     def __init__(self, dataset: str = "msra", data: dict | None = None, data_dir: str = "data",
                  split: tuple = (0.8, 0.1, 0.1), split_seed: int = 1234, min_freq: int = 1,
                  max_vocab: int | None = None, lowercase: bool = False,
-                 char_level: bool | None = None, batch_size: int = 32, num_workers: int = 0,
+                 char_level: bool | None = None, char_features: bool = False,
+                 max_word_len: int = 20, batch_size: int = 32, num_workers: int = 0,
                  seed: int = 0, bucket_factor: int = 50) -> None:
         super().__init__(batch_size, num_workers, seed, bucket_factor)
         self.data = dict(data or {})
@@ -93,6 +109,12 @@ class NerDataModule(RnnlabDataModule):
         self.tag_column = None if tag_column is None else int(tag_column)
         user = bool(self.data.get("train"))
         self.char_level = (not user and DATASETS[dataset][2]) if char_level is None else char_level
+        self.char_features = bool(char_features)
+        if self.char_features and self.char_level:
+            raise ConfigError("task.char_features=true adds characters inside each word, but "
+                              "this corpus is already one character per token; leave it false.")
+        self.max_word_len = max_word_len
+        self.chars: Vocabulary | None = None
         self.sentences: dict[str, list[Sentence]] = {}
         self.schemes: dict[str, str] = {}
 
@@ -181,6 +203,9 @@ class NerDataModule(RnnlabDataModule):
                                     f"training examples or merge the type.")
         self.vocab = Vocabulary.build((self._norm(s.tokens) for s in self.sentences["train"]),
                                       self.min_freq, self.max_vocab)
+        if self.char_features:
+            self.chars = Vocabulary.build(
+                (list(tok) for s in self.sentences["train"] for tok in s.tokens), 1)
         tag_id = {t: i for i, t in enumerate(self.tag_names)}
         for split in SPLITS:
             items = [(torch.tensor(self.vocab.encode(self._norm(s.tokens)), dtype=torch.long),
@@ -189,13 +214,17 @@ class NerDataModule(RnnlabDataModule):
             self.datasets[split] = ListDataset(items)
         self.spec = {"vocab_size": len(self.vocab), "padding_idx": self.vocab.pad_id,
                      "num_tags": len(self.tag_names), "tag_names": self.tag_names,
-                     "char_level": self.char_level}
+                     "char_level": self.char_level,
+                     "char_vocab_size": len(self.chars) if self.chars is not None else None}
 
     def collate(self, items: list) -> dict:
         x, lengths = pad_batch([ids for ids, _, _ in items], self.vocab.pad_id)
         y, _ = pad_batch([tags for _, tags, _ in items], TAG_PAD)
         # raw tokens ride along (Lightning leaves strings on the host) for tagged examples
-        return {"x": x, "lengths": lengths, "y": y, "tokens": [toks for _, _, toks in items]}
+        batch = {"x": x, "lengths": lengths, "y": y, "tokens": [toks for _, _, toks in items]}
+        if self.chars is not None:
+            batch["chars"] = encode_chars(batch["tokens"], self.chars, self.max_word_len)
+        return batch
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "vocab_size": len(self.vocab),
@@ -205,7 +234,9 @@ class NerDataModule(RnnlabDataModule):
 
     def checkpoint_state(self) -> dict[str, Any]:
         return {"vocab": self.vocab.to_dict(), "tag_names": self.tag_names,
-                "lowercase": self.lowercase, "char_level": self.char_level}
+                "lowercase": self.lowercase, "char_level": self.char_level,
+                "chars": self.chars.to_dict() if self.chars is not None else None,
+                "max_word_len": self.max_word_len}
 
     def tagged(self, split: str) -> tuple[list[list[str]], list[list[str]]]:
         """Raw tokens and IOB2 tags of a split, for the non-neural baseline and artifacts."""

@@ -1,6 +1,7 @@
 """Sequence labelling (N->N): one tag per token, scored by entity-level F1.
 
-The backbone (any ``model=``) gives per-token features; a linear layer turns them into tag
+The backbone (any ``model=``) gives per-token features (optionally joined by a char-CNN's
+features of each word, ``task.char_features=true``, for word-level corpora); a linear layer turns them into tag
 scores (emissions). Two heads share everything else:
 
 * softmax: each token's tag is chosen on its own (cross-entropy per token);
@@ -20,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnlab.errors import ConfigError
 from rnnlab.metrics.spans import SpanScorer, format_tagged
 from rnnlab.models.crf import LinearChainCRF
 from rnnlab.tasks.base import OptimizerFactory, RnnlabTask
@@ -33,6 +35,27 @@ def length_mask(lengths: Tensor, steps: int) -> Tensor:
     return torch.arange(steps, device=lengths.device)[None, :] < lengths[:, None]
 
 
+class CharCNN(nn.Module):
+    """Characters of each token -> embedding -> 1-D convolution -> max over the word
+    (Ma & Hovy 2016): spelling features (capitals, suffixes) for rare and unknown words."""
+
+    def __init__(self, vocab_size: int, char_dim: int = 25, filters: int = 30, width: int = 3,
+                 dropout: float = 0.5) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, char_dim, padding_idx=0)
+        self.dropout = nn.Dropout(dropout)
+        self.conv = nn.Conv1d(char_dim, filters, width, padding=width // 2)
+        self.output_size = filters
+
+    def forward(self, chars: Tensor) -> Tensor:
+        """(B, T, W) char ids -> (B, T, filters)."""
+        b, t, w = chars.shape
+        h = self.dropout(self.embed(chars.reshape(b * t, w))).transpose(1, 2)
+        h = self.conv(h).masked_fill((chars.reshape(b * t, 1, w) == 0), float("-inf"))
+        h = h.max(dim=2).values
+        return h.masked_fill(torch.isinf(h), 0.0).reshape(b, t, -1)
+
+
 class TaggingTask(RnnlabTask):
     """Backbone -> dropout -> linear emissions -> softmax or CRF.
 
@@ -40,25 +63,43 @@ class TaggingTask(RnnlabTask):
         crf: use the linear-chain CRF head (IOB2 constraints from ``spec['tag_names']``).
         dropout: on the backbone features before the emission layer.
         num_examples: tagged test sentences written to the run as an artifact.
+        char_features: concatenate a char-CNN's per-token output to the backbone's
+            features before the emission layer (needs the datamodule's ``char_features``).
+        char_filters: char-CNN output size.
     """
 
     def __init__(self, backbone: nn.Module, spec: dict[str, Any], optimizer: OptimizerFactory,
                  scheduler: Any = None, monitor: str = "val/f1", crf: bool = False,
-                 dropout: float = 0.5, num_examples: int = 8) -> None:
+                 dropout: float = 0.5, num_examples: int = 8, char_features: bool = False,
+                 char_filters: int = 30) -> None:
         super().__init__(backbone, optimizer, scheduler, monitor)
+        self.char_cnn: CharCNN | None = None
+        features = backbone.output_size
+        if char_features:
+            if not spec.get("char_vocab_size"):
+                raise ConfigError("task.char_features=true needs characters from the data, "
+                                  "which this datamodule did not provide; set "
+                                  "task.datamodule.char_features=true too.")
+            self.char_cnn = CharCNN(int(spec["char_vocab_size"]), filters=char_filters,
+                                    dropout=dropout)
+            features += self.char_cnn.output_size
         self.tag_names = list(spec["tag_names"])
         self.char_level = bool(spec.get("char_level", False))
         self.dropout = nn.Dropout(dropout)
-        self.emit = nn.Linear(backbone.output_size, len(self.tag_names))
+        self.emit = nn.Linear(features, len(self.tag_names))
         self.crf = LinearChainCRF(len(self.tag_names), self.tag_names) if crf else None
         self.num_examples = num_examples
         self.scorers = {"val": SpanScorer(), "test": SpanScorer()}
         self.examples: list[tuple[int, str]] = []
 
-    def emissions(self, x: Tensor, lengths: Tensor) -> Tensor:
+    def emissions(self, x: Tensor, lengths: Tensor, chars: Tensor | None = None) -> Tensor:
         """(B, T, K) tag scores."""
-        enc = self.backbone(x, lengths)
-        return self.emit(self.dropout(enc.outputs))
+        feats = self.backbone(x, lengths).outputs
+        if self.char_cnn is not None:
+            if chars is None:
+                raise ValueError("this tagger was trained with char features; pass chars")
+            feats = torch.cat([feats, self.char_cnn(chars)], dim=-1)
+        return self.emit(self.dropout(feats))
 
     def loss(self, emissions: Tensor, y: Tensor, lengths: Tensor) -> Tensor:
         """Mean negative log-likelihood per real token."""
@@ -77,19 +118,21 @@ class TaggingTask(RnnlabTask):
         return [row[:n] for row, n in zip(best, lengths.tolist(), strict=True)]
 
     @torch.no_grad()
-    def predict_tags(self, x: Tensor, lengths: Tensor) -> list[list[str]]:
+    def predict_tags(self, x: Tensor, lengths: Tensor, chars: Tensor | None = None
+                     ) -> list[list[str]]:
         """Tag names for a batch of token ids (used by ``rnnlab-tag``)."""
-        return [[self.tag_names[i] for i in row] for row in self.decode(self.emissions(x, lengths),
-                                                                         lengths)]
+        em = self.emissions(x, lengths, chars)
+        return [[self.tag_names[i] for i in row] for row in self.decode(em, lengths)]
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        loss = self.loss(self.emissions(batch["x"], batch["lengths"]), batch["y"], batch["lengths"])
+        em = self.emissions(batch["x"], batch["lengths"], batch.get("chars"))
+        loss = self.loss(em, batch["y"], batch["lengths"])
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
                  batch_size=len(batch["lengths"]))
         return loss
 
     def _eval_step(self, batch: dict, split: str) -> None:
-        em = self.emissions(batch["x"], batch["lengths"])
+        em = self.emissions(batch["x"], batch["lengths"], batch.get("chars"))
         loss = self.loss(em, batch["y"], batch["lengths"])
         self.log(f"{split}/loss", loss, batch_size=len(batch["lengths"]))
         pred = [[self.tag_names[i] for i in row] for row in self.decode(em, batch["lengths"])]
