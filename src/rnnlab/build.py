@@ -101,4 +101,7 @@ def build_datamodule(cfg: DictConfig) -> Any:
 
 
 def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
-    return [construct(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    # an entry without _target_ only tunes a callback that another choice removed
+    # (e.g. a task's early-stopping patience under callbacks=none): nothing to build
+    return [construct(c) for c in (cfg.get("callbacks") or {}).values()
+            if c is not None and c.get("_target_")]
