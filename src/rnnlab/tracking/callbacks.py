@@ -33,9 +33,12 @@ class ThroughputMonitor(pl.Callback):
 
 
 class EpochPrinter(pl.Callback):
-    """One plain line per validation epoch, for logs without a progress bar (CI, clusters)."""
+    """One plain line per validation epoch, for logs without a progress bar (CI, clusters).
 
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    Printed in ``on_validation_end``: it runs after the module's own epoch-end hook, where
+    some tasks compute their epoch metrics (entity F1, BLEU)."""
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.global_rank != 0:
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
