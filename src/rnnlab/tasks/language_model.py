@@ -104,8 +104,9 @@ class LanguageModelTask(RnnlabTask):
             self._tie(backbone)
         self.sample_length = int(sample_length)
         self.sample_temperatures = [float(t) for t in sample_temperatures]
-        for t in self.sample_temperatures:
-            check_sampling(t, 0)
+        require(all(t > 0 for t in self.sample_temperatures),
+                f"task.module.sample_temperatures must all be greater than 0, got "
+                f"{self.sample_temperatures}.")
         self.sample_prompts = list(sample_prompts)
         self.sample_seed = sample_seed
         self._train_hidden: Hidden = None
@@ -196,7 +197,8 @@ class LanguageModelTask(RnnlabTask):
         was_training = self.training
         self.eval()
         device = self.head.weight.device
-        ids = list(prompt_ids) or [self.unk_id or 0]
+        start = self.itos.index("\n") if "\n" in self.itos else (self.unk_id or 0)
+        ids = list(prompt_ids) or [start]  # an empty prompt starts as after a line break
         out: list[int] = []
         hidden: Hidden = None
         x = torch.tensor([ids], device=device)
