@@ -133,8 +133,8 @@ def test_attention_learns_the_toy_dictionary_and_convert_reads_the_checkpoint(
 
 
 def test_bad_settings_are_refused(make_config, cmudict_file: Path) -> None:
-    cfg = make_config("task=g2p", "model=gru", f"task.data.path={cmudict_file}",
-                      "task.module.beam_size=0", *FAST[:-1])
+    cfg = make_config("task=g2p", "model=gru", f"task.data.path={cmudict_file}", *FAST,
+                      "task.module.beam_size=0")
     with pytest.raises(ConfigError, match="beam_size must be an integer of at least 1"):
         run(cfg)
     cfg = make_config("task=g2p", "model=gru", f"task.data.path={cmudict_file}",

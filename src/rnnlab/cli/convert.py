@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--file", help="read inputs from this file, one per line")
     parser.add_argument("--beam", type=int, default=None,
                         help="beam size (default: the training config's task.module.beam_size)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     try:
         if bool(args.inputs) == bool(args.file):
             raise UserError("give the inputs either on the command line or with --file (exactly "
