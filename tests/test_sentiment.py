@@ -15,7 +15,7 @@ from rnnlab.errors import ConfigError, DataError
 from rnnlab.train import run
 
 FAST = ["trainer.max_epochs=3", "task.datamodule.batch_size=16", "model.hidden_size=16",
-        "model.embedding_dim=16", "task.datamodule.min_freq=1"]
+        "model.embedding_dim=16", "task.datamodule.min_freq=1", "task.backbone.input_dropout=0.1"]
 CELLS = ["rnn", "rnn_relu", "lstm", "gru", "bilstm", "bigru"]
 
 

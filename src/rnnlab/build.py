@@ -80,8 +80,13 @@ def check_pair(cfg: DictConfig) -> None:
 
 
 def build_backbone(cfg: DictConfig, spec: dict[str, Any]) -> Any:
-    return construct(model_config(cfg), vocab_size=spec.get("vocab_size"), input_size=spec.get("input_size"),
-                   padding_idx=spec.get("padding_idx", 0), causal=bool(cfg.task.get("causal")))
+    """The ``model=`` backbone, sized by the data's ``spec``; ``task.backbone`` holds the
+    task's own settings for any backbone (e.g. ``input_dropout`` on a small corpus)."""
+    task_backbone = cfg.task.get("backbone")
+    task_kwargs = OmegaConf.to_container(task_backbone, resolve=True) if task_backbone else {}
+    return construct(model_config(cfg), vocab_size=spec.get("vocab_size"),
+                     input_size=spec.get("input_size"), padding_idx=spec.get("padding_idx", 0),
+                     causal=bool(cfg.task.get("causal")), **task_kwargs)
 
 
 def build_module(cfg: DictConfig, spec: dict[str, Any]) -> RnnlabTask:

@@ -201,12 +201,21 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     from rnnlab.build import build_datamodule, check_pair, is_baseline
 
-    check_pair(cfg)
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    dm = build_datamodule(cfg)
-    dm.prepare_data()
-    dm.setup("fit")
-    metrics = run_baseline(cfg, dm) if is_baseline(cfg) else run_network(cfg, dm)
+    # MLflow exports the URI it last used into the environment; a later run in the same
+    # process (a sweep job, a test) must resolve its own store, not inherit that one
+    uri_before = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        check_pair(cfg)
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
+        dm = build_datamodule(cfg)
+        dm.prepare_data()
+        dm.setup("fit")
+        metrics = run_baseline(cfg, dm) if is_baseline(cfg) else run_network(cfg, dm)
+    finally:
+        if os.environ.get("MLFLOW_TRACKING_URI") != uri_before:
+            import mlflow
+
+            mlflow.set_tracking_uri(uri_before)
     _print_summary(f"{cfg.task.name} / {cfg.model.name} (seed {cfg.seed})",
                    {k: v for k, v in metrics.items() if isinstance(v, float)})
     return metrics

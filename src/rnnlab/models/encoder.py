@@ -73,6 +73,8 @@ class RecurrentEncoder(nn.Module):
         cell: ``rnn`` (tanh), ``rnn_relu``, ``lstm`` or ``gru``.
         hidden_size, num_layers, bidirectional: the usual.
         dropout: between stacked layers (inside the fused kernel) and on the inputs.
+        input_dropout: dropout on the embedded inputs only, if it should differ from
+            ``dropout`` (tasks with little data set it; ``None`` means ``dropout``).
         embedding_dim: size of the token embedding / input projection.
         init: ``default`` (PyTorch's), ``xavier`` (input weights), ``orthogonal``
             (recurrent weights), ``identity`` (recurrent weights = I, biases 0: the IRNN
@@ -87,7 +89,8 @@ class RecurrentEncoder(nn.Module):
                  bidirectional: bool = False, dropout: float = 0.0, embedding_dim: int = 128,
                  init: str = "default", forget_bias: float = 1.0, pack: str = "auto",
                  project_inputs: bool = False, vocab_size: int | None = None,
-                 input_size: int | None = None, padding_idx: int = 0, causal: bool = False) -> None:
+                 input_size: int | None = None, padding_idx: int = 0, causal: bool = False,
+                 input_dropout: float | None = None) -> None:
         super().__init__()
         require(cell in CELLS, f"model.cell={cell!r} is unknown; use one of {', '.join(CELLS)}.")
         require(isinstance(hidden_size, int) and hidden_size > 0,
@@ -95,6 +98,9 @@ class RecurrentEncoder(nn.Module):
         require(isinstance(num_layers, int) and num_layers > 0,
                 f"model.num_layers must be a positive integer, got {num_layers!r}.")
         require(0.0 <= float(dropout) < 1.0, f"model.dropout must be in [0, 1), got {dropout!r}.")
+        input_dropout = dropout if input_dropout is None else input_dropout
+        require(0.0 <= float(input_dropout) < 1.0,
+                f"task.backbone.input_dropout must be in [0, 1), got {input_dropout!r}.")
         require(isinstance(embedding_dim, int) and embedding_dim > 0,
                 f"model.embedding_dim must be a positive integer, got {embedding_dim!r}.")
         require(init in INITS, f"model.init={init!r} is unknown; use one of {', '.join(INITS)}.")
@@ -112,7 +118,7 @@ class RecurrentEncoder(nn.Module):
         self.num_directions = 2 if bidirectional else 1
         self.pack = pack
         self.input = InputLayer(vocab_size, input_size, embedding_dim, padding_idx, project_inputs)
-        self.input_dropout = nn.Dropout(dropout)
+        self.input_dropout = nn.Dropout(input_dropout)
         kwargs = dict(input_size=self.input.output_size, hidden_size=hidden_size,
                       num_layers=num_layers, batch_first=True, bidirectional=bidirectional,
                       dropout=dropout if num_layers > 1 else 0.0)

@@ -39,7 +39,8 @@ class TransformerEncoder(nn.Module):
     def __init__(self, d_model: int = 128, nhead: int = 4, num_layers: int = 2,
                  dim_feedforward: int = 256, dropout: float = 0.1, causal: bool = False,
                  vocab_size: int | None = None, input_size: int | None = None,
-                 padding_idx: int = 0, max_len: int = 10_000) -> None:
+                 padding_idx: int = 0, max_len: int = 10_000,
+                 input_dropout: float | None = None) -> None:
         super().__init__()
         require(isinstance(d_model, int) and d_model > 0,
                 f"model.d_model must be a positive integer, got {d_model!r}.")
@@ -54,7 +55,10 @@ class TransformerEncoder(nn.Module):
         self.input = InputLayer(vocab_size, input_size, d_model, padding_idx, project_inputs=True)
         self.scale = math.sqrt(d_model) if vocab_size is not None else 1.0
         self.positions = SinusoidalPositions(d_model, max_len)
-        self.dropout = nn.Dropout(dropout)
+        input_dropout = dropout if input_dropout is None else input_dropout
+        require(0.0 <= float(input_dropout) < 1.0,
+                f"task.backbone.input_dropout must be in [0, 1), got {input_dropout!r}.")
+        self.dropout = nn.Dropout(input_dropout)
         layer = nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout,
                                            batch_first=True, norm_first=True)
         self.layers = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
