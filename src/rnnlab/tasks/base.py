@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytorch_lightning as pl
-from torch import nn
+from torch import Tensor, nn
 from torch.optim import Optimizer
 
 OptimizerFactory = Callable[..., Optimizer]
@@ -37,6 +37,12 @@ class RnnlabTask(pl.LightningModule):
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor,
                                  "interval": "epoch"}}
+
+    def log_train_loss(self, loss: Tensor, batch_size: int) -> Tensor:
+        """Log ``train/loss`` per step and per epoch (the one name every task shares)."""
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
+                 batch_size=batch_size)
+        return loss
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)

@@ -82,9 +82,7 @@ class ForecastTask(RnnlabTask):
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         loss = self._loss(batch)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
-                 batch_size=len(batch["x"]))
-        return loss
+        return self.log_train_loss(loss, len(batch["x"]))
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self.log("val/loss", self._loss(batch), prog_bar=True, batch_size=len(batch["x"]))

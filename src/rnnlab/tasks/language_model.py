@@ -148,8 +148,7 @@ class LanguageModelTask(RnnlabTask):
         total, self._train_hidden = self._step(batch, self._train_hidden)
         n = batch["y"].numel()
         loss = total / n
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
-        return loss
+        return self.log_train_loss(loss, n)
 
     def on_train_epoch_start(self) -> None:
         self._train_hidden = None

@@ -60,9 +60,7 @@ class RegressionTask(RnnlabTask):
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         loss = self._loss(batch)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
-                 batch_size=len(batch["y"]))
-        return loss
+        return self.log_train_loss(loss, len(batch["y"]))
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         loss = self._loss(batch)

@@ -126,7 +126,7 @@ class Seq2SeqTask(RnnlabTask):
         ratio = self.teacher_forcing_ratio()
         loss = self._loss(batch, ratio)
         n = len(batch["lengths"])
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
+        self.log_train_loss(loss, n)
         self.log("train/teacher_forcing", ratio, on_step=False, on_epoch=True, batch_size=n)
         return loss
 

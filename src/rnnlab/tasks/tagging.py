@@ -127,9 +127,7 @@ class TaggingTask(RnnlabTask):
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         em = self.emissions(batch["x"], batch["lengths"], batch.get("chars"))
         loss = self.loss(em, batch["y"], batch["lengths"])
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
-                 batch_size=len(batch["lengths"]))
-        return loss
+        return self.log_train_loss(loss, len(batch["lengths"]))
 
     def _eval_step(self, batch: dict, split: str) -> None:
         em = self.emissions(batch["x"], batch["lengths"], batch.get("chars"))
