@@ -72,3 +72,12 @@ def write_sentiment_csv(path: Path, n: int = 160, seed: int = 0, sep: str = ",")
 @pytest.fixture
 def sentiment_csv(tmp_path: Path) -> Path:
     return write_sentiment_csv(tmp_path / "reviews.csv")
+
+
+def token_batch(lengths: list[int], vocab: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
+    """A right-padded batch of random token ids (never 0 or 1) and its lengths."""
+    torch.manual_seed(0)
+    x = torch.zeros(len(lengths), max(lengths), dtype=torch.long)
+    for i, n in enumerate(lengths):
+        x[i, :n] = torch.randint(2, vocab, (n,))
+    return x, torch.tensor(lengths)

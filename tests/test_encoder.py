@@ -7,16 +7,11 @@ import re
 import pytest
 import torch
 
+from conftest import token_batch
 from rnnlab.errors import ConfigError
 from rnnlab.models import CELLS, RecurrentEncoder, TransformerEncoder
 
-
-def _batch(lengths: list[int], vocab: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
-    torch.manual_seed(0)
-    x = torch.zeros(len(lengths), max(lengths), dtype=torch.long)
-    for i, n in enumerate(lengths):
-        x[i, :n] = torch.randint(2, vocab, (n,))
-    return x, torch.tensor(lengths)
+_batch = token_batch
 
 
 @pytest.mark.parametrize("cell", CELLS)

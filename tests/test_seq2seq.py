@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import token_batch
 from rnnlab.errors import ConfigError
 from rnnlab.metrics.seq2seq import edit_distance, g2p_scores, translation_scores
 from rnnlab.models import RecurrentEncoder, TransformerEncoder
@@ -15,12 +16,7 @@ from rnnlab.tasks.seq2seq import Seq2SeqTask, teacher_forcing_schedule
 BOS, EOS, VOCAB = 2, 3, 15
 
 
-def _batch(lengths: list[int], vocab: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
-    torch.manual_seed(0)
-    x = torch.zeros(len(lengths), max(lengths), dtype=torch.long)
-    for i, n in enumerate(lengths):
-        x[i, :n] = torch.randint(2, vocab, (n,))
-    return x, torch.tensor(lengths)
+_batch = token_batch
 
 
 def _model(attention: str, cell: str = "lstm", bidirectional: bool = True, layers: int = 1,

@@ -113,8 +113,9 @@ class SentimentDataModule(RnnlabDataModule):
                 share = self.split[SPLITS.index(missing[0])]
                 keep, held = holdout_split(labels, share, self.split_seed)
                 parts = {"train": keep, missing[0]: held}
-            for s, ids in (parts.items() if missing else ()):
-                given[s] = ([texts[i] for i in ids], [labels[i] for i in ids])
+            if missing:
+                for s, ids in parts.items():
+                    given[s] = ([texts[i] for i in ids], [labels[i] for i in ids])
             fp = fingerprint("user-sentiment", {s: given[s] for s in SPLITS}, self.split_seed)
             return given, fp
         fp = fingerprint(RT_SNIPPETS.sha256, RT_MEMBER, self.split, self.split_seed)

@@ -14,7 +14,6 @@ import fnmatch
 import hashlib
 import io
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -204,11 +203,3 @@ def write_once(path: Path, payload: bytes) -> Path:
         tmp.write(payload)
     os.replace(tmp.name, path)
     return path
-
-
-def copy_into_cache(src: Path, cache_dir: Path) -> Path:
-    """Put a user-supplied distribution file into the cache (used by tests and offline users)."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    dst = cache_dir / src.name
-    shutil.copyfile(src, dst)
-    return dst

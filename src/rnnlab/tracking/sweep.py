@@ -51,15 +51,6 @@ def sweep_tags() -> dict[str, str]:
     return {"sweep_id": sweep[0]} if sweep else {}
 
 
-def _sweep_overrides() -> list[str]:
-    from hydra.core.hydra_config import HydraConfig
-
-    try:
-        return list(HydraConfig.get().overrides.task)
-    except ValueError:
-        return []
-
-
 def attach_to_parent(client: Any, run_id: str) -> str | None:
     """Tag ``run_id`` as a child of its sweep's parent run (created on first use)."""
     from rnnlab.data.sources import file_lock
