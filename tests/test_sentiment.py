@@ -147,3 +147,19 @@ def test_resume_continues_the_same_mlflow_run(make_config, sentiment_csv: Path,
     assert len(runs) == 1
     steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, "train/loss_epoch")]
     assert len(steps) == 2 and runs[0].info.status == "FINISHED"
+
+
+def test_eval_batches_are_a_fair_sample_in_any_prefix() -> None:
+    """limit_val_batches takes a prefix of the eval batches: it must not be the shortest."""
+    lengths = [1 + (i * 37) % 60 for i in range(3200)]
+    sampler = BucketBatchSampler(lengths, batch_size=32, shuffle=False, seed=3)
+    batches = list(sampler)
+    assert sorted(i for b in batches for i in b) == list(range(3200))
+    assert sampler.padding_efficiency() > 0.95  # still cut from one global sort
+    mean = sum(lengths) / len(lengths)
+    prefix = [lengths[i] for b in batches[:20] for i in b]  # a fifth of the batches
+    assert abs(sum(prefix) / len(prefix) - mean) < 0.05 * mean  # sorted order: 0.79 * mean
+    small = [lengths[i] for b in batches[:5] for i in b]
+    assert min(small) < 15 and max(small) > 45  # even 5 batches span the range
+    sampler.set_epoch(4)
+    assert list(sampler) == batches  # the same order every epoch

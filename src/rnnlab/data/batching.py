@@ -22,7 +22,11 @@ class BucketBatchSampler(Sampler[list[int]]):
     Args:
         lengths: length of every example.
         batch_size: examples per batch.
-        shuffle: shuffle chunks and batches each epoch (off for val/test: sorted batches).
+        shuffle: shuffle chunks and batches each epoch. Off (val/test), the batches are cut
+            from one global sort by length and then interleaved in a fixed order that spreads
+            every prefix evenly over the lengths: in sorted order a prefix of the batches
+            (what ``trainer.limit_val_batches`` evaluates) would hold only the shortest
+            examples, and a metric on them would be biased.
         bucket_factor: chunk size in batches; larger = less padding, less randomness.
         seed: base seed; the epoch is added so every epoch differs reproducibly.
     """
@@ -62,7 +66,8 @@ class BucketBatchSampler(Sampler[list[int]]):
                     batches.append(b)
         if self.shuffle:
             rng.shuffle(batches)
-        return batches
+            return batches
+        return [batches[i] for i in spread_order(len(batches))]
 
     def __iter__(self) -> Iterator[list[int]]:
         batches = self._all_batches()
@@ -90,6 +95,17 @@ class BucketBatchSampler(Sampler[list[int]]):
             real += sum(lens)
             processed += max(lens) * len(lens)
         return real / max(processed, 1)
+
+
+def spread_order(n: int) -> list[int]:
+    """A permutation of ``range(n)`` whose every prefix is spread evenly over ``0..n-1``.
+
+    Index ``i`` is ranked by the fractional part of ``i`` times the golden ratio, a
+    low-discrepancy sequence: the first ``k`` picks leave no gap wider than ``2 n/k``
+    (checked for n up to 4000).
+    """
+    golden = (math.sqrt(5) - 1) / 2
+    return sorted(range(n), key=lambda i: (i * golden) % 1.0)
 
 
 def _rank_world() -> tuple[int, int]:
