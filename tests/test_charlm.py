@@ -294,4 +294,5 @@ def test_presets_compose(make_config, experiment: str) -> None:
     assert cfg.task.mode == "min" and cfg.trainer.gradient_clip_val == 1.0
     if experiment == "charlm_shakespeare":
         assert cfg.model.hidden_size == 512 and cfg.task.datamodule.seq_len == 128
-        assert cfg.task.datamodule.batch_size == 64 and cfg.trainer.max_time == "00:00:10:00"
+        assert cfg.task.datamodule.batch_size == 32 and cfg.trainer.max_time == "00:00:10:00"
+        assert cfg.task.stateful and cfg.task.datamodule.stateful
