@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from conftest import compose_config
@@ -58,3 +59,31 @@ def test_paths_are_absolute_and_store_is_under_root(tmp_path: Path) -> None:
     cfg = compose_config([f"paths.root_dir={tmp_path}"])
     assert Path(cfg.paths.data_dir).is_absolute()
     assert cfg.logger.mlflow.experiment_name == "sentiment"
+
+
+SEARCHES = sorted(p.stem for p in (config_dir() / "hparams_search").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("search", SEARCHES)
+def test_every_search_optimises_its_tasks_metric(search: str) -> None:
+    """Direction = the task's own mode, and every searched key exists in the config."""
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose("config", overrides=[f"hparams_search={search}", "model=gru"],
+                      return_hydra_config=True)
+    sweeper = cfg.hydra.sweeper
+    assert sweeper.direction == {"max": "maximize", "min": "minimize"}[cfg.task.mode]
+    assert search == f"{cfg.task.name}_optuna"
+    for key in sweeper.params:
+        assert OmegaConf.select(cfg, key, default="<missing>") != "<missing>", key
+
+
+def test_one_search_per_task_family() -> None:
+    families = set()
+    for search in SEARCHES:
+        with initialize_config_dir(str(config_dir()), version_base="1.3"):
+            families.add(compose("config", overrides=[f"hparams_search={search}"]).task.family)
+    every = set()
+    for task in (config_dir() / "task").glob("*.yaml"):
+        with initialize_config_dir(str(config_dir()), version_base="1.3"):
+            every.add(compose("config", overrides=[f"task={task.stem}"]).task.family)
+    assert families == every

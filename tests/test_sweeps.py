@@ -67,3 +67,4 @@ def test_optuna_search_of_three_trials(tmp_path: Path, sentiment_csv: Path) -> N
     assert {"best.model.hidden_size", "best.task.optimizer.lr"} <= set(parent.data.params)
     best = max(t.data.metrics["best/val/acc"] for t in trials)
     assert parent.data.metrics["sweep/best_val_acc"] == best
+
