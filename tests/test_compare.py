@@ -62,6 +62,7 @@ def test_report_ranks_by_each_tasks_direction(tmp_path: Path, capsys) -> None:
     assert lstm["best val"] == "0.8000" and lstm["test (best run)"] == "0.7900"
     assert lstm["seeds"] == "2" and lstm["test mean ± std"].startswith("0.7800 ± 0.0141")
     report = (tmp_path / "rep" / "report.md").read_text()
+    assert "| speech | test/acc (max) | 0.9 (2) | 0.9167 (1) |  |" in report  # gru, lstm, rnn
     assert "| lstm | 1.33 | 3 |" in report and "| gru | 1.67 | 3 |" in report
     assert "model broken: 1 run(s) have no val/acc" in report
     assert (tmp_path / "rep" / "curves_sentiment.png").stat().st_size > 0

@@ -172,10 +172,32 @@ def _row(e: Entry) -> list[str]:
             e.n_params, fmt(e.train_seconds, ".0f"), fmt(e.throughput, ".0f")]
 
 
+def task_by_model(entries: list[Entry]) -> list[str]:
+    """Markdown rows: one line per task, the mean test score of every model (rank)."""
+    models = sorted({e.model for e in entries})
+    by_task: dict[str, dict[str, Entry]] = defaultdict(dict)
+    for e in entries:
+        by_task[e.task][e.model] = e
+    lines = ["| task | test metric | " + " | ".join(models) + " |",
+             "|" + "---|" * (len(models) + 2)]
+    for task, row in sorted(by_task.items()):
+        any_entry = next(iter(row.values()))
+        cells = []
+        for m in models:
+            e = row.get(m)
+            score = (statistics.mean(e.tests) if e.tests else None) if e else None
+            cells.append("" if score is None else f"{score:.4g} ({e.rank})")
+        metric = f"{any_entry.test_metric} ({'max' if any_entry.maximise else 'min'})"
+        lines.append(f"| {task} | {metric} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def to_markdown(entries: list[Entry], notes: list[str]) -> str:
     lines = ["# rnnlab comparison", "", f"Generated {dt.datetime.now():%Y-%m-%d %H:%M}.", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(_row(e)) + " |" for e in entries]
+    lines += ["", "## Task x model (mean test score over seeds, rank in brackets)", "",
+              *task_by_model(entries)]
     lines += ["", "## Ranking across tasks (mean rank; 1 is best)", "",
               "| model | mean rank | tasks |", "|---|---|---|"]
     lines += [f"| {m} | {r:.2f} | {n} |" for m, r, n in ranking(entries)]
