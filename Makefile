@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train tiny test test-slow test-all lint format ui sweep compare bench clean
+.PHONY: help install train tiny test test-slow test-all lint format ui sweep compare headline bench clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -51,7 +51,11 @@ sweep: install ## the recurrent cells on sentiment: make sweep ARGS="task=ner"
 compare: install ## cross-task report from the MLflow store (reports/)
 	$(BIN)/python compare.py $(ARGS)
 
-bench: install ## speed benchmarks: pipeline vs plain PyTorch loop, packed vs padded
+headline: install ## every cell x every task x 3 seeds, 15 s each, two jobs at a time (~30 min)
+	OMP_NUM_THREADS=1 $(BIN)/python train.py experiment=headline hydra/launcher=joblib \
+		hydra.launcher.n_jobs=2 $(ARGS)
+
+bench: install ## benchmarks: pipeline vs plain loop (speed, and 2 x 10 min charlm quality), packed vs padded
 	for f in bench/*.py; do $(BIN)/python $$f || exit 1; done
 
 clean: ## remove outputs and caches (keeps data/ and mlflow.db)
