@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from charlm_vs_plain_loop import PlainLM  # noqa: E402  (this folder is on sys.path)
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
@@ -73,39 +74,20 @@ def evaluate(forward: Forward, dm: object, carry: bool) -> float:
 
 def plain_loop(cfg: DictConfig, seconds: float) -> dict[str, float]:
     """The reference recipe, trained until ``seconds`` have passed."""
-    from rnnlab.build import build_backbone, build_datamodule
-
-    torch.manual_seed(cfg.seed)
-    dm = build_datamodule(cfg)
-    dm.prepare_data()
-    dm.setup("fit")
-    backbone = build_backbone(cfg, dm.spec)
-    head = torch.nn.Linear(backbone.output_size, dm.spec["vocab_size"])
-    params = [*backbone.parameters(), *head.parameters()]
-    optimizer = torch.optim.Adam(params, lr=2e-3)
+    model = PlainLM(cfg, lr=2e-3)
     steps = chars = 0
     start = time.perf_counter()
-    backbone.train()
+    model.backbone.train()
     while time.perf_counter() - start < seconds:
-        for batch in dm.train_dataloader():
-            logits = head(backbone(batch["x"]).outputs)
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["y"].reshape(-1))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            steps, chars = steps + 1, chars + batch["x"].numel()
+        for batch in model.dm.train_dataloader():
+            chars += model.step(batch)
+            steps += 1
             if time.perf_counter() - start >= seconds:
                 break
-    backbone.eval()
-
-    def forward(x: torch.Tensor, hidden: object) -> tuple[torch.Tensor, object]:
-        enc = backbone(x, hidden=hidden)
-        return head(enc.outputs), enc.hidden
-
+    model.backbone.eval()
     return {"steps": steps, "chars": chars, "train_s": time.perf_counter() - start,
-            "windows": evaluate(forward, dm, carry=False),
-            "carried": evaluate(forward, dm, carry=True)}
+            "windows": evaluate(model, model.dm, carry=False),
+            "carried": evaluate(model, model.dm, carry=True)}
 
 
 def pipeline(cfg: DictConfig) -> dict[str, float]:

@@ -58,32 +58,48 @@ def make_config(args: argparse.Namespace, store: Path) -> DictConfig:
         return compose("config", overrides=overrides)
 
 
+class PlainLM:
+    """The hand-written reference: the lab's backbone + a linear output layer, Adam and
+    gradient-norm clipping at 1.0, over the config's datamodule (no Lightning)."""
+
+    def __init__(self, cfg: DictConfig, lr: float) -> None:
+        from rnnlab.build import build_backbone, build_datamodule
+
+        torch.manual_seed(cfg.seed)
+        self.dm = build_datamodule(cfg)
+        self.dm.prepare_data()
+        self.dm.setup("fit")
+        self.backbone = build_backbone(cfg, self.dm.spec)
+        self.head = torch.nn.Linear(self.backbone.output_size, self.dm.spec["vocab_size"])
+        self.params = [*self.backbone.parameters(), *self.head.parameters()]
+        self.optimizer = torch.optim.Adam(self.params, lr=lr)
+
+    def step(self, batch: dict) -> int:
+        """One optimizer step; returns the batch's token count."""
+        logits = self.head(self.backbone(batch["x"]).outputs)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["y"].reshape(-1))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.optimizer.step()
+        return batch["x"].numel()
+
+    def __call__(self, x: torch.Tensor, hidden: object = None) -> tuple[torch.Tensor, object]:
+        """Logits and the final state, as the lab's language model returns them."""
+        enc = self.backbone(x, hidden=hidden)
+        return self.head(enc.outputs), enc.hidden
+
+
 def plain_loop(cfg: DictConfig, steps: int) -> float:
     """Tokens/s of a hand-written loop over the same model and batches."""
-    from rnnlab.build import build_backbone, build_datamodule
-
-    torch.manual_seed(cfg.seed)
-    dm = build_datamodule(cfg)
-    dm.prepare_data()
-    dm.setup("fit")
-    backbone = build_backbone(cfg, dm.spec)
-    head = torch.nn.Linear(backbone.output_size, dm.spec["vocab_size"])
-    params = [*backbone.parameters(), *head.parameters()]
-    optimizer = torch.optim.Adam(params, lr=float(cfg.task.optimizer.lr))
-    backbone.train()
-    loader = dm.train_dataloader()
+    model = PlainLM(cfg, float(cfg.task.optimizer.lr))
+    model.backbone.train()
     tokens = 0
     start = time.perf_counter()
-    for step, batch in enumerate(loader):
+    for step, batch in enumerate(model.dm.train_dataloader()):
         if step == steps:
             break
-        logits = head(backbone(batch["x"]).outputs)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["y"].reshape(-1))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        tokens += batch["x"].numel()
+        tokens += model.step(batch)
     return tokens / (time.perf_counter() - start)
 
 

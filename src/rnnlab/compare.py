@@ -49,6 +49,11 @@ class Entry:
     def test_metric(self) -> str:
         return self.monitor.replace("val/", "test/", 1)
 
+    @property
+    def test_mean(self) -> float | None:
+        """The mean test score over seeds (None when no run has one)."""
+        return statistics.mean(self.tests) if self.tests else None
+
     def mean_std(self) -> str:
         if not self.tests:
             return ""
@@ -142,7 +147,7 @@ def _rank(entries: list[Entry]) -> None:
     for rows in by_task.values():
         def key(e: Entry) -> float:
             # the mean test score over seeds: one lucky seed's best run must not decide
-            score = statistics.mean(e.tests) if e.tests else e.best_val
+            score = e.test_mean if e.tests else e.best_val
             return -score if e.maximise else score
         for i, e in enumerate(sorted(rows, key=key), start=1):
             e.rank = i
@@ -185,7 +190,7 @@ def task_by_model(entries: list[Entry]) -> list[str]:
         cells = []
         for m in models:
             e = row.get(m)
-            score = (statistics.mean(e.tests) if e.tests else None) if e else None
+            score = e.test_mean if e else None
             cells.append("" if score is None else f"{score:.4g} ({e.rank})")
         metric = f"{any_entry.test_metric} ({'max' if any_entry.maximise else 'min'})"
         lines.append(f"| {task} | {metric} | " + " | ".join(cells) + " |")
