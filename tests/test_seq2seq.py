@@ -162,6 +162,44 @@ def test_no_attention_contexts(context: str) -> None:
     assert (model.project is not None) == (context == "projected")
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_context_feed_decides_where_the_fixed_context_goes(cell: str) -> None:
+    torch.manual_seed(1)
+    enc = RecurrentEncoder(cell, hidden_size=8, embedding_dim=6, vocab_size=20)
+    x, lengths = _batch([5, 2])
+    y_in = _targets(2, 4)
+    outputs = {}
+    for feed in ("both", "init", "steps"):
+        torch.manual_seed(3)
+        model = Seq2Seq(enc, VOCAB, BOS, EOS, attention="none", context_feed=feed,
+                        embedding_dim=5, dropout=0.0).eval()
+        src = model.encode(x, lengths)
+        first = src.hidden[0] if isinstance(src.hidden, tuple) else src.hidden
+        # the decoder starts from c except with 'steps', where it starts from zeros
+        assert bool((first == 0).all()) == (feed == "steps")
+        # c joins the decoder input unless it only starts the decoder
+        assert model.rnn.input_size == 5 + (0 if feed == "init" else 8)
+        logits, _ = model(x, lengths, y_in)
+        looped, _ = model(x, lengths, y_in, fused=False)
+        torch.testing.assert_close(logits, looped)
+        outputs[feed] = logits
+    assert not torch.allclose(outputs["both"], outputs["init"])
+    with pytest.raises(ConfigError, match="task.module.context_feed='start' is unknown"):
+        Seq2Seq(enc, VOCAB, BOS, EOS, attention="none", context_feed="start")
+
+
+def test_no_attention_decoder_reads_the_source_only_through_the_context() -> None:
+    """With attention=none the decoder never looks at the encoder states beyond c."""
+    model = _model("none", "lstm", bidirectional=False, context="last")
+    x, lengths = _batch([4, 4])
+    src = model.encode(x, lengths)
+    y = _targets(2, 3)
+    expected, _, _ = model.step(y[:, 0], src.hidden, src)
+    src.memory = torch.randn_like(src.memory)  # every other encoder state replaced
+    got, _, _ = model.step(y[:, 0], src.hidden, src)
+    torch.testing.assert_close(got, expected)
+
+
 def test_transformer_encoder_gets_a_gru_decoder_or_the_configured_cell() -> None:
     enc = TransformerEncoder(d_model=8, nhead=2, num_layers=1, vocab_size=20)
     assert Seq2Seq(enc, VOCAB, BOS, EOS).cell == "gru"

@@ -12,7 +12,10 @@ Attention modes, and what the decoder sees at step t:
   feeding), so a teacher-forced pass runs the fused RNN over all steps at once and
   scores every step in one batched product.
 * ``none``: one fixed context vector c (``last`` = h_N, ``projected`` = tanh(W h_N),
-  ``pooled`` = mean of all encoder states) that starts the decoder and joins every step.
+  ``pooled`` = mean of all encoder states). ``context_feed`` says where it goes: ``both``
+  (Cho et al. 2014: it starts the decoder and joins every step's input and readout),
+  ``init`` (Sutskever et al. 2014: it only starts the decoder) or ``steps`` (the decoder
+  starts from zeros and reads c at every step).
 
 Each step's output is ``W_o tanh(W_c [s_t; c_t])``. A Python loop over target steps is
 needed only where a step depends on the previous prediction or state: sampled inputs
@@ -31,6 +34,7 @@ from rnnlab.models.attention import ATTENTIONS, Attention
 from rnnlab.models.heads import pool
 
 CONTEXTS = ("last", "projected", "pooled")
+CONTEXT_FEEDS = ("both", "init", "steps")
 DECODER_CELLS = ("rnn", "rnn_relu", "lstm", "gru")
 State = Tensor | tuple[Tensor, Tensor]
 
@@ -83,18 +87,22 @@ class Seq2Seq(nn.Module):
         decoder_cell: None = the encoder's cell (GRU after a Transformer).
         decoder_hidden_size: None = the encoder's output size (so luong_dot works as is).
         decoder_layers: None = the encoder's number of layers.
+        context_feed: with ``attention=none``: ``both``, ``init`` or ``steps``.
     """
 
     def __init__(self, encoder: nn.Module, tgt_vocab_size: int, bos_id: int, eos_id: int,
                  pad_id: int = 0, attention: str = "bahdanau", context: str = "last",
                  decoder_cell: str | None = None, decoder_hidden_size: int | None = None,
                  decoder_layers: int | None = None, embedding_dim: int = 128,
-                 attention_size: int = 128, dropout: float = 0.2) -> None:
+                 attention_size: int = 128, dropout: float = 0.2,
+                 context_feed: str = "both") -> None:
         super().__init__()
         require(attention in ATTENTIONS, f"task.module.attention={attention!r} is unknown; use "
                 f"one of {', '.join(ATTENTIONS)}.")
         require(context in CONTEXTS, f"task.module.context={context!r} is unknown; use one of "
                 f"{', '.join(CONTEXTS)}.")
+        require(context_feed in CONTEXT_FEEDS, f"task.module.context_feed={context_feed!r} is "
+                f"unknown; use one of {', '.join(CONTEXT_FEEDS)}.")
         cell = decoder_cell or getattr(encoder, "cell", None) or "gru"
         require(cell in DECODER_CELLS, f"task.module.decoder_cell={cell!r} is unknown; use one "
                 f"of {', '.join(DECODER_CELLS)}.")
@@ -103,6 +111,8 @@ class Seq2Seq(nn.Module):
         self.encoder = encoder
         self.attention_kind = attention
         self.context_kind = context
+        # where the fixed context goes (attention=none only: attention is read at every step)
+        self.context_feed = context_feed if attention == "none" else None
         self.cell = cell
         self.bos_id, self.eos_id, self.pad_id = bos_id, eos_id, pad_id
         self.vocab_size = tgt_vocab_size
@@ -117,12 +127,16 @@ class Seq2Seq(nn.Module):
         self.bridge_h = nn.Linear(enc_size, self.hidden_size)
         self.bridge_c = nn.Linear(enc_size, self.hidden_size) if cell == "lstm" else None
         self.project = nn.Linear(enc_size, enc_size) if context == "projected" else None
-        feeds_context = attention in ("none", "bahdanau")
-        self.rnn = _rnn(cell, embedding_dim + (enc_size if feeds_context else 0),
+        # context in the decoder's input: Bahdanau's, or the fixed one unless it only starts it
+        self.input_context = attention == "bahdanau" or (attention == "none" and
+                                                         self.context_feed != "init")
+        self.rnn = _rnn(cell, embedding_dim + (enc_size if self.input_context else 0),
                         self.hidden_size, self.num_layers, float(dropout))
         self.attention = None if attention == "none" else Attention(
             attention, self.hidden_size, enc_size, attention_size)
-        self.combine = nn.Linear(self.hidden_size + enc_size, self.hidden_size)
+        readout_context = self.context_feed != "init"
+        self.combine = nn.Linear(self.hidden_size + (enc_size if readout_context else 0),
+                                 self.hidden_size)
         self.out = nn.Linear(self.hidden_size, tgt_vocab_size)
 
     # ---- encoding ----------------------------------------------------------------------
@@ -160,9 +174,16 @@ class Seq2Seq(nn.Module):
         h0 = torch.tanh(self.bridge_h(source)).contiguous()
         init: State = h0
         if self.cell == "lstm":
-            c0 = self.bridge_c(self._layers(cell_state)).contiguous() if cell_state is not None \
-                else torch.zeros_like(h0)
-            init = (h0, c0)
+            if self.attention_kind == "none":  # c is the only link: it starts the cell too
+                c0 = self.bridge_c(source)
+            elif cell_state is not None:
+                c0 = self.bridge_c(self._layers(cell_state))
+            else:
+                c0 = torch.zeros_like(h0)
+            init = (h0, c0.contiguous())
+        if self.context_feed == "steps":  # c only at every step: the decoder starts from zeros
+            init = tuple(torch.zeros_like(h) for h in init) if isinstance(init, tuple) \
+                else torch.zeros_like(init)
         keys = self.attention.keys(memory) if self.attention is not None else None
         return Encoded(memory, mask, keys, static, init)
 
@@ -170,8 +191,9 @@ class Seq2Seq(nn.Module):
     def _top(self, hidden: State) -> Tensor:
         return (hidden[0] if isinstance(hidden, tuple) else hidden)[-1]
 
-    def _readout(self, s: Tensor, context: Tensor) -> Tensor:
-        return self.out(self.dropout(torch.tanh(self.combine(torch.cat([s, context], -1)))))
+    def _readout(self, s: Tensor, context: Tensor | None) -> Tensor:
+        joined = s if context is None else torch.cat([s, context], -1)
+        return self.out(self.dropout(torch.tanh(self.combine(joined))))
 
     def step(self, tokens: Tensor, hidden: State, src: Encoded) -> tuple[Tensor, State, Tensor | None]:
         """One decoder step: (B,) previous tokens -> (B, V) logits, new state, attention."""
@@ -180,7 +202,7 @@ class Seq2Seq(nn.Module):
         if self.attention_kind == "bahdanau":
             context, weights = self.attention(self._top(hidden), src.memory, src.mask, src.keys)
             inp = torch.cat([emb, context], -1)
-        elif self.attention_kind == "none":
+        elif self.input_context:
             inp = torch.cat([emb, src.static], -1)
         else:
             inp = emb
@@ -189,7 +211,7 @@ class Seq2Seq(nn.Module):
         if self.attention_kind.startswith("luong"):
             context, weights = self.attention(s, src.memory, src.mask, src.keys)
         elif self.attention_kind == "none":
-            context = src.static
+            context = src.static if self.context_feed != "init" else None
         return self._readout(s, context), hidden, weights
 
     def forward(self, x: Tensor, lengths: Tensor, y_in: Tensor, teacher_forcing: float = 1.0,
@@ -206,13 +228,14 @@ class Seq2Seq(nn.Module):
             fused = can_fuse
         if fused and can_fuse:
             emb = self.dropout(self.embedding(y_in))
-            if self.attention_kind == "none":
+            if self.input_context:
                 emb = torch.cat([emb, src.static.unsqueeze(1).expand(-1, emb.shape[1], -1)], -1)
             states, _ = self.rnn(emb, src.hidden)
+            context, weights = None, None
             if self.attention is not None:
                 context, weights = self.attention(states, src.memory, src.mask, src.keys)
-            else:
-                context, weights = src.static.unsqueeze(1).expand(-1, states.shape[1], -1), None
+            elif self.context_feed != "init":
+                context = src.static.unsqueeze(1).expand(-1, states.shape[1], -1)
             return self._readout(states, context), weights
         hidden, tokens = src.hidden, y_in[:, 0]
         logits, attn = [], []

@@ -56,7 +56,8 @@ class Seq2SeqTask(RnnlabTask):
 
     def __init__(self, backbone: nn.Module, spec: dict[str, Any], optimizer: OptimizerFactory,
                  scheduler: Any = None, monitor: str = "val/wer", attention: str = "bahdanau",
-                 context: str = "last", decoder_cell: str | None = None,
+                 context: str = "last", context_feed: str = "both",
+                 decoder_cell: str | None = None,
                  decoder_hidden_size: int | None = None, decoder_layers: int | None = None,
                  embedding_dim: int = 128, attention_size: int = 128, dropout: float = 0.2,
                  teacher_forcing: float | Mapping[str, float] = 1.0,
@@ -82,7 +83,7 @@ class Seq2SeqTask(RnnlabTask):
         self.model = Seq2Seq(backbone, int(spec["tgt_vocab_size"]), int(spec["bos_id"]),
                              int(spec["eos_id"]), self.pad_id, attention, context, decoder_cell,
                              decoder_hidden_size, decoder_layers, embedding_dim, attention_size,
-                             dropout)
+                             dropout, context_feed)
         self._outputs: dict[str, list] = {"val": [], "test": []}
         self._heatmaps: list[tuple[np.ndarray, list[str], list[str]]] = []
 
