@@ -87,3 +87,15 @@ def test_one_search_per_task_family() -> None:
         with initialize_config_dir(str(config_dir()), version_base="1.3"):
             every.add(compose("config", overrides=[f"task={task.stem}"]).task.family)
     assert families == every
+
+
+@pytest.mark.parametrize("task", ["g2p", "translate"])
+def test_seq2seq_choices_are_task_level_keys(task: str, tmp_path: Path) -> None:
+    """task.attention / context / teacher_forcing / beam_size reach the module as set."""
+    cfg = compose_config([f"task={task}", "task.attention=none", "task.context=pooled",
+                          "task.context_feed=init", "task.beam_size=7",
+                          "task.teacher_forcing={start: 1.0, end: 0.5}"], tmp_path)
+    module = cfg.task.module
+    assert (module.attention, module.context, module.context_feed) == ("none", "pooled", "init")
+    assert module.beam_size == 7
+    assert dict(module.teacher_forcing) == {"start": 1.0, "end": 0.5}

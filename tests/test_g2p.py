@@ -17,7 +17,7 @@ PHONES = {"a": "AE1", "b": "B", "d": "D", "e": "EH0", "k": "K", "m": "M", "o": "
           "s": "S", "t": "T"}
 FAST = ["trainer.max_epochs=3", "task.datamodule.batch_size=16", "model.hidden_size=32",
         "model.embedding_dim=16", "task.module.embedding_dim=16",
-        "task.module.attention_size=16", "task.module.dropout=0.0", "task.module.beam_size=2",
+        "task.module.attention_size=16", "task.module.dropout=0.0", "task.beam_size=2",
         "task.module.max_decode_len=12", "task.optimizer.lr=0.01",
         "callbacks.early_stopping=null"]
 
@@ -99,7 +99,7 @@ def _history(root: Path, name: str) -> tuple[list[float], MlflowClient, object]:
 def test_training_per_attention_type(attention: str, make_config, cmudict_file: Path,
                                      lab_root: Path) -> None:
     cfg = make_config("task=g2p", "model=bilstm", f"task.data.path={cmudict_file}",
-                      f"task.module.attention={attention}", *FAST)
+                      f"task.attention={attention}", *FAST)
     metrics = run(cfg)
     losses, client, mlrun = _history(lab_root, "train/loss_epoch")
     assert len(losses) == 3 and losses[-1] < 0.8 * losses[0]
@@ -113,8 +113,8 @@ def test_training_per_attention_type(attention: str, make_config, cmudict_file: 
 def test_attention_learns_the_toy_dictionary_and_convert_reads_the_checkpoint(
         make_config, cmudict_file: Path, tmp_path: Path, capsys) -> None:
     cfg = make_config("task=g2p", "model=gru", f"task.data.path={cmudict_file}",
-                      "task.module.attention=luong_general", *FAST, "trainer.max_epochs=12",
-                      "task.module.teacher_forcing={start: 1.0, end: 0.8}")
+                      "task.attention=luong_general", *FAST, "trainer.max_epochs=12",
+                      "task.teacher_forcing={start: 1.0, end: 0.8}")
     metrics = run(cfg)
     assert metrics["test/per"] < 0.3, metrics
     words = tmp_path / "words.txt"
@@ -134,11 +134,11 @@ def test_attention_learns_the_toy_dictionary_and_convert_reads_the_checkpoint(
 
 def test_bad_settings_are_refused(make_config, cmudict_file: Path) -> None:
     cfg = make_config("task=g2p", "model=gru", f"task.data.path={cmudict_file}", *FAST,
-                      "task.module.beam_size=0")
+                      "task.beam_size=0")
     with pytest.raises(ConfigError, match="beam_size must be an integer of at least 1"):
         run(cfg)
     cfg = make_config("task=g2p", "model=gru", f"task.data.path={cmudict_file}",
-                      "task.module.attention=cosine")
+                      "task.attention=cosine")
     with pytest.raises(ConfigError, match="attention='cosine' is unknown"):
         run(cfg)
 

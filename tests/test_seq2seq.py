@@ -148,7 +148,7 @@ def test_beam_size_below_one_is_refused() -> None:
         _model("bahdanau").beam_search(*_batch([3]), beam_size=0, max_len=5)
     spec = {"tgt_vocab_size": VOCAB, "bos_id": BOS, "eos_id": EOS, "tgt_itos": list("x" * VOCAB)}
     enc = RecurrentEncoder("gru", hidden_size=4, embedding_dim=3, vocab_size=20)
-    with pytest.raises(ConfigError, match="task.module.beam_size must be an integer of at least 1"):
+    with pytest.raises(ConfigError, match="task.beam_size must be an integer of at least 1"):
         Seq2SeqTask(enc, spec, optimizer=torch.optim.Adam, beam_size=0)
 
 
@@ -184,7 +184,7 @@ def test_context_feed_decides_where_the_fixed_context_goes(cell: str) -> None:
         torch.testing.assert_close(logits, looped)
         outputs[feed] = logits
     assert not torch.allclose(outputs["both"], outputs["init"])
-    with pytest.raises(ConfigError, match="task.module.context_feed='start' is unknown"):
+    with pytest.raises(ConfigError, match="task.context_feed='start' is unknown"):
         Seq2Seq(enc, VOCAB, BOS, EOS, attention="none", context_feed="start")
 
 
@@ -216,9 +216,9 @@ def test_decoder_follows_the_encoder_cell_and_bridges_sizes() -> None:
     assert model.hidden_size == 16  # bidirectional 2 x 8
     with pytest.raises(ConfigError, match="luong_dot needs the decoder size"):
         Seq2Seq(model.encoder, VOCAB, BOS, EOS, attention="luong_dot", decoder_hidden_size=5)
-    with pytest.raises(ConfigError, match="task.module.attention='cosine' is unknown"):
+    with pytest.raises(ConfigError, match="task.attention='cosine' is unknown"):
         Seq2Seq(model.encoder, VOCAB, BOS, EOS, attention="cosine")
-    with pytest.raises(ConfigError, match="task.module.context='mean' is unknown"):
+    with pytest.raises(ConfigError, match="task.context='mean' is unknown"):
         Seq2Seq(model.encoder, VOCAB, BOS, EOS, attention="none", context="mean")
 
 

@@ -18,7 +18,7 @@ LEXICON = {"the": "le", "cat": "chat", "dog": "chien", "sees": "voit", "eats": "
            "bird": "oiseau", "fish": "poisson", "big": "gros", "small": "petit", "red": "rouge"}
 FAST = ["trainer.max_epochs=3", "task.datamodule.batch_size=16", "model.hidden_size=32",
         "model.embedding_dim=16", "task.module.embedding_dim=16", "task.module.attention_size=16",
-        "task.module.dropout=0.0", "task.module.beam_size=2", "task.module.max_decode_len=12",
+        "task.module.dropout=0.0", "task.beam_size=2", "task.module.max_decode_len=12",
         "task.module.label_smoothing=0.0", "task.optimizer.lr=0.01", "task.datamodule.min_freq=1",
         "callbacks.early_stopping=null"]
 
@@ -144,7 +144,7 @@ def test_bad_filters_are_refused() -> None:
 def test_training_run_logs_bleu_examples_and_heatmaps(attention: str, make_config, pairs_tsv: Path,
                                                       lab_root: Path) -> None:
     cfg = make_config("task=translate", "model=gru", f"task.data.path={pairs_tsv}",
-                      f"task.module.attention={attention}", *FAST)
+                      f"task.attention={attention}", *FAST)
     metrics = run(cfg)
     assert 0.0 <= metrics["test/bleu"] <= 100.0 and 0.0 <= metrics["test/chrf"] <= 100.0
     client = MlflowClient(f"sqlite:///{lab_root}/mlflow.db")

@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("inputs", nargs="*", help="words or sentences (quote sentences)")
     parser.add_argument("--file", help="read inputs from this file, one per line")
     parser.add_argument("--beam", type=int, default=None,
-                        help="beam size (default: the training config's task.module.beam_size)")
+                        help="beam size (default: the training config's task.beam_size)")
     args = parser.parse_intermixed_args(argv)
     try:
         if bool(args.inputs) == bool(args.file):

@@ -32,11 +32,11 @@ class Attention(nn.Module):
 
     def __init__(self, kind: str, query_size: int, memory_size: int, attn_size: int = 128) -> None:
         super().__init__()
-        require(kind in ATTENTIONS[1:], f"task.module.attention={kind!r} is unknown; use one of "
+        require(kind in ATTENTIONS[1:], f"task.attention={kind!r} is unknown; use one of "
                 f"{', '.join(ATTENTIONS)}.")
         if kind == "luong_dot":
             require(query_size == memory_size,
-                    f"task.module.attention=luong_dot needs the decoder size ({query_size}) to "
+                    f"task.attention=luong_dot needs the decoder size ({query_size}) to "
                     f"equal the encoder output size ({memory_size}); leave "
                     f"task.module.decoder_hidden_size=null or use luong_general.")
         self.kind = kind

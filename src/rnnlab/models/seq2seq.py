@@ -97,11 +97,11 @@ class Seq2Seq(nn.Module):
                  attention_size: int = 128, dropout: float = 0.2,
                  context_feed: str = "both") -> None:
         super().__init__()
-        require(attention in ATTENTIONS, f"task.module.attention={attention!r} is unknown; use "
+        require(attention in ATTENTIONS, f"task.attention={attention!r} is unknown; use "
                 f"one of {', '.join(ATTENTIONS)}.")
-        require(context in CONTEXTS, f"task.module.context={context!r} is unknown; use one of "
+        require(context in CONTEXTS, f"task.context={context!r} is unknown; use one of "
                 f"{', '.join(CONTEXTS)}.")
-        require(context_feed in CONTEXT_FEEDS, f"task.module.context_feed={context_feed!r} is "
+        require(context_feed in CONTEXT_FEEDS, f"task.context_feed={context_feed!r} is "
                 f"unknown; use one of {', '.join(CONTEXT_FEEDS)}.")
         cell = decoder_cell or getattr(encoder, "cell", None) or "gru"
         require(cell in DECODER_CELLS, f"task.module.decoder_cell={cell!r} is unknown; use one "
@@ -282,7 +282,7 @@ class Seq2Seq(nn.Module):
         A finished beam only extends with EOS at no cost, so with ``beam_size=1`` this is
         exactly greedy search.
         """
-        require(beam_size >= 1, f"task.module.beam_size must be at least 1, got {beam_size}.")
+        require(beam_size >= 1, f"task.beam_size must be at least 1, got {beam_size}.")
         batch, k = x.shape[0], beam_size
         src = self.encode(x, lengths)
         src = src.select(torch.arange(batch, device=x.device).repeat_interleave(k))

@@ -29,14 +29,14 @@ def teacher_forcing_schedule(value: float | Mapping[str, float]) -> tuple[float,
     """``0.9`` or ``{start: 1.0, end: 0.5}`` -> (start, end), both in [0, 1]."""
     if isinstance(value, Mapping):
         unknown = set(value) - {"start", "end"}
-        require(not unknown, f"task.module.teacher_forcing has unknown keys {sorted(unknown)}; "
+        require(not unknown, f"task.teacher_forcing has unknown keys {sorted(unknown)}; "
                 f"give a number or {{start: 1.0, end: 0.5}}.")
         start = float(value.get("start", 1.0))
         end = float(value.get("end", start))
     else:
         start = end = float(value)
     require(0.0 <= start <= 1.0 and 0.0 <= end <= 1.0,
-            f"task.module.teacher_forcing must be in [0, 1], got start={start}, end={end}.")
+            f"task.teacher_forcing must be in [0, 1], got start={start}, end={end}.")
     return start, end
 
 
@@ -67,7 +67,7 @@ class Seq2SeqTask(RnnlabTask):
                  num_heatmaps: int = 4) -> None:
         super().__init__(backbone, optimizer, scheduler, monitor)
         if not isinstance(beam_size, int) or beam_size < 1:
-            raise ConfigError(f"task.module.beam_size must be an integer of at least 1 (1 = "
+            raise ConfigError(f"task.beam_size must be an integer of at least 1 (1 = "
                               f"greedy search), got {beam_size!r}.")
         require(isinstance(max_decode_len, int) and max_decode_len >= 1,
                 f"task.module.max_decode_len must be a positive integer, got {max_decode_len!r}.")
