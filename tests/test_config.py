@@ -99,3 +99,15 @@ def test_seq2seq_choices_are_task_level_keys(task: str, tmp_path: Path) -> None:
     assert (module.attention, module.context, module.context_feed) == ("none", "pooled", "init")
     assert module.beam_size == 7
     assert dict(module.teacher_forcing) == {"start": 1.0, "end": 0.5}
+
+
+def test_seq2seq_recipes_compose(tmp_path: Path) -> None:
+    g2p = compose_config(["experiment=g2p_cmudict", "model=bilstm"], tmp_path)
+    assert (g2p.task.name, g2p.model.hidden_size, g2p.task.module.attention) == \
+        ("g2p", 256, "luong_general")
+    assert g2p.callbacks.budget_anneal is not None and g2p.callbacks.early_stopping.patience == 6
+    translate = compose_config(["experiment=translate_bible", "model=bilstm",
+                                "task.attention=none"], tmp_path)
+    assert translate.task.module.attention == "none"
+    assert translate.callbacks.early_stopping is None
+    assert translate.trainer.max_epochs == 18
