@@ -251,3 +251,20 @@ def test_translation_scores_by_hand() -> None:
     partial = translation_scores(["the cat sat on mat"], ["the cat sat on the"])
     expected = 100 * (4 / 5 * 3 / 4 * 2 / 3 * 1 / 2) ** 0.25
     assert partial["bleu"] == pytest.approx(expected, rel=1e-3)
+
+
+def test_encoder_dropout_acts_on_what_the_decoder_reads_in_training_only() -> None:
+    torch.manual_seed(1)
+    enc = RecurrentEncoder("gru", hidden_size=8, embedding_dim=6, vocab_size=20)
+    model = Seq2Seq(enc, VOCAB, BOS, EOS, attention="luong_general", dropout=0.0,
+                    encoder_dropout=0.5)
+    x, lengths = _batch([5, 3])
+    model.train()
+    memory = model.encode(x, lengths).memory
+    zeros = (memory == 0) & model.encode(x, lengths).mask.unsqueeze(-1)
+    assert zeros.float().mean() > 0.2  # about half the real encoder features dropped
+    model.eval()
+    assert not bool(((model.encode(x, lengths).memory == 0)
+                     & model.encode(x, lengths).mask.unsqueeze(-1)).any())
+    with pytest.raises(ConfigError, match="task.module.encoder_dropout must be in"):
+        Seq2Seq(enc, VOCAB, BOS, EOS, encoder_dropout=1.0)

@@ -88,6 +88,10 @@ class Seq2Seq(nn.Module):
         decoder_hidden_size: None = the encoder's output size (so luong_dot works as is).
         decoder_layers: None = the encoder's number of layers.
         context_feed: with ``attention=none``: ``both``, ``init`` or ``steps``.
+        dropout: on the decoder's embeddings and readout (and between decoder layers).
+        encoder_dropout: on the encoder states the decoder reads (attention memory and the
+            fixed context): a one-layer backbone has no dropout of its own, and a small
+            corpus (CMUdict) overfits through the encoder first.
     """
 
     def __init__(self, encoder: nn.Module, tgt_vocab_size: int, bos_id: int, eos_id: int,
@@ -95,7 +99,7 @@ class Seq2Seq(nn.Module):
                  decoder_cell: str | None = None, decoder_hidden_size: int | None = None,
                  decoder_layers: int | None = None, embedding_dim: int = 128,
                  attention_size: int = 128, dropout: float = 0.2,
-                 context_feed: str = "both") -> None:
+                 context_feed: str = "both", encoder_dropout: float = 0.0) -> None:
         super().__init__()
         require(attention in ATTENTIONS, f"task.attention={attention!r} is unknown; use "
                 f"one of {', '.join(ATTENTIONS)}.")
@@ -108,6 +112,8 @@ class Seq2Seq(nn.Module):
                 f"of {', '.join(DECODER_CELLS)}.")
         require(0.0 <= float(dropout) < 1.0,
                 f"task.module.dropout must be in [0, 1), got {dropout!r}.")
+        require(0.0 <= float(encoder_dropout) < 1.0,
+                f"task.module.encoder_dropout must be in [0, 1), got {encoder_dropout!r}.")
         self.encoder = encoder
         self.attention_kind = attention
         self.context_kind = context
@@ -123,6 +129,7 @@ class Seq2Seq(nn.Module):
                 "task.module.decoder_hidden_size and decoder_layers must be positive.")
         self.embedding = nn.Embedding(tgt_vocab_size, embedding_dim, padding_idx=pad_id)
         self.dropout = nn.Dropout(dropout)
+        self.encoder_dropout = nn.Dropout(encoder_dropout)
         # the bridge: encoder final state (or the fixed context) -> decoder initial state
         self.bridge_h = nn.Linear(enc_size, self.hidden_size)
         self.bridge_c = nn.Linear(enc_size, self.hidden_size) if cell == "lstm" else None
@@ -152,7 +159,7 @@ class Seq2Seq(nn.Module):
 
     def encode(self, x: Tensor, lengths: Tensor) -> Encoded:
         enc = self.encoder(x, lengths, need_state=True)
-        memory = enc.outputs
+        memory = self.encoder_dropout(enc.outputs)
         mask = torch.arange(memory.shape[1], device=memory.device)[None, :] < \
             lengths.to(memory.device)[:, None]
         hidden, cell_state = enc.hidden, None
@@ -163,7 +170,7 @@ class Seq2Seq(nn.Module):
             if self.context_kind == "pooled":
                 static = pool(memory, enc.last, lengths, "mean")
             else:
-                static = enc.last
+                static = self.encoder_dropout(enc.last)
                 if self.project is not None:
                     static = torch.tanh(self.project(static))
             source = static.unsqueeze(0).expand(self.num_layers, -1, -1)

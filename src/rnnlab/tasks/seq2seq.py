@@ -56,7 +56,7 @@ class Seq2SeqTask(RnnlabTask):
 
     def __init__(self, backbone: nn.Module, spec: dict[str, Any], optimizer: OptimizerFactory,
                  scheduler: Any = None, monitor: str = "val/wer", attention: str = "bahdanau",
-                 context: str = "last", context_feed: str = "both",
+                 context: str = "last", context_feed: str = "both", encoder_dropout: float = 0.0,
                  decoder_cell: str | None = None,
                  decoder_hidden_size: int | None = None, decoder_layers: int | None = None,
                  embedding_dim: int = 128, attention_size: int = 128, dropout: float = 0.2,
@@ -83,7 +83,7 @@ class Seq2SeqTask(RnnlabTask):
         self.model = Seq2Seq(backbone, int(spec["tgt_vocab_size"]), int(spec["bos_id"]),
                              int(spec["eos_id"]), self.pad_id, attention, context, decoder_cell,
                              decoder_hidden_size, decoder_layers, embedding_dim, attention_size,
-                             dropout, context_feed)
+                             dropout, context_feed, encoder_dropout)
         self._outputs: dict[str, list] = {"val": [], "test": []}
         self._heatmaps: list[tuple[np.ndarray, list[str], list[str]]] = []
 
