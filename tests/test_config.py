@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from conftest import compose_config
-from rnnlab.build import build_backbone, check_pair, is_baseline, model_class
+from rnnlab.build import build_backbone, build_callbacks, check_pair, is_baseline, model_class
 from rnnlab.config import config_dir
 from rnnlab.errors import ConfigError
 
@@ -111,3 +111,13 @@ def test_seq2seq_recipes_compose(tmp_path: Path) -> None:
     assert translate.task.module.attention == "none"
     assert translate.callbacks.early_stopping is None
     assert translate.trainer.max_epochs == 18
+
+
+def test_callbacks_watching_val_metrics_are_refused_without_validation(tmp_path: Path) -> None:
+    cfg = compose_config(["task=g2p", "trainer.limit_val_batches=0"], tmp_path)
+    with pytest.raises(ConfigError, match=r"trainer.limit_val_batches=0 turns validation off, "
+                       r"but callbacks.model_checkpoint and callbacks.early_stopping watch "
+                       r"val/wer; keep some validation batches or add callbacks=none"):
+        build_callbacks(cfg)
+    quiet = compose_config(["task=g2p", "trainer.limit_val_batches=0", "callbacks=none"], tmp_path)
+    assert build_callbacks(quiet) == []

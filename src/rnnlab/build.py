@@ -106,7 +106,17 @@ def build_datamodule(cfg: DictConfig) -> Any:
 
 
 def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
+    """The configured callbacks; refuses ones that watch a val metric when nothing validates."""
     # an entry without _target_ only tunes a callback that another choice removed
     # (e.g. a task's early-stopping patience under callbacks=none): nothing to build
-    return [construct(c) for c in (cfg.get("callbacks") or {}).values()
-            if c is not None and c.get("_target_")]
+    chosen = {name: c for name, c in (cfg.get("callbacks") or {}).items()
+              if c is not None and c.get("_target_")}
+    limit = cfg.get("trainer", {}).get("limit_val_batches")
+    if limit is not None and float(limit) == 0:
+        watching = [f"callbacks.{name}" for name, c in chosen.items()
+                    if str(c.get("monitor") or "").startswith("val/")]
+        if watching:
+            raise ConfigError(f"trainer.limit_val_batches={limit} turns validation off, but "
+                              f"{' and '.join(watching)} watch {cfg.task.monitor}; keep some "
+                              f"validation batches or add callbacks=none.")
+    return [construct(c) for c in chosen.values()]

@@ -163,8 +163,8 @@ def run_network(cfg: DictConfig, dm: Any) -> dict[str, float]:
     from rnnlab.tracking.callbacks import EpochPrinter, RunMetadata, ThroughputMonitor
 
     module = build_module(cfg, dm.spec)
+    callbacks = build_callbacks(cfg)  # before the loggers: a refused config records nothing
     loggers = _loggers(cfg, dm, run_id=_resume_run_id(cfg.get("ckpt_path")))
-    callbacks = build_callbacks(cfg)
     callbacks += [ThroughputMonitor(),
                   RunMetadata(OmegaConf.to_container(cfg, resolve=True), dm.spec,
                               dm.checkpoint_state())]
