@@ -103,9 +103,8 @@ def test_seq2seq_choices_are_task_level_keys(task: str, tmp_path: Path) -> None:
 
 def test_seq2seq_recipes_compose(tmp_path: Path) -> None:
     g2p = compose_config(["experiment=g2p_cmudict", "model=bilstm"], tmp_path)
-    assert (g2p.task.name, g2p.model.hidden_size, g2p.task.module.attention) == \
-        ("g2p", 256, "luong_general")
-    assert g2p.callbacks.budget_anneal is not None and g2p.callbacks.early_stopping.patience == 6
+    assert (g2p.task.name, g2p.task.module.attention) == ("g2p", "luong_general")
+    assert g2p.callbacks.budget_anneal is not None and g2p.trainer.max_time == "00:00:28:00"
     translate = compose_config(["experiment=translate_bible", "model=bilstm",
                                 "task.attention=none"], tmp_path)
     assert translate.task.module.attention == "none"
