@@ -179,6 +179,12 @@ def test_context_feed_decides_where_the_fixed_context_goes(cell: str) -> None:
         assert bool((first == 0).all()) == (feed == "steps")
         # c joins the decoder input unless it only starts the decoder
         assert model.rnn.input_size == 5 + (0 if feed == "init" else 8)
+        # every parameter gets a gradient (no dead bridge when the decoder starts from zeros)
+        model.train()
+        model(x, lengths, y_in)[0].sum().backward()
+        assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+        model.zero_grad()
+        model.eval()
         logits, _ = model(x, lengths, y_in)
         looped, _ = model(x, lengths, y_in, fused=False)
         torch.testing.assert_close(logits, looped)

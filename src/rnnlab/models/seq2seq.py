@@ -130,9 +130,12 @@ class Seq2Seq(nn.Module):
         self.embedding = nn.Embedding(tgt_vocab_size, embedding_dim, padding_idx=pad_id)
         self.dropout = nn.Dropout(dropout)
         self.encoder_dropout = nn.Dropout(encoder_dropout)
-        # the bridge: encoder final state (or the fixed context) -> decoder initial state
-        self.bridge_h = nn.Linear(enc_size, self.hidden_size)
-        self.bridge_c = nn.Linear(enc_size, self.hidden_size) if cell == "lstm" else None
+        # the bridge: encoder final state (or the fixed context) -> decoder initial state;
+        # none when the decoder starts from zeros (context_feed=steps)
+        bridged = self.context_feed != "steps"
+        self.bridge_h = nn.Linear(enc_size, self.hidden_size) if bridged else None
+        self.bridge_c = nn.Linear(enc_size, self.hidden_size) \
+            if bridged and cell == "lstm" else None
         self.project = nn.Linear(enc_size, enc_size) if context == "projected" else None
         # context in the decoder's input: Bahdanau's, or the fixed one unless it only starts it
         self.input_context = attention == "bahdanau" or (attention == "none" and
@@ -178,19 +181,21 @@ class Seq2Seq(nn.Module):
             source = enc.last.unsqueeze(0).expand(self.num_layers, -1, -1)
         else:
             source = self._layers(hidden)
-        h0 = torch.tanh(self.bridge_h(source)).contiguous()
+        if self.bridge_h is None:  # c only at every step: the decoder starts from zeros
+            h0 = source.new_zeros(self.num_layers, source.shape[1], self.hidden_size)
+        else:
+            h0 = torch.tanh(self.bridge_h(source)).contiguous()
         init: State = h0
         if self.cell == "lstm":
-            if self.attention_kind == "none":  # c is the only link: it starts the cell too
+            if self.bridge_c is None:
+                c0 = torch.zeros_like(h0)
+            elif self.attention_kind == "none":  # c is the only link: it starts the cell too
                 c0 = self.bridge_c(source)
             elif cell_state is not None:
                 c0 = self.bridge_c(self._layers(cell_state))
             else:
                 c0 = torch.zeros_like(h0)
             init = (h0, c0.contiguous())
-        if self.context_feed == "steps":  # c only at every step: the decoder starts from zeros
-            init = tuple(torch.zeros_like(h) for h in init) if isinstance(init, tuple) \
-                else torch.zeros_like(init)
         keys = self.attention.keys(memory) if self.attention is not None else None
         return Encoded(memory, mask, keys, static, init)
 
