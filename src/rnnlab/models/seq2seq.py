@@ -144,8 +144,9 @@ class Seq2Seq(nn.Module):
                         self.hidden_size, self.num_layers, float(dropout))
         self.attention = None if attention == "none" else Attention(
             attention, self.hidden_size, enc_size, attention_size)
-        readout_context = self.context_feed != "init"
-        self.combine = nn.Linear(self.hidden_size + (enc_size if readout_context else 0),
+        # context in the readout: always, but for a fixed context that only starts the decoder
+        self.readout_context = self.context_feed != "init"
+        self.combine = nn.Linear(self.hidden_size + (enc_size if self.readout_context else 0),
                                  self.hidden_size)
         self.out = nn.Linear(self.hidden_size, tgt_vocab_size)
 
@@ -187,11 +188,9 @@ class Seq2Seq(nn.Module):
             h0 = torch.tanh(self.bridge_h(source)).contiguous()
         init: State = h0
         if self.cell == "lstm":
-            if self.bridge_c is None:
-                c0 = torch.zeros_like(h0)
-            elif self.attention_kind == "none":  # c is the only link: it starts the cell too
-                c0 = self.bridge_c(source)
-            elif cell_state is not None:
+            if self.bridge_c is not None and self.attention_kind == "none":
+                c0 = self.bridge_c(source)  # c is the only link: it starts the cell too
+            elif self.bridge_c is not None and cell_state is not None:
                 c0 = self.bridge_c(self._layers(cell_state))
             else:
                 c0 = torch.zeros_like(h0)
@@ -223,7 +222,7 @@ class Seq2Seq(nn.Module):
         if self.attention_kind.startswith("luong"):
             context, weights = self.attention(s, src.memory, src.mask, src.keys)
         elif self.attention_kind == "none":
-            context = src.static if self.context_feed != "init" else None
+            context = src.static if self.readout_context else None
         return self._readout(s, context), hidden, weights
 
     def forward(self, x: Tensor, lengths: Tensor, y_in: Tensor, teacher_forcing: float = 1.0,
@@ -246,7 +245,7 @@ class Seq2Seq(nn.Module):
             context, weights = None, None
             if self.attention is not None:
                 context, weights = self.attention(states, src.memory, src.mask, src.keys)
-            elif self.context_feed != "init":
+            elif self.readout_context:
                 context = src.static.unsqueeze(1).expand(-1, states.shape[1], -1)
             return self._readout(states, context), weights
         hidden, tokens = src.hidden, y_in[:, 0]
