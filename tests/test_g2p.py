@@ -104,6 +104,9 @@ def test_training_per_attention_type(attention: str, make_config, cmudict_file: 
     losses, client, mlrun = _history(lab_root, "train/loss_epoch")
     assert len(losses) == 3 and losses[-1] < 0.8 * losses[0]
     assert 0.0 <= metrics["test/wer"] <= 1.0 and metrics["test/per"] >= 0.0
+    # CMUdict marks stress, so the stress-free figures are logged too (and can only be lower)
+    assert metrics["test/wer_stressless"] <= metrics["test/wer"]
+    assert metrics["test/per_stressless"] <= metrics["test/per"]
     artifacts = {a.path for a in client.list_artifacts(mlrun.info.run_id, "examples")}
     assert "examples/test_examples.tsv" in artifacts
     plots = {a.path for a in client.list_artifacts(mlrun.info.run_id, "plots")}

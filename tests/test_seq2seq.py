@@ -7,7 +7,13 @@ import torch
 
 from conftest import token_batch
 from rnnlab.errors import ConfigError
-from rnnlab.metrics.seq2seq import edit_distance, g2p_scores, translation_scores
+from rnnlab.metrics.seq2seq import (
+    edit_distance,
+    g2p_scores,
+    stressless_g2p_scores,
+    strip_stress,
+    translation_scores,
+)
 from rnnlab.models import RecurrentEncoder, TransformerEncoder
 from rnnlab.models.attention import ATTENTIONS, Attention, masked_softmax
 from rnnlab.models.seq2seq import Seq2Seq
@@ -246,6 +252,15 @@ def test_g2p_scores_accept_any_variant() -> None:
     # errors count against the closest variant: 1 edit vs 6 phonemes, not 2
     close = g2p_scores([["T", "AH0", "M", "EY1", "T"]], refs[:1])
     assert close == {"wer": 1.0, "per": pytest.approx(1 / 6)}
+
+
+def test_stressless_scores_forgive_only_stress() -> None:
+    assert strip_stress(["T", "AH0", "M", "EY1", "T", "OW2"]) == ["T", "AH", "M", "EY", "T", "OW"]
+    refs = [[["K", "AE1", "T"]], [["D", "AO1", "G"]]]
+    # word 1: stress misplaced only; word 2: a wrong vowel, which no stripping forgives
+    hyps = [["K", "AE0", "T"], ["D", "AA1", "G"]]
+    assert g2p_scores(hyps, refs) == {"wer": 1.0, "per": pytest.approx(2 / 6)}
+    assert stressless_g2p_scores(hyps, refs) == {"wer": 0.5, "per": pytest.approx(1 / 6)}
 
 
 def test_translation_scores_by_hand() -> None:

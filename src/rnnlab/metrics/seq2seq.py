@@ -3,7 +3,9 @@
 G2P is scored per word against *every* accepted pronunciation: a word is right when the
 prediction equals any variant (WER), and its phoneme errors are counted against the
 closest variant (PER = total edits / total reference phonemes), the usual convention
-for CMUdict. Translation uses sacrebleu so figures are comparable with published ones.
+for CMUdict. ``stressless`` drops ARPAbet stress digits (``AH0`` -> ``AH``) from both
+sides first, which separates "wrong sounds" from "right sounds, stress misplaced" and gives
+the stress-free figures that part of the G2P literature reports. Translation uses sacrebleu so figures are comparable with published ones.
 """
 
 from __future__ import annotations
@@ -45,6 +47,18 @@ def g2p_scores(hyps: Sequence[Sequence[str]],
         edits += e
         total += n
     return {"wer": wrong / len(hyps), "per": edits / max(total, 1)}
+
+
+def strip_stress(phonemes: Sequence[str]) -> list[str]:
+    """``["T", "AH0", "M", "EY1"]`` -> ``["T", "AH", "M", "EY"]`` (ARPAbet vowels end in 0-2)."""
+    return [p[:-1] if len(p) > 1 and p[-1] in "012" else p for p in phonemes]
+
+
+def stressless_g2p_scores(hyps: Sequence[Sequence[str]],
+                          refs: Sequence[Sequence[Sequence[str]]]) -> dict[str, float]:
+    """``g2p_scores`` with stress digits removed from predictions and every variant."""
+    return g2p_scores([strip_stress(h) for h in hyps],
+                      [[strip_stress(v) for v in variants] for variants in refs])
 
 
 def translation_scores(hyps: Sequence[str], refs: Sequence[str]) -> dict[str, float]:

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from rnnlab.errors import ConfigError, require
-from rnnlab.metrics.seq2seq import g2p_scores, translation_scores
+from rnnlab.metrics.seq2seq import g2p_scores, stressless_g2p_scores, translation_scores
 from rnnlab.models.seq2seq import Seq2Seq
 from rnnlab.tasks.base import OptimizerFactory, RnnlabTask
 from rnnlab.tracking.artifacts import log_figure, log_text
@@ -79,6 +79,9 @@ class Seq2SeqTask(RnnlabTask):
         self.num_examples, self.num_heatmaps = num_examples, num_heatmaps
         self.kind = spec.get("seq2seq", "translate")
         self.tgt_itos = list(spec["tgt_itos"])
+        # ARPAbet-style targets (CMUdict) mark stress with a trailing digit on vowels
+        self.has_stress = self.kind == "g2p" and any(
+            len(t) > 1 and t[-1] in "012" and t[:-1].isalpha() for t in self.tgt_itos)
         self.pad_id = 0
         self.model = Seq2Seq(backbone, int(spec["tgt_vocab_size"]), int(spec["bos_id"]),
                              int(spec["eos_id"]), self.pad_id, attention, context, decoder_cell,
@@ -119,7 +122,11 @@ class Seq2SeqTask(RnnlabTask):
 
     def score(self, hyps: list[list[str]], refs: list[list[list[str]]]) -> dict[str, float]:
         if self.kind == "g2p":
-            return g2p_scores(hyps, refs)
+            scores = g2p_scores(hyps, refs)
+            if self.has_stress:  # how much of the error is stress placement alone
+                plain = stressless_g2p_scores(hyps, refs)
+                scores.update(wer_stressless=plain["wer"], per_stressless=plain["per"])
+            return scores
         return translation_scores([" ".join(h) for h in hyps], [" ".join(r[0]) for r in refs])
 
     # ---- steps --------------------------------------------------------------------------
@@ -153,7 +160,7 @@ class Seq2SeqTask(RnnlabTask):
             return {}
         scores = self.score([h for h, _, _ in outputs], [r for _, r, _ in outputs])
         for name, value in scores.items():
-            self.log(f"{split}/{name}", value, prog_bar=split == "val")
+            self.log(f"{split}/{name}", value, prog_bar=split == "val" and "stress" not in name)
         return scores
 
     def on_validation_epoch_end(self) -> None:
