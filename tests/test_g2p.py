@@ -154,3 +154,41 @@ def test_every_backbone_can_be_the_encoder(model: str, make_config, cmudict_file
     cfg = make_config("task=g2p", f"model={model}", f"task.data.path={cmudict_file}",
                       "trainer.max_epochs=1", *size, *overrides)
     assert "test/per" in run(cfg)
+
+
+def test_an_ensemble_tests_in_a_run_of_its_own(make_config, cmudict_file: Path, lab_root: Path,
+                                               tmp_path: Path, capsys) -> None:
+    base = ["task=g2p", "model=gru", f"task.data.path={cmudict_file}", *FAST]
+    first = run(make_config(*base))
+    ckpt = first["ckpt_path"]
+    _, client, trained = _history(lab_root, "train/loss_epoch")
+    # a model ensembled with its own twin decodes exactly as it does alone
+    twins = run(make_config(*base, "train=false", f"ckpt_path={ckpt}",
+                            f"task.module.ensemble=[{ckpt}]"))
+    assert twins["test/wer"] == pytest.approx(first["test/wer"])
+    assert twins["test/per"] == pytest.approx(first["test/per"])
+    _, _, latest = _history(lab_root, "test/wer")
+    assert latest.info.run_id != trained.info.run_id  # a new run; the trained one is untouched
+    assert client.get_run(trained.info.run_id).info.status == "FINISHED"
+    assert latest.data.params["task.module.ensemble"] == f"['{ckpt}']"
+    # the conversion command takes the same partners
+    capsys.readouterr()
+    assert convert_main([ckpt, "--beam", "2", "bad", "mask"]) == 0
+    alone = capsys.readouterr().out
+    assert convert_main([ckpt, "--beam", "2", "--ensemble", ckpt, "--", "bad", "mask"]) == 0
+    assert capsys.readouterr().out == alone
+    # a missing partner stops before anything is recorded
+    n_runs = len(client.search_runs([trained.info.experiment_id]))
+    with pytest.raises(ConfigError, match=r"task.module.ensemble\[0\]: checkpoint .*nope.ckpt "
+                                          r"does not exist"):
+        run(make_config(*base, "train=false", f"ckpt_path={ckpt}",
+                        f"task.module.ensemble=[{tmp_path}/nope.ckpt]"))
+    assert len(client.search_runs([trained.info.experiment_id])) == n_runs
+    # a partner trained on other data (another vocabulary) is refused by name
+    other = write_cmudict(tmp_path / "other.dict", seed=3)
+    other = run(make_config(*[o for o in base if not o.startswith("task.data.path")],
+                            f"task.data.path={other}", "model.hidden_size=24"))
+    assert convert_main([ckpt, "--ensemble", other["ckpt_path"], "--", "bad"]) == 2
+    assert "--ensemble[0]:" in (err := capsys.readouterr().err)
+    assert "was trained with a different source vocabulary" in err or \
+        "was trained with a different target vocabulary" in err, err

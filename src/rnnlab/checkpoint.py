@@ -43,6 +43,8 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> LoadedModel:
         raise UserError(f"checkpoint {path} was not written by rnnlab's train.py (it has no "
                         f"'rnnlab' metadata), so the model cannot be rebuilt from it.")
     cfg = OmegaConf.create(meta["config"])
+    if OmegaConf.select(cfg, "task.module.ensemble"):  # test-time partners stay behind
+        cfg.task.module.ensemble = None
     module = build_module(cfg, meta["spec"])
     module.load_state_dict(ckpt["state_dict"])
     module.eval()

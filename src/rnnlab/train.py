@@ -164,7 +164,10 @@ def run_network(cfg: DictConfig, dm: Any) -> dict[str, float]:
 
     module = build_module(cfg, dm.spec)
     callbacks = build_callbacks(cfg)  # before the loggers: a refused config records nothing
-    loggers = _loggers(cfg, dm, run_id=_resume_run_id(cfg.get("ckpt_path")))
+    # an ensemble's test is a run of its own: it must not overwrite the first member's figures
+    ensemble = (cfg.task.get("module") or {}).get("ensemble")
+    resume = None if ensemble else _resume_run_id(cfg.get("ckpt_path"))
+    loggers = _loggers(cfg, dm, run_id=resume)
     callbacks += [ThroughputMonitor(),
                   RunMetadata(OmegaConf.to_container(cfg, resolve=True), dm.spec,
                               dm.checkpoint_state())]

@@ -1,7 +1,8 @@
 """``rnnlab-convert CKPT WORD ...``: pronounce words (g2p) or translate sentences.
 
 Reads the inputs from the command line or, with ``--file``, one per line; prints
-``input<TAB>output`` per input. Everything needed (vocabularies, tokenization, search
+``input<TAB>output`` per input. ``--ensemble`` adds checkpoints that decode together with
+the first. Everything needed (vocabularies, tokenization, search
 settings) comes from the checkpoint, so neither configs nor training data are needed.
 """
 
@@ -82,6 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--file", help="read inputs from this file, one per line")
     parser.add_argument("--beam", type=int, default=None,
                         help="beam size (default: the training config's task.beam_size)")
+    parser.add_argument("--ensemble", nargs="+", default=[], metavar="CKPT",
+                        help="more checkpoints of the same task and data, decoding together "
+                             "with the first (their next-token probabilities averaged)")
     args = parser.parse_intermixed_args(argv)
     try:
         if bool(args.inputs) == bool(args.file):
@@ -91,6 +95,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from rnnlab.checkpoint import load_checkpoint
 
         loaded = load_checkpoint(args.checkpoint)
+        if args.ensemble:
+            from rnnlab.tasks.seq2seq import load_members
+
+            if not hasattr(loaded.module, "use_ensemble"):
+                raise UserError(f"--ensemble needs a task=g2p or task=translate checkpoint; "
+                                f"{args.checkpoint} is not one.")
+            loaded.module.use_ensemble(load_members(args.ensemble, loaded.data_state,
+                                                    "--ensemble"))
         outputs = convert(loaded, inputs, args.beam)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -285,47 +285,59 @@ class Seq2Seq(nn.Module):
                 break
         return _cut(torch.stack(steps, 1), self.eos_id), (torch.stack(attn, 1) if attn else None)
 
-    @torch.no_grad()
+    def select_state(self, hidden: State, index: Tensor) -> State:
+        """Rows ``index`` of a decoder state (beam reordering)."""
+        return _select_state(hidden, index)
+
     def beam_search(self, x: Tensor, lengths: Tensor, beam_size: int, max_len: int,
                     length_penalty: float = 1.0) -> list[list[int]]:
-        """Batched beam search; finished hypotheses are ranked by log p / length**penalty.
+        """Beam search with this model alone (see :func:`beam_search`)."""
+        return beam_search(self, x, lengths, beam_size, max_len, length_penalty)
 
-        A finished beam only extends with EOS at no cost, so with ``beam_size=1`` this is
-        exactly greedy search.
-        """
-        require(beam_size >= 1, f"task.beam_size must be at least 1, got {beam_size}.")
-        batch, k = x.shape[0], beam_size
-        src = self.encode(x, lengths)
-        src = src.select(torch.arange(batch, device=x.device).repeat_interleave(k))
-        scores = torch.full((batch, k), float("-inf"), device=x.device)
-        scores[:, 0] = 0.0
-        scores = scores.view(-1)
-        tokens = torch.full((batch * k,), self.bos_id, dtype=torch.long, device=x.device)
-        done = torch.zeros(batch * k, dtype=torch.bool, device=x.device)
-        seqs = torch.empty(batch * k, 0, dtype=torch.long, device=x.device)
-        hidden = src.hidden
-        base = torch.arange(batch, device=x.device).unsqueeze(1) * k
-        for _ in range(max_len):
-            logits, hidden, _ = self.step(tokens, hidden, src)
-            logp = torch.log_softmax(logits.float(), -1)
-            logp[done] = float("-inf")
-            logp[done, self.eos_id] = 0.0
-            total = (scores.unsqueeze(1) + logp).view(batch, -1)
-            top, idx = total.topk(k, dim=1)
-            origin = (base + torch.div(idx, self.vocab_size, rounding_mode="floor")).view(-1)
-            tokens = (idx % self.vocab_size).view(-1)
-            seqs = torch.cat([seqs.index_select(0, origin), tokens.unsqueeze(1)], 1)
-            hidden = _select_state(hidden, origin)
-            done = done.index_select(0, origin) | (tokens == self.eos_id)
-            scores = top.view(-1)
-            if bool(done.all()):
-                break
-        is_eos = seqs == self.eos_id
-        first = torch.where(is_eos.any(1), is_eos.float().argmax(1) + 1,
-                            torch.full_like(scores, seqs.shape[1], dtype=torch.long))
-        normed = scores / first.float().clamp(min=1) ** length_penalty
-        best = normed.view(batch, k).argmax(1) + torch.arange(batch, device=x.device) * k
-        return _cut(seqs.index_select(0, best), self.eos_id)
+
+@torch.no_grad()
+def beam_search(decoder: nn.Module, x: Tensor, lengths: Tensor, beam_size: int, max_len: int,
+                length_penalty: float = 1.0) -> list[list[int]]:
+    """Batched beam search; finished hypotheses are ranked by log p / length**penalty.
+
+    ``decoder`` is a :class:`Seq2Seq` or anything with its decoding surface (``encode``,
+    ``step``, ``select_state``, ``bos_id``, ``eos_id``, ``vocab_size``), such as an
+    :class:`~rnnlab.models.ensemble.Ensemble`. A finished beam only extends with EOS at no
+    cost, so with ``beam_size=1`` this is exactly greedy search.
+    """
+    require(beam_size >= 1, f"task.beam_size must be at least 1, got {beam_size}.")
+    batch, k, vocab = x.shape[0], beam_size, decoder.vocab_size
+    src = decoder.encode(x, lengths)
+    src = src.select(torch.arange(batch, device=x.device).repeat_interleave(k))
+    scores = torch.full((batch, k), float("-inf"), device=x.device)
+    scores[:, 0] = 0.0
+    scores = scores.view(-1)
+    tokens = torch.full((batch * k,), decoder.bos_id, dtype=torch.long, device=x.device)
+    done = torch.zeros(batch * k, dtype=torch.bool, device=x.device)
+    seqs = torch.empty(batch * k, 0, dtype=torch.long, device=x.device)
+    hidden = src.hidden
+    base = torch.arange(batch, device=x.device).unsqueeze(1) * k
+    for _ in range(max_len):
+        logits, hidden, _ = decoder.step(tokens, hidden, src)
+        logp = torch.log_softmax(logits.float(), -1)
+        logp[done] = float("-inf")
+        logp[done, decoder.eos_id] = 0.0
+        total = (scores.unsqueeze(1) + logp).view(batch, -1)
+        top, idx = total.topk(k, dim=1)
+        origin = (base + torch.div(idx, vocab, rounding_mode="floor")).view(-1)
+        tokens = (idx % vocab).view(-1)
+        seqs = torch.cat([seqs.index_select(0, origin), tokens.unsqueeze(1)], 1)
+        hidden = decoder.select_state(hidden, origin)
+        done = done.index_select(0, origin) | (tokens == decoder.eos_id)
+        scores = top.view(-1)
+        if bool(done.all()):
+            break
+    is_eos = seqs == decoder.eos_id
+    first = torch.where(is_eos.any(1), is_eos.float().argmax(1) + 1,
+                        torch.full_like(scores, seqs.shape[1], dtype=torch.long))
+    normed = scores / first.float().clamp(min=1) ** length_penalty
+    best = normed.view(batch, k).argmax(1) + torch.arange(batch, device=x.device) * k
+    return _cut(seqs.index_select(0, best), decoder.eos_id)
 
 
 def _cut(ids: Tensor, eos_id: int) -> list[list[int]]:

@@ -9,7 +9,8 @@ few decoded examples and attention heat maps as run artifacts.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -20,7 +21,8 @@ from torch import Tensor, nn
 
 from rnnlab.errors import ConfigError, require
 from rnnlab.metrics.seq2seq import g2p_scores, stressless_g2p_scores, translation_scores
-from rnnlab.models.seq2seq import Seq2Seq
+from rnnlab.models.ensemble import Ensemble
+from rnnlab.models.seq2seq import Seq2Seq, beam_search
 from rnnlab.tasks.base import OptimizerFactory, RnnlabTask
 from rnnlab.tracking.artifacts import log_figure, log_text
 
@@ -51,6 +53,33 @@ def attention_figure(weights: np.ndarray, src: list[str], out: list[str]) -> Fig
     return fig
 
 
+def load_members(paths: Sequence[str | Path], data_state: Mapping[str, Any],
+                 key: str = "task.module.ensemble") -> list[Seq2Seq]:
+    """Encoder-decoders from other checkpoints, checked to share ``data_state``'s
+    vocabularies (same task, same training data), so their scores can be averaged."""
+    from rnnlab.checkpoint import load_checkpoint
+    from rnnlab.errors import UserError
+
+    members = []
+    for i, path in enumerate(paths):
+        try:
+            loaded = load_checkpoint(path)
+        except UserError as err:
+            raise ConfigError(f"{key}[{i}]: {err}") from err
+        state = loaded.data_state
+        if state.get("kind") != data_state.get("kind") or not isinstance(
+                getattr(loaded.module, "model", None), Seq2Seq):
+            raise ConfigError(f"{key}[{i}]: {path} is not a task={data_state.get('kind')} "
+                              f"checkpoint; ensemble only checkpoints of the same task.")
+        for side, name in (("src_vocab", "source"), ("tgt_vocab", "target")):
+            if state.get(side) != data_state.get(side):
+                raise ConfigError(f"{key}[{i}]: {path} was trained with a different {name} "
+                                  f"vocabulary; ensemble only checkpoints trained on the same "
+                                  f"data and split.")
+        members.append(loaded.module.model)
+    return members
+
+
 class Seq2SeqTask(RnnlabTask):
     """Backbone encoder -> bridged recurrent decoder with attention -> output tokens."""
 
@@ -64,7 +93,7 @@ class Seq2SeqTask(RnnlabTask):
                  decay_epochs: int | None = None, beam_size: int = 1,
                  length_penalty: float = 1.0, max_decode_len: int = 40,
                  label_smoothing: float = 0.0, num_examples: int = 25,
-                 num_heatmaps: int = 4) -> None:
+                 num_heatmaps: int = 4, ensemble: Sequence[str] | None = None) -> None:
         super().__init__(backbone, optimizer, scheduler, monitor)
         if not isinstance(beam_size, int) or beam_size < 1:
             raise ConfigError(f"task.beam_size must be an integer of at least 1 (1 = "
@@ -87,6 +116,14 @@ class Seq2SeqTask(RnnlabTask):
                              int(spec["eos_id"]), self.pad_id, attention, context, decoder_cell,
                              decoder_hidden_size, decoder_layers, embedding_dim, attention_size,
                              dropout, context_feed, encoder_dropout)
+        # other checkpoints whose models join this one at test time (a plain list, so
+        # they stay out of this module's parameters and checkpoint)
+        self.ensemble_paths = [str(p) for p in (ensemble or [])]
+        for i, path in enumerate(self.ensemble_paths):  # fail before any run is recorded
+            if not Path(path).is_file():
+                raise ConfigError(f"task.module.ensemble[{i}]: checkpoint {path} does not "
+                                  f"exist; give the best.ckpt paths of runs of this task.")
+        self._members: list[Seq2Seq] = []
         self._outputs: dict[str, list] = {"val": [], "test": []}
         self._heatmaps: list[tuple[np.ndarray, list[str], list[str]]] = []
 
@@ -108,12 +145,29 @@ class Seq2SeqTask(RnnlabTask):
     def tokens(self, ids: list[int]) -> list[str]:
         return [self.tgt_itos[i] for i in ids]
 
-    def decode(self, x: Tensor, lengths: Tensor, beam_size: int | None = None) -> list[list[str]]:
-        """Output tokens for a padded batch: greedy for beam 1, beam search otherwise."""
+    def use_ensemble(self, members: Sequence[Seq2Seq]) -> None:
+        """Decode (test, conversion) with this model and ``members`` averaged step by step."""
+        self._members = list(members)
+        for m in self._members:
+            m.eval()
+
+    def setup(self, stage: str) -> None:
+        if stage == "test" and self.ensemble_paths and not self._members:
+            self.use_ensemble(load_members(self.ensemble_paths,
+                                           self.trainer.datamodule.checkpoint_state()))
+
+    def decode(self, x: Tensor, lengths: Tensor, beam_size: int | None = None,
+               alone: bool = False) -> list[list[str]]:
+        """Output tokens for a padded batch: greedy for beam 1, beam search otherwise;
+        with the ensemble members unless ``alone`` (validation watches this model only)."""
         beam = self.beam_size if beam_size is None else beam_size
         if beam < 1:
             raise ConfigError(f"beam size must be at least 1, got {beam}.")
-        if beam == 1:
+        if self._members and not alone:
+            members = [m.to(x.device) for m in self._members]
+            ids = beam_search(Ensemble([self.model, *members]), x, lengths, beam,
+                              self.max_decode_len, self.length_penalty)
+        elif beam == 1:
             ids, _ = self.model.greedy(x, lengths, self.max_decode_len)
         else:
             ids = self.model.beam_search(x, lengths, beam, self.max_decode_len,
@@ -140,7 +194,7 @@ class Seq2SeqTask(RnnlabTask):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self.log("val/loss", self._loss(batch, 1.0), prog_bar=True, batch_size=len(batch["lengths"]))
-        hyps = self.decode(batch["x"], batch["lengths"], beam_size=1)
+        hyps = self.decode(batch["x"], batch["lengths"], beam_size=1, alone=True)
         self._outputs["val"].extend(zip(hyps, batch["refs"], batch["src_tokens"], strict=True))
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
