@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -120,3 +123,16 @@ def test_callbacks_watching_val_metrics_are_refused_without_validation(tmp_path:
         build_callbacks(cfg)
     quiet = compose_config(["task=g2p", "trainer.limit_val_batches=0", "callbacks=none"], tmp_path)
     assert build_callbacks(quiet) == []
+
+
+def test_runs_started_together_get_their_own_folders() -> None:
+    """Two launches in the same second must not share checkpoints/ (the folder's tag)."""
+    train = Path(__file__).resolve().parents[1] / "train.py"
+    cmd = [sys.executable, str(train), "task=g2p", "model=gru", "--cfg", "all", "--resolve",
+           "-p", "hydra.run.dir"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    dirs = [p.communicate(timeout=120)[0].strip().splitlines()[-1] for p in procs]
+    pattern = r".*/runs/g2p/\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_gru_([0-9a-f]{6})"
+    tags = [re.fullmatch(pattern, d) for d in dirs]
+    assert all(tags), dirs
+    assert tags[0].group(1) != tags[1].group(1), dirs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -32,3 +33,8 @@ def config_dir() -> Path:
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("project_root"):
         OmegaConf.register_new_resolver("project_root", lambda: str(project_root()))
+    if not OmegaConf.has_resolver("run_tag"):
+        # a short random tag, fixed for the process: two runs started in the same second
+        # (two shells, a job array) must not share an output folder and its checkpoints
+        OmegaConf.register_new_resolver("run_tag", lambda: uuid.uuid4().hex[:6],
+                                        use_cache=True)
