@@ -9,7 +9,7 @@ from conftest import token_batch
 from rnnlab.errors import ConfigError
 from rnnlab.models import RecurrentEncoder
 from rnnlab.models.ensemble import Ensemble
-from rnnlab.models.seq2seq import Seq2Seq
+from rnnlab.models.seq2seq import Seq2Seq, beam_search
 
 BOS, EOS, VOCAB = 2, 3, 15
 
@@ -27,8 +27,8 @@ def test_ensemble_of_one_searches_exactly_like_the_model() -> None:
     x, lengths = token_batch([5, 3, 7])
     alone = Ensemble([model])
     greedy, _ = model.greedy(x, lengths, 12)
-    assert alone.beam_search(x, lengths, 1, 12) == greedy
-    assert alone.beam_search(x, lengths, 4, 12) == model.beam_search(x, lengths, 4, 12)
+    assert beam_search(alone, x, lengths, 1, 12) == greedy
+    assert beam_search(alone, x, lengths, 4, 12) == model.beam_search(x, lengths, 4, 12)
 
 
 def test_ensemble_step_is_the_mean_of_the_members_probabilities() -> None:
@@ -55,7 +55,7 @@ def test_identical_twins_decode_like_one_model() -> None:
     a = _model("luong_general", 0)
     x, lengths = token_batch([6, 4, 5, 3, 7, 2])
     twins = Ensemble([a, _model("luong_general", 0)])
-    assert twins.beam_search(x, lengths, 3, 10) == a.beam_search(x, lengths, 3, 10)
+    assert beam_search(twins, x, lengths, 3, 10) == a.beam_search(x, lengths, 3, 10)
 
 
 def test_members_with_another_target_vocabulary_are_refused() -> None:

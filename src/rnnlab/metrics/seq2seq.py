@@ -5,7 +5,8 @@ prediction equals any variant (WER), and its phoneme errors are counted against 
 closest variant (PER = total edits / total reference phonemes), the usual convention
 for CMUdict. ``stressless`` drops ARPAbet stress digits (``AH0`` -> ``AH``) from both
 sides first, which separates "wrong sounds" from "right sounds, stress misplaced" and gives
-the stress-free figures that part of the G2P literature reports. Translation uses sacrebleu so figures are comparable with published ones.
+the stress-free figures that part of the G2P literature reports. Translation uses
+sacrebleu so figures are comparable with published ones.
 """
 
 from __future__ import annotations

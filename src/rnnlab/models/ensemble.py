@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnlab.errors import require
-from rnnlab.models.seq2seq import Encoded, Seq2Seq, State, beam_search
+from rnnlab.models.seq2seq import Encoded, Seq2Seq, State
 
 
 @dataclass
@@ -34,7 +34,8 @@ class EnsembleEncoded:
 
 
 class Ensemble(nn.Module):
-    """Average of the members' output probabilities, step by step.
+    """Average of the members' output probabilities, step by step; search it with
+    :func:`rnnlab.models.seq2seq.beam_search` (``beam_size=1`` is greedy).
 
     ``step`` returns log of the mean probability (not the mean log-probability), so one
     confident member cannot veto a token the others agree on.
@@ -66,9 +67,3 @@ class Ensemble(nn.Module):
 
     def select_state(self, hidden: list[State], index: Tensor) -> list[State]:
         return [m.select_state(h, index) for m, h in zip(self.models, hidden, strict=True)]
-
-    @torch.no_grad()
-    def beam_search(self, x: Tensor, lengths: Tensor, beam_size: int, max_len: int,
-                    length_penalty: float = 1.0) -> list[list[int]]:
-        """Beam search over the averaged distribution (``beam_size=1`` is greedy)."""
-        return beam_search(self, x, lengths, beam_size, max_len, length_penalty)

@@ -51,13 +51,11 @@ class Encoded:
 
     def select(self, index: Tensor) -> Encoded:
         """Rows ``index`` of every batch-major tensor (beam expansion / reordering)."""
-        hidden = tuple(h.index_select(1, index) for h in self.hidden) \
-            if isinstance(self.hidden, tuple) else self.hidden.index_select(1, index)
         return replace(self, memory=self.memory.index_select(0, index),
                        mask=self.mask.index_select(0, index),
                        keys=None if self.keys is None else self.keys.index_select(0, index),
                        static=None if self.static is None else self.static.index_select(0, index),
-                       hidden=hidden)
+                       hidden=_select_state(self.hidden, index))
 
 
 def _rnn(cell: str, input_size: int, hidden_size: int, num_layers: int, dropout: float) -> nn.RNNBase:

@@ -19,8 +19,13 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from rnnlab.errors import ConfigError, require
-from rnnlab.metrics.seq2seq import g2p_scores, stressless_g2p_scores, translation_scores
+from rnnlab.errors import ConfigError, UserError, require
+from rnnlab.metrics.seq2seq import (
+    g2p_scores,
+    stressless_g2p_scores,
+    strip_stress,
+    translation_scores,
+)
 from rnnlab.models.ensemble import Ensemble
 from rnnlab.models.seq2seq import Seq2Seq, beam_search
 from rnnlab.tasks.base import OptimizerFactory, RnnlabTask
@@ -58,7 +63,6 @@ def load_members(paths: Sequence[str | Path], data_state: Mapping[str, Any],
     """Encoder-decoders from other checkpoints, checked to share ``data_state``'s
     vocabularies (same task, same training data), so their scores can be averaged."""
     from rnnlab.checkpoint import load_checkpoint
-    from rnnlab.errors import UserError
 
     members = []
     for i, path in enumerate(paths):
@@ -109,8 +113,7 @@ class Seq2SeqTask(RnnlabTask):
         self.kind = spec.get("seq2seq", "translate")
         self.tgt_itos = list(spec["tgt_itos"])
         # ARPAbet-style targets (CMUdict) mark stress with a trailing digit on vowels
-        self.has_stress = self.kind == "g2p" and any(
-            len(t) > 1 and t[-1] in "012" and t[:-1].isalpha() for t in self.tgt_itos)
+        self.has_stress = self.kind == "g2p" and strip_stress(self.tgt_itos) != self.tgt_itos
         self.pad_id = 0
         self.model = Seq2Seq(backbone, int(spec["tgt_vocab_size"]), int(spec["bos_id"]),
                              int(spec["eos_id"]), self.pad_id, attention, context, decoder_cell,
