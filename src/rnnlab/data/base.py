@@ -20,7 +20,8 @@ from typing import Any
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset
 
-from rnnlab.data.batching import BucketBatchSampler
+from rnnlab.data.batching import BucketBatchSampler, SkipEmptyCollate
+from rnnlab.errors import ConfigError
 
 
 class ListDataset(Dataset):
@@ -58,6 +59,14 @@ class RnnlabDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if not self._is_setup:
             self._setup()
+            empty = [split for split, ds in self.datasets.items() if len(ds) == 0]
+            if empty:  # caught here, not as a metric "not available" deep inside training
+                from rnnlab.errors import DataError
+
+                sizes = ", ".join(f"{k} {len(v)}" for k, v in self.datasets.items())
+                raise DataError(f"the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'}"
+                                f" empty ({sizes} examples); give more data, or other "
+                                f"task.datamodule.split fractions, so every split gets some.")
             self._is_setup = True
 
     def describe(self) -> dict[str, Any]:
@@ -73,10 +82,26 @@ class RnnlabDataModule(pl.LightningDataModule):
     def collate(self, items: list) -> dict:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def check_sharding(self) -> None:
+        """Under several processes rnnlab's loaders shard the data themselves (training:
+        equal step counts; evaluation: every example once). Lightning must then not wrap
+        them in its ``DistributedSampler``, which pads evaluation shards with repeats."""
+        trainer = getattr(self, "trainer", None)
+        connector = getattr(trainer, "_accelerator_connector", None)
+        if (trainer is not None and trainer.world_size > 1
+                and getattr(connector, "use_distributed_sampler", False)):
+            raise ConfigError("rnnlab's loaders shard the data across processes themselves; "
+                              "set trainer.use_distributed_sampler=false (trainer=ddp does).")
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        """Length-bucketed batches; under DDP this rank's share (training: repeated to
+        equal counts; evaluation: filled up with empty batches, each example once)."""
+        self.check_sharding()
         sampler = BucketBatchSampler(self.lengths(split), self.batch_size, shuffle=shuffle,
-                                     bucket_factor=self.bucket_factor, seed=self.loader_seed)
-        return DataLoader(self.datasets[split], batch_sampler=sampler, collate_fn=self.collate,
+                                     bucket_factor=self.bucket_factor, seed=self.loader_seed,
+                                     repeat_to_even=split == "train")
+        return DataLoader(self.datasets[split], batch_sampler=sampler,
+                          collate_fn=SkipEmptyCollate(self.collate),
                           num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
 

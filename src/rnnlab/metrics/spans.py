@@ -62,6 +62,26 @@ class SpanScorer:
             self.tokens += len(g)
             self.correct_tokens += sum(a == b for a, b in zip(g, p, strict=True))
 
+    def merge(self, other: SpanScorer) -> SpanScorer:
+        """Add ``other``'s counts to this scorer (scores of the union of both inputs)."""
+        self.tp.update(other.tp)
+        self.pred.update(other.pred)
+        self.gold.update(other.gold)
+        self.tokens += other.tokens
+        self.correct_tokens += other.correct_tokens
+        return self
+
+    def reduced(self) -> SpanScorer:
+        """A new scorer holding the counts of every data-parallel rank (a collective: all
+        ranks call it). F1 is not a mean of per-rank F1s, so the counts are merged, not the
+        scores; in one process this is a copy."""
+        from rnnlab.metrics.distributed import gather_objects
+
+        total = SpanScorer()
+        for part in gather_objects(self):
+            total.merge(part)
+        return total
+
     def reset(self) -> None:
         self.tp.clear()
         self.pred.clear()

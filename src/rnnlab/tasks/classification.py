@@ -13,6 +13,7 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
+from rnnlab.metrics.distributed import WeightedMean
 from rnnlab.models.heads import ClassifierHead
 from rnnlab.tasks.base import OptimizerFactory, RnnlabTask
 from rnnlab.tracking.artifacts import confusion_matrix_figure, log_figure
@@ -40,6 +41,7 @@ class ClassificationTask(RnnlabTask):
         metrics = classification_metrics(self.num_classes)
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+        self.val_loss, self.test_loss = WeightedMean(), WeightedMean()
         self.test_confusion = MulticlassConfusionMatrix(self.num_classes)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
@@ -56,20 +58,36 @@ class ClassificationTask(RnnlabTask):
         return self.log_train_loss(loss, len(batch["y"]))
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
+        if self.skip(batch):
+            return
         loss, logits = self._loss(batch)
         self.val_metrics.update(logits, batch["y"])
-        self.log("val/loss", loss, prog_bar=True, batch_size=len(batch["y"]))
-        self.log_dict(self.val_metrics, prog_bar=True)
+        self.val_loss.update(loss, len(batch["y"]))
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
+        if self.skip(batch):
+            return
         loss, logits = self._loss(batch)
         self.test_metrics.update(logits, batch["y"])
         self.test_confusion.update(logits, batch["y"])
-        self.log("test/loss", loss, batch_size=len(batch["y"]))
-        self.log_dict(self.test_metrics)
+        self.test_loss.update(loss, len(batch["y"]))
+
+    def _log_epoch(self, split: str) -> None:
+        """Accuracy, F1 (torchmetrics states summed over ranks) and the example-weighted
+        mean loss, computed on every rank from the reduced state."""
+        metrics, loss = (self.val_metrics, self.val_loss) if split == "val" else (
+            self.test_metrics, self.test_loss)
+        values = {**metrics.compute(), f"{split}/loss": loss.compute()}
+        metrics.reset()
+        loss.reset()
+        self.log_reduced(values, prog_bar=values if split == "val" else ())
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
 
     def on_test_epoch_end(self) -> None:
-        matrix = self.test_confusion.compute().cpu().numpy()
+        self._log_epoch("test")
+        matrix = self.test_confusion.compute().cpu().numpy()  # counts summed over ranks
         self.test_confusion.reset()
         log_figure(self.trainer, confusion_matrix_figure(matrix, [str(c) for c in self.class_names]),
                    "plots/confusion_matrix_test.png")

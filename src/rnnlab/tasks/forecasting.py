@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
+from rnnlab.metrics.distributed import WeightedMean
 from rnnlab.metrics.forecast import forecast_metrics
 from rnnlab.tasks.base import OptimizerFactory, RnnlabTask
 from rnnlab.tracking.artifacts import log_figure
@@ -71,6 +72,7 @@ class ForecastTask(RnnlabTask):
         self.window = int(spec["window"])
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(backbone.output_size, self.steps * self.features)
+        self.losses = nn.ModuleDict({"val": WeightedMean(), "test": WeightedMean()})
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, window, F) -> (B, steps, F)."""
@@ -85,10 +87,12 @@ class ForecastTask(RnnlabTask):
         return self.log_train_loss(loss, len(batch["x"]))
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self.log("val/loss", self._loss(batch), prog_bar=True, batch_size=len(batch["x"]))
+        if not self.skip(batch):
+            self.losses["val"].update(self._loss(batch), len(batch["x"]))
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        self.log("test/loss", self._loss(batch), batch_size=len(batch["x"]))
+        if not self.skip(batch):
+            self.losses["test"].update(self._loss(batch), len(batch["x"]))
 
     @torch.no_grad()
     def rollout(self, history: Tensor, horizon: int) -> Tensor:
@@ -112,16 +116,20 @@ class ForecastTask(RnnlabTask):
         return dm.to_original(split, z.float().cpu().numpy())
 
     def _period_metrics(self, split: str, plot: bool) -> None:
+        """The window loss (example-weighted over every rank) and the period forecast's
+        errors. Every rank forecasts the whole period from the same weights, so those
+        are equal on all ranks; rank 0 draws the plot."""
+        values = {f"{split}/loss": self.losses[split].compute()}
+        self.losses[split].reset()
         dm = getattr(self.trainer, "datamodule", None)
-        if dm is None or not hasattr(dm, "periods"):
-            return
-        title = str(getattr(self.backbone, "cell", type(self.backbone).__name__))
-        metrics = score_period(dm, split, self.forecast(dm, split), self.trainer, title, plot)
-        self.log_dict(metrics, prog_bar=split == "val")
+        if dm is not None and hasattr(dm, "periods") and not self.trainer.sanity_checking:
+            title = str(getattr(self.backbone, "cell", type(self.backbone).__name__))
+            values.update(score_period(dm, split, self.forecast(dm, split), self.trainer, title,
+                                       plot and self.global_rank == 0))
+        self.log_reduced(values, prog_bar=values if split == "val" else ())
 
     def on_validation_epoch_end(self) -> None:
-        if not self.trainer.sanity_checking:
-            self._period_metrics("val", plot=False)
+        self._period_metrics("val", plot=False)
 
     def on_test_epoch_end(self) -> None:
         self._period_metrics("test", plot=True)

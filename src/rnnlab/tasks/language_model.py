@@ -157,27 +157,39 @@ class LanguageModelTask(RnnlabTask):
     def _eval_start(self) -> None:
         self._eval_hidden = None
 
-    def _eval_step(self, batch: dict, metrics: nn.ModuleDict, prefix: str) -> None:
+    def _eval_step(self, batch: dict, metrics: nn.ModuleDict) -> None:
+        if self.skip(batch):  # under DDP, a rank with no stream of this split
+            return
         total, self._eval_hidden = self._step(batch, self._eval_hidden)
-        for name, metric in metrics.items():
+        for metric in metrics.values():
             metric.update(total, batch["y"].numel())
-            self.log(f"{prefix}/{name}", metric, prog_bar=prefix == "val" and name == "loss")
+
+    def _eval_end(self, metrics: nn.ModuleDict, prefix: str) -> None:
+        """Summed nats and characters of every rank -> loss, bpc, perplexity."""
+        values = {f"{prefix}/{name}": metric.compute() for name, metric in metrics.items()}
+        for metric in metrics.values():
+            metric.reset()
+        self.log_reduced(values, prog_bar=[f"{prefix}/loss"] if prefix == "val" else ())
 
     def on_validation_epoch_start(self) -> None:
         self._eval_start()
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, self.val_metrics, "val")
+        self._eval_step(batch, self.val_metrics)
 
     def on_validation_epoch_end(self) -> None:
-        if not self.trainer.sanity_checking:
+        self._eval_end(self.val_metrics, "val")
+        if not self.trainer.sanity_checking and self.global_rank == 0:  # rank 0 logs text
             self._log_samples()
 
     def on_test_epoch_start(self) -> None:
         self._eval_start()
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, self.test_metrics, "test")
+        self._eval_step(batch, self.test_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_end(self.test_metrics, "test")
 
     # ---- generation --------------------------------------------------------------------
     @torch.no_grad()

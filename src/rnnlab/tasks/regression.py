@@ -10,25 +10,25 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytorch_lightning as pl
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
 
+from rnnlab.metrics.distributed import WeightedMean
 from rnnlab.models.heads import ClassifierHead
 from rnnlab.tasks.base import OptimizerFactory, RnnlabTask
 
 
-def log_against_baseline(module: pl.LightningModule, stage: str, loss: float,
-                         baseline: float | None, solved_fraction: float) -> None:
-    """Log ``<stage>/baseline_loss``, ``<stage>/loss_ratio`` and (test) ``<stage>/solved``."""
+def against_baseline(stage: str, loss: float, baseline: float | None,
+                     solved_fraction: float) -> dict[str, float]:
+    """``<stage>/baseline_loss``, ``<stage>/loss_ratio`` and (test) ``<stage>/solved``
+    (nothing without a baseline)."""
     if baseline is None:
-        return
+        return {}
     ratio = loss / baseline
     values = {f"{stage}/baseline_loss": baseline, f"{stage}/loss_ratio": ratio}
     if stage == "test":
         values["test/solved"] = float(ratio < solved_fraction)
-    module.log_dict(values)
+    return values
 
 
 class RegressionTask(RnnlabTask):
@@ -46,8 +46,7 @@ class RegressionTask(RnnlabTask):
         self.head = ClassifierHead(backbone.output_size, self.output_size, pooling, dropout)
         self.baseline = spec.get("baseline_loss")
         self.solved_fraction = solved_fraction
-        self.val_mean = MeanMetric()
-        self.test_mean = MeanMetric()
+        self.losses = nn.ModuleDict({"val": WeightedMean(), "test": WeightedMean()})
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         enc = self.backbone(x, lengths)
@@ -62,24 +61,28 @@ class RegressionTask(RnnlabTask):
         loss = self._loss(batch)
         return self.log_train_loss(loss, len(batch["y"]))
 
+    def _eval_step(self, batch: dict, split: str) -> None:
+        if self.skip(batch):
+            return
+        self.losses[split].update(self._loss(batch), len(batch["y"]))
+
+    def _eval_end(self, split: str) -> None:
+        """The example-weighted MSE over every rank (also logged as ``mse``: ``loss`` is
+        what schedulers and checkpoints watch) and how it compares with the baseline."""
+        loss = float(self.losses[split].compute())
+        self.losses[split].reset()
+        values = {f"{split}/loss": loss, f"{split}/mse": loss,
+                  **against_baseline(split, loss, self.baseline, self.solved_fraction)}
+        self.log_reduced(values, prog_bar=[f"{split}/loss"] if split == "val" else ())
+
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        loss = self._loss(batch)
-        self.val_mean.update(loss, len(batch["y"]))
-        self.log("val/loss", loss, prog_bar=True, batch_size=len(batch["y"]))
-        self.log("val/mse", loss, batch_size=len(batch["y"]))
+        self._eval_step(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
-        log_against_baseline(self, "val", float(self.val_mean.compute()), self.baseline,
-                             self.solved_fraction)
-        self.val_mean.reset()
+        self._eval_end("val")
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        loss = self._loss(batch)
-        self.test_mean.update(loss, len(batch["y"]))
-        self.log("test/loss", loss, batch_size=len(batch["y"]))
-        self.log("test/mse", loss, batch_size=len(batch["y"]))
+        self._eval_step(batch, "test")
 
     def on_test_epoch_end(self) -> None:
-        log_against_baseline(self, "test", float(self.test_mean.compute()), self.baseline,
-                             self.solved_fraction)
-        self.test_mean.reset()
+        self._eval_end("test")

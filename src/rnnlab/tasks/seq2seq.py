@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from rnnlab.errors import ConfigError, UserError, require
+from rnnlab.metrics.distributed import WeightedMean, gather_objects
 from rnnlab.metrics.seq2seq import (
     g2p_scores,
     stressless_g2p_scores,
@@ -128,7 +129,8 @@ class Seq2SeqTask(RnnlabTask):
                                   f"exist; give the best.ckpt paths of runs of this task.")
         self._members: list[Seq2Seq] = []
         self._outputs: dict[str, list] = {"val": [], "test": []}
-        self._heatmaps: list[tuple[np.ndarray, list[str], list[str]]] = []
+        self.losses = nn.ModuleDict({"val": WeightedMean(), "test": WeightedMean()})
+        self._heatmaps: list[tuple[int, np.ndarray, list[str], list[str]]] = []
 
     # ---- helpers ----------------------------------------------------------------------
     def teacher_forcing_ratio(self) -> float:
@@ -195,30 +197,54 @@ class Seq2SeqTask(RnnlabTask):
         self.log("train/teacher_forcing", ratio, on_step=False, on_epoch=True, batch_size=n)
         return loss
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self.log("val/loss", self._loss(batch, 1.0), prog_bar=True, batch_size=len(batch["lengths"]))
-        hyps = self.decode(batch["x"], batch["lengths"], beam_size=1, alone=True)
-        self._outputs["val"].extend(zip(hyps, batch["refs"], batch["src_tokens"], strict=True))
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self.log("test/loss", self._loss(batch, 1.0), batch_size=len(batch["lengths"]))
-        hyps = self.decode(batch["x"], batch["lengths"])
-        self._outputs["test"].extend(zip(hyps, batch["refs"], batch["src_tokens"], strict=True))
-        if len(self._heatmaps) < self.num_heatmaps and self.model.attention is not None:
+    def _eval_step(self, batch: dict, batch_idx: int, split: str) -> None:
+        """Loss, decoded outputs (with their single-process position) and, on test, the
+        first heat maps; nothing is scored until the epoch end has every rank's outputs."""
+        if self.skip(batch):
+            return
+        n = len(batch["lengths"])
+        self.losses[split].update(self._loss(batch, 1.0), n)
+        test = split == "test"
+        hyps = self.decode(batch["x"], batch["lengths"], beam_size=None if test else 1,
+                           alone=not test)
+        where = self.eval_position(batch_idx)
+        self._outputs[split].extend(((where, i), hyp, refs, src) for i, (hyp, refs, src) in
+                                    enumerate(zip(hyps, batch["refs"], batch["src_tokens"],
+                                                  strict=True)))
+        if test and len(self._heatmaps) < self.num_heatmaps and self.model.attention is not None:
             ids, weights = self.model.greedy(batch["x"][:1], batch["lengths"][:1],
                                              self.max_decode_len)
             out = self.tokens(ids[0]) + ["</s>"]
             src = batch["src_tokens"][0]
-            self._heatmaps.append((weights[0, : len(out), : len(src)].cpu().numpy(), src, out))
+            self._heatmaps.append((where, weights[0, : len(out), : len(src)].cpu().numpy(),
+                                   src, out))
 
-    def _epoch_end(self, split: str) -> dict[str, float]:
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, "test")
+
+    def _gathered(self, split: str) -> list[tuple[list[str], list[list[str]], list[str]]]:
+        """(hypothesis, references, source) of every rank, in single-process order."""
         outputs, self._outputs[split] = self._outputs[split], []
+        merged = sorted((o for part in gather_objects(outputs) for o in part),
+                        key=lambda o: o[0])
+        return [(hyp, refs, src) for _, hyp, refs, src in merged]
+
+    def _epoch_end(self, split: str) -> list[tuple[list[str], list[list[str]], list[str]]]:
+        """Score the gathered outputs (WER/PER or BLEU/chrF are corpus-level: computed
+        once over all examples, never averaged over ranks); returns the outputs."""
+        outputs = self._gathered(split)
+        loss = self.losses[split].compute()
+        self.losses[split].reset()
         if not outputs:
-            return {}
+            return outputs
         scores = self.score([h for h, _, _ in outputs], [r for _, r, _ in outputs])
-        for name, value in scores.items():
-            self.log(f"{split}/{name}", value, prog_bar=split == "val" and "stress" not in name)
-        return scores
+        values = {f"{split}/loss": loss, **{f"{split}/{k}": v for k, v in scores.items()}}
+        self.log_reduced(values, prog_bar=[k for k in values
+                                           if split == "val" and "stress" not in k])
+        return outputs
 
     def on_validation_epoch_end(self) -> None:
         self._epoch_end("val")
@@ -227,8 +253,9 @@ class Seq2SeqTask(RnnlabTask):
         self._heatmaps = []
 
     def on_test_epoch_end(self) -> None:
-        outputs = list(self._outputs["test"])
-        self._epoch_end("test")
+        outputs = self._epoch_end("test")
+        heatmaps = sorted((h for part in gather_objects(self._heatmaps) for h in part),
+                          key=lambda h: h[0])[: self.num_heatmaps]
         if not outputs:
             return
         step = max(1, len(outputs) // max(1, self.num_examples))
@@ -238,6 +265,6 @@ class Seq2SeqTask(RnnlabTask):
             lines.append(f"{sep.join(src)}\t{' '.join(hyp)}\t"
                          f"{' | '.join(' '.join(r) for r in refs)}\t{hyp in refs}")
         log_text(self.trainer, "\n".join(lines) + "\n", "examples/test_examples.tsv")
-        for i, (weights, src, out) in enumerate(self._heatmaps):
+        for i, (_, weights, src, out) in enumerate(heatmaps):
             log_figure(self.trainer, attention_figure(weights, src, out),
                        f"plots/attention_test_{i}.png")

@@ -11,10 +11,10 @@ from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
 
+from rnnlab.metrics.distributed import WeightedMean
 from rnnlab.tasks.base import OptimizerFactory, RnnlabTask
-from rnnlab.tasks.regression import log_against_baseline
+from rnnlab.tasks.regression import against_baseline
 
 
 class SequenceCopyTask(RnnlabTask):
@@ -30,8 +30,8 @@ class SequenceCopyTask(RnnlabTask):
         self.solved_fraction = solved_fraction
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(backbone.output_size, self.num_classes)
-        self.val_mean = MeanMetric()
-        self.test_mean = MeanMetric()
+        self.losses = nn.ModuleDict({"val": WeightedMean(), "test": WeightedMean()})
+        self.recall = nn.ModuleDict({"val": WeightedMean(), "test": WeightedMean()})
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         return self.head(self.dropout(self.backbone(x, lengths).outputs))
@@ -49,26 +49,31 @@ class SequenceCopyTask(RnnlabTask):
         loss, _ = self._loss(batch)
         return self.log_train_loss(loss, len(batch["y"]))
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
+    def _eval_step(self, batch: dict, split: str) -> None:
+        if self.skip(batch):
+            return
         loss, logits = self._loss(batch)
         n = len(batch["y"])
-        self.val_mean.update(loss, n)
-        self.log("val/loss", loss, prog_bar=True, batch_size=n)
-        self.log("val/recall_acc", self._recall_acc(logits, batch["y"]), batch_size=n)
+        self.losses[split].update(loss, n)
+        self.recall[split].update(self._recall_acc(logits, batch["y"]), n)
+
+    def _eval_end(self, split: str) -> None:
+        """Example-weighted loss and recall accuracy over every rank, and the baseline."""
+        loss = float(self.losses[split].compute())
+        values = {f"{split}/loss": loss, f"{split}/recall_acc": self.recall[split].compute(),
+                  **against_baseline(split, loss, self.baseline, self.solved_fraction)}
+        self.losses[split].reset()
+        self.recall[split].reset()
+        self.log_reduced(values, prog_bar=[f"{split}/loss"] if split == "val" else ())
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
-        log_against_baseline(self, "val", float(self.val_mean.compute()), self.baseline,
-                             self.solved_fraction)
-        self.val_mean.reset()
+        self._eval_end("val")
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        loss, logits = self._loss(batch)
-        n = len(batch["y"])
-        self.test_mean.update(loss, n)
-        self.log("test/loss", loss, batch_size=n)
-        self.log("test/recall_acc", self._recall_acc(logits, batch["y"]), batch_size=n)
+        self._eval_step(batch, "test")
 
     def on_test_epoch_end(self) -> None:
-        log_against_baseline(self, "test", float(self.test_mean.compute()), self.baseline,
-                             self.solved_fraction)
-        self.test_mean.reset()
+        self._eval_end("test")

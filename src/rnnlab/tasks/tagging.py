@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnlab.errors import ConfigError
+from rnnlab.metrics.distributed import WeightedMean, gather_objects
 from rnnlab.metrics.spans import SpanScorer, format_tagged
 from rnnlab.models.crf import LinearChainCRF
 from rnnlab.tasks.base import OptimizerFactory, RnnlabTask
@@ -90,7 +91,9 @@ class TaggingTask(RnnlabTask):
         self.crf = LinearChainCRF(len(self.tag_names), self.tag_names) if crf else None
         self.num_examples = num_examples
         self.scorers = {"val": SpanScorer(), "test": SpanScorer()}
-        self.examples: list[tuple[int, str]] = []
+        self.losses = nn.ModuleDict({"val": WeightedMean(), "test": WeightedMean()})
+        # (position in single-process order, tokens, text) of test sentences with entities
+        self.examples: list[tuple[tuple[int, int], int, str]] = []
 
     def emissions(self, x: Tensor, lengths: Tensor, chars: Tensor | None = None) -> Tensor:
         """(B, T, K) tag scores."""
@@ -129,10 +132,12 @@ class TaggingTask(RnnlabTask):
         loss = self.loss(em, batch["y"], batch["lengths"])
         return self.log_train_loss(loss, len(batch["lengths"]))
 
-    def _eval_step(self, batch: dict, split: str) -> None:
+    def _eval_step(self, batch: dict, batch_idx: int, split: str) -> None:
+        if self.skip(batch):
+            return
         em = self.emissions(batch["x"], batch["lengths"], batch.get("chars"))
         loss = self.loss(em, batch["y"], batch["lengths"])
-        self.log(f"{split}/loss", loss, batch_size=len(batch["lengths"]))
+        self.losses[split].update(loss, len(batch["lengths"]))
         pred = [[self.tag_names[i] for i in row] for row in self.decode(em, batch["lengths"])]
         gold = [[self.tag_names[i] for i in row[:n]]
                 for row, n in zip(batch["y"].tolist(), batch["lengths"].tolist(), strict=True)]
@@ -140,32 +145,41 @@ class TaggingTask(RnnlabTask):
         if split == "test" and self.num_examples > 0:
             tokens = batch.get("tokens") or [[str(i) for i in row] for row in batch["x"].tolist()]
             joiner = "" if self.char_level else " "
-            self.examples.extend((len(toks), format_tagged(toks, p, g, joiner))
-                                 for toks, p, g in zip(tokens, pred, gold, strict=False)
+            where = self.eval_position(batch_idx)
+            self.examples.extend(((where, i), len(toks), format_tagged(toks, p, g, joiner))
+                                 for i, (toks, p, g) in enumerate(zip(tokens, pred, gold,
+                                                                      strict=False))
                                  if any(t != "O" for t in g))
 
     def _pick_examples(self) -> list[str]:
         """Evenly spaced sentences with entities, preferring ones of 8+ tokens (test batches
-        come sorted by length, so the first ones alone would be the shortest)."""
-        pool = [text for n, text in self.examples if n >= 8] or [text for _, text in self.examples]
+        come sorted by length, so the first ones alone would be the shortest). Every
+        rank's sentences are gathered and put in single-process order first, so N
+        processes write the same examples as one."""
+        examples = sorted(e for part in gather_objects(self.examples) for e in part)
+        pool = [text for _, n, text in examples if n >= 8] or [text for _, _, text in examples]
         if len(pool) <= self.num_examples:
             return pool
         step = len(pool) / self.num_examples
         return [pool[int(i * step)] for i in range(self.num_examples)]
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
+        self._eval_step(batch, batch_idx, "val")
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
+        self._eval_step(batch, batch_idx, "test")
 
     def _log_scores(self, split: str) -> SpanScorer:
-        scorer = self.scorers[split]
+        """Entity counts merged over ranks (F1 is not a mean of per-rank F1s), then the
+        scores; returns the merged scorer."""
+        scorer = self.scorers[split].reduced()
         scores = scorer.compute()
         if split == "val":
             scores = {k: v for k, v in scores.items() if not k.startswith("f1_")}
-        self.log_dict({f"{split}/{k}": float(v) for k, v in scores.items()},
-                      prog_bar=split == "val")
+        values = {f"{split}/{k}": v for k, v in scores.items()}
+        values[f"{split}/loss"] = self.losses[split].compute()
+        self.losses[split].reset()
+        self.log_reduced(values, prog_bar=values if split == "val" else ())
         return scorer
 
     def on_validation_epoch_start(self) -> None:
@@ -180,10 +194,11 @@ class TaggingTask(RnnlabTask):
         self.examples = []
 
     def on_test_epoch_end(self) -> None:
-        scorer = self._log_scores("test")
+        scorer = self._log_scores("test")  # collectives first, on every rank
+        examples = self._pick_examples()
         head = "crf" if self.crf is not None else "softmax"
         log_text(self.trainer, f"entity-level scores on test ({head} head)\n" + scorer.table(),
                  "ner/test_per_type.txt")
-        log_text(self.trainer, "\n\n".join(self._pick_examples()) + "\n", "ner/test_examples.txt")
-        scorer.reset()
+        log_text(self.trainer, "\n\n".join(examples) + "\n", "ner/test_examples.txt")
+        self.scorers["test"].reset()
         self.examples = []

@@ -1,0 +1,79 @@
+"""Reducing evaluation results over data-parallel processes (``trainer=ddp``).
+
+Under DDP every process scores its own shard of the validation / test set, so a metric
+is only right once the shards are put back together. Two rules hold everywhere in
+``rnnlab.tasks``:
+
+* Means are kept as a float64 *sum* and *count* (:class:`WeightedMean`) and reduced by
+  summing both. Lightning's ``self.log(..., sync_dist=True)`` averages the per-process
+  sums and the per-process counts separately and divides the integer count by the world
+  size in integer arithmetic, so with an odd total count the mean comes out wrong; its
+  float32 accumulator also rounds differently from one process.
+* Scores that are not a sum of per-example terms (entity F1, WER, BLEU, a confusion
+  matrix) are computed from the gathered per-process state (:func:`gather_objects`), never
+  averaged over processes.
+
+Every function here is a collective when a process group is up: all ranks must call it,
+in the same order, or the job hangs. Tasks therefore reduce in their epoch-end hooks,
+which every rank runs, and then log the (identical) result on every rank.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+T = TypeVar("T")
+
+
+def rank_world() -> tuple[int, int]:
+    """(rank, world size) of this process; (0, 1) without a process group."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def gather_objects(obj: T) -> list[T]:
+    """``obj`` of every rank, in rank order (``[obj]`` in a single process).
+
+    Picklable Python objects of any size (counters, token lists, small arrays): what
+    eval hooks need to merge once per epoch, not per step.
+    """
+    _, world = rank_world()
+    if world == 1:
+        return [obj]
+    out: list[Any] = [None] * world
+    torch.distributed.all_gather_object(out, obj)
+    return out
+
+
+class WeightedMean(Metric):
+    """Sum of ``value * weight`` over sum of ``weight``, in float64, reduced by summing.
+
+    ``update(batch_mean, batch_size)`` gives the mean over examples, exactly the same
+    with one process or many (each example counted once, whatever the batch layout).
+    """
+
+    full_state_update = False
+    higher_is_better = None
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("weight", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, value: Tensor | float, weight: Tensor | float = 1.0) -> None:
+        value = torch.as_tensor(value, dtype=torch.float64, device=self.total.device).detach()
+        weight = torch.as_tensor(weight, dtype=torch.float64, device=self.total.device)
+        weight = torch.broadcast_to(weight, value.shape) if weight.ndim < value.ndim else weight
+        self.total += (value * weight).sum()
+        self.weight += weight.sum()
+
+    def compute(self) -> Tensor:
+        """The mean; NaN when nothing was seen on any rank (an empty split)."""
+        if self.weight == 0:
+            return torch.tensor(float("nan"), dtype=torch.float64, device=self.total.device)
+        return self.total / self.weight
