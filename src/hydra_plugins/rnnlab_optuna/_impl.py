@@ -22,6 +22,7 @@ import os
 import random
 import socket
 import threading
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -71,11 +72,7 @@ def _distribution(override: Override) -> BaseDistribution:
         except Exception as err:  # glob(...) needs the config loader
             raise ConfigError(f"hydra.sweeper.params.{key}: {override.input_line} cannot be a "
                               f"search space ({err}); list the choices with choice(...).") from err
-        bad = [c for c in choices if not isinstance(c, (str, int, float, bool, type(None)))]
-        if bad:
-            raise ConfigError(f"hydra.sweeper.params.{key}: choice {bad[0]!r} is not a plain "
-                              f"value; Optuna can only choose among strings, numbers, "
-                              f"booleans and null.")
+        # encoded: a list or dict choice arrives as its override text, e.g. "[1,2]"
         return CategoricalDistribution(choices)
     if override.is_range_sweep():
         values = list(override.sweep_iterator())
@@ -317,7 +314,9 @@ class OptunaSweep:
         added, job_idx, all_returns = 0, 0, []
         while added < self.n_trials:
             batch = min(self.n_jobs, self.n_trials - added)
-            trials = [study.ask(space) for _ in range(batch)]
+            with warnings.catch_warnings():  # our heartbeat thread is what Optuna asks for
+                warnings.filterwarnings("ignore", message="Heartbeat of storage")
+                trials = [study.ask(space) for _ in range(batch)]
             told: set[int] = set()
             heartbeat = _Heartbeat(storage)
             heartbeat.trial_ids = [t._trial_id for t in trials]

@@ -74,6 +74,26 @@ def attach_to_parent(client: Any, run_id: str) -> str | None:
     return parent
 
 
+def open_store(uri: str) -> Any:
+    """An MLflow client whose store's schema exists, created once even by concurrent sweeps.
+
+    Jobs of one sweep start after the sweep opened the store, so they never race to
+    create an SQLite schema; two sweeps started together on one fresh ``mlflow.db`` (two
+    workers of one Optuna study) would, so an SQLite store is opened under a lock file.
+    """
+    from mlflow.tracking import MlflowClient
+
+    from rnnlab.data.sources import file_lock
+
+    if not uri.startswith("sqlite:///"):
+        return MlflowClient(uri)
+    db = Path(uri[len("sqlite:///"):].split("?", 1)[0])
+    with file_lock(db.with_name(db.name + ".lock")):
+        client = MlflowClient(uri)
+        client.search_experiments(max_results=1)  # creates the schema
+    return client
+
+
 def _direction(run: Any) -> tuple[str, bool]:
     monitor = run.data.params.get("task.monitor", "val/loss")
     return monitor, run.data.params.get("task.mode", "min") == "max"
@@ -110,9 +130,18 @@ def summarise_parent(client: Any, parent: Any, sweep_dir: Path) -> dict[str, Any
     client.log_text(parent.info.run_id, "\n".join(lines) + "\n", "sweep/summary.md")
     optuna_file = sweep_dir / "optimization_results.yaml"
     if optuna_file.exists():
+        # written by the rnnlab_optuna sweeper; the best trial is the study's best, which
+        # may come from another worker or an earlier command on the same stored study
         results = OmegaConf.to_container(OmegaConf.load(optuna_file))
         for key, value in (results.get("best_params") or {}).items():
             client.log_param(parent.info.run_id, f"best.{key}", value)
+        for key in ("study_name", "storage"):
+            if results.get(key):
+                client.set_tag(parent.info.run_id, f"optuna_{key}", str(results[key]))
+        for key in ("n_trials_study", "n_complete_study", "n_trials_added", "best_value"):
+            if isinstance(results.get(key), (int, float)):
+                client.log_metric(parent.info.run_id, f"sweep/optuna_{key}", results[key])
+        summary["optuna"] = results
         client.log_artifact(parent.info.run_id, str(optuna_file), "sweep")
     client.set_terminated(parent.info.run_id, "FINISHED")
     return summary
@@ -122,24 +151,20 @@ class SweepParentRuns(Callback):
     """Hydra callback (see conf/hydra/default.yaml) around every multirun."""
 
     def _client(self, config: DictConfig) -> Any:
-        from mlflow.tracking import MlflowClient
-
         from rnnlab.tracking.mlflow import resolve_tracking_uri
 
         mlflow_cfg = (config.get("logger") or {}).get("mlflow")
         if mlflow_cfg is None:
             return None
-        return MlflowClient(resolve_tracking_uri(mlflow_cfg.get("tracking_uri"),
-                                                 config.paths.root_dir))
+        return open_store(resolve_tracking_uri(mlflow_cfg.get("tracking_uri"),
+                                               config.paths.root_dir))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir).resolve()
         sweep_dir.mkdir(parents=True, exist_ok=True)
         sweep_id = f"{sweep_dir.name}-{uuid.uuid4().hex[:6]}"
         (sweep_dir / SWEEP_ID_FILE).write_text(sweep_id + "\n")
-        client = self._client(config)
-        if client is not None:
-            client.search_experiments(max_results=1)  # creates the schema once, before any job
+        self._client(config)  # the store's schema exists before any job starts
         log.info("sweep id %s", sweep_id)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
