@@ -105,7 +105,7 @@ def pipeline(cfg: DictConfig) -> dict[str, float]:
     dm.prepare_data()
     dm.setup("fit")
     steps = int(torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt",
-                           map_location="cpu", weights_only=False)["global_step"])
+                           map_location="cpu", weights_only=True)["global_step"])
     return {"steps": steps, "chars": steps * cfg.task.datamodule.batch_size
             * cfg.task.datamodule.seq_len, "train_s": train_s,
             "windows": evaluate(module, dm, carry=False),

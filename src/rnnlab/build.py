@@ -7,7 +7,6 @@ through the datamodule's ``spec``. Impossible pairs are refused before any work.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -16,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.baselines.base import Baseline
 from rnnlab.errors import ConfigError
+from rnnlab.resume import check_ckpt_path
 from rnnlab.tasks.base import RnnlabTask
 
 MODEL_META_KEYS = ("name",)
@@ -74,9 +74,7 @@ def check_pair(cfg: DictConfig) -> None:
             f"model={model} cannot be used; pick a unidirectional one such as model=lstm.")
     # every model setting is checked now, on a stand-in input, before any data is read
     build_backbone(cfg, {"vocab_size": 2, "padding_idx": 0})
-    if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).is_file():
-        raise ConfigError(f"ckpt_path={cfg.ckpt_path} does not exist; give the path of a .ckpt "
-                          f"file (they are saved under outputs/.../checkpoints/).")
+    check_ckpt_path(cfg)
 
 
 def build_backbone(cfg: DictConfig, spec: dict[str, Any]) -> Any:

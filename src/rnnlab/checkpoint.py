@@ -1,13 +1,17 @@
-"""Rebuilding a trained model from its checkpoint alone.
+"""Reading checkpoints safely, and rebuilding a trained model from one alone.
 
-Every checkpoint carries the resolved config, the data spec and the datamodule's
-``checkpoint_state`` (vocabularies, label names, scalers) under the ``rnnlab`` key, so
-inference commands (tagging, generation, conversion) need neither the config files nor
-the training data.
+Every checkpoint carries the resolved config, the data spec, the data fingerprint and the
+datamodule's ``checkpoint_state`` (vocabularies, label names, scalers) under the
+``rnnlab`` key, so inference commands (tagging, generation, conversion) need neither the
+config files nor the training data. All of it is plain data (dicts, lists, strings,
+numbers, tensors): every load uses ``weights_only=True``, so a crafted file can carry
+weights but never code.
 """
 
 from __future__ import annotations
 
+import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,26 +30,92 @@ class LoadedModel:
     data_state: dict[str, Any]  # vocabularies etc. from the datamodule
 
 
-def load_checkpoint(path: str | Path, map_location: str = "cpu") -> LoadedModel:
+def read_checkpoint(path: str | Path, key: str = "checkpoint",
+                    map_location: str = "cpu") -> dict[str, Any]:
+    """The checkpoint's contents, loaded as data only (``weights_only=True``).
+
+    ``key`` names where the path came from (``ckpt_path``, ``task.module.ensemble[1]``) so
+    the one-sentence error points at what the user typed."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{key}={path} is a directory; give the .ckpt file inside it "
+                        f"(e.g. {path}/checkpoints/last.ckpt).")
+    if not path.is_file():
+        raise UserError(f"{key}={path} does not exist; pass the .ckpt path printed by "
+                        f"train.py (or logged under the MLflow run's checkpoints/ artifacts).")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        raise UserError(f"{key}={path} holds Python objects that would run code when loaded"
+                        f"{f' ({found.group(1)})' if found else ''}, so it was refused "
+                        f"unopened; only checkpoints of plain data and tensors, as this lab "
+                        f"writes them, are accepted.") from None
+    except Exception as err:
+        reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+        raise UserError(f"{key}={path} is not a readable checkpoint ({reason}); give a .ckpt "
+                        f"file written by this lab.") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("rnnlab"), dict):
+        raise UserError(f"{key}={path} was not written by rnnlab's train.py (it has no "
+                        f"'rnnlab' metadata), so the model cannot be rebuilt from it.")
+    return ckpt
+
+
+def experiment_identity(config: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a resolved config that make two runs the same experiment: the task
+    and model groups and the seed. Paths, trainer limits and loggers are excluded."""
+    return {k: config.get(k) for k in ("task", "model", "seed")}
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for key in sorted(set(a) | set(b), key=str):
+            out += _diff(a.get(key), b.get(key), f"{prefix}{key}.")
+        return out
+    return [] if a == b else [f"{prefix.rstrip('.')}: {a!r} in the checkpoint, {b!r} now"]
+
+
+def config_differences(stored: dict[str, Any], current: dict[str, Any],
+                       keys: tuple[str, ...] = ("task", "model")) -> list[str]:
+    """Human-readable differences between a checkpoint's config and the current one."""
+    out: list[str] = []
+    for key in keys:
+        out += _diff(stored.get(key), current.get(key), f"{key}.")
+    return out
+
+
+def load_checkpoint(path: str | Path, map_location: str = "cpu",
+                    key: str = "checkpoint") -> LoadedModel:
     """Load a ``.ckpt`` written by this lab, or fail with one sentence saying why."""
     from rnnlab.build import build_module
 
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist; pass the .ckpt path printed by "
-                        f"train.py (or logged under the MLflow run's checkpoints/ artifacts).")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as err:
-        raise UserError(f"checkpoint {path} cannot be read ({err}); is it a .ckpt file?") from err
-    meta = ckpt.get("rnnlab") if isinstance(ckpt, dict) else None
-    if not meta:
-        raise UserError(f"checkpoint {path} was not written by rnnlab's train.py (it has no "
-                        f"'rnnlab' metadata), so the model cannot be rebuilt from it.")
+    ckpt = read_checkpoint(path, key, map_location)
+    meta = ckpt["rnnlab"]
     cfg = OmegaConf.create(meta["config"])
     if OmegaConf.select(cfg, "task.module.ensemble"):  # test-time partners stay behind
         cfg.task.module.ensemble = None
     module = build_module(cfg, meta["spec"])
-    module.load_state_dict(ckpt["state_dict"])
+    load_state(module, ckpt["state_dict"], f"{key}={path}")
     module.eval()
     return LoadedModel(module, cfg, meta["spec"], meta.get("data_state") or {})
+
+
+def load_state(module: torch.nn.Module, state: dict[str, Any], label: str) -> None:
+    """``load_state_dict`` with a one-sentence error naming the first mismatched tensor."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or wrong:
+        if wrong:
+            k = wrong[0]
+            detail = (f"{k} is {tuple(state[k].shape)} in the checkpoint but "
+                      f"{tuple(own[k].shape)} in the model built now")
+        elif missing:
+            detail = f"the model built now has {missing[0]}, which the checkpoint lacks"
+        else:
+            detail = f"the checkpoint has {unexpected[0]}, which the model built now lacks"
+        raise UserError(f"{label} does not fit this model ({detail}); use the model settings "
+                        f"it was trained with (its config is inside it) or another checkpoint.")
+    module.load_state_dict(state)

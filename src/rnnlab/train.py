@@ -13,14 +13,20 @@ import os
 import sys
 import time
 import warnings
+from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.config import config_dir, register_resolvers
-from rnnlab.errors import UserError
+from rnnlab.errors import ConfigError, UserError
+from rnnlab.resume import CheckpointPlan, plan_checkpoint
+from rnnlab.tracking.record import RunInterrupted
+
+if TYPE_CHECKING:
+    from rnnlab.tracking.record import RunRecord, SignalHandlers
 
 register_resolvers()
 log = logging.getLogger("rnnlab")
@@ -41,15 +47,18 @@ def _run_tags(cfg: DictConfig, dm: Any) -> dict[str, str]:
     return {**sweep_tags(), "task": str(cfg.task.name), "model": str(cfg.model.name),
             "cell": str(cfg.model.get("cell", cfg.model.name)), "seed": str(cfg.seed),
             "family": str(cfg.task.get("family")), "git_commit": git_commit(cfg.paths.root_dir),
-            "data_fingerprint": dm.fingerprint}
+            "data_fingerprint": dm.fingerprint, "rnnlab.output_dir": str(cfg.paths.output_dir)}
 
 
-def _loggers(cfg: DictConfig, dm: Any, run_id: str | None) -> list:
+def _loggers(cfg: DictConfig, dm: Any, plan: CheckpointPlan) -> list:
+    """The configured loggers. On global rank zero the MLflow run is created (or, when
+    resuming, reopened) here; other DDP ranks get loggers that write nothing."""
     from hydra.utils import instantiate
 
-    from rnnlab.tracking.mlflow import make_mlflow_logger
-    from rnnlab.tracking.sweep import attach_to_parent
+    from rnnlab.tracking.mlflow import make_mlflow_logger, redact
+    from rnnlab.tracking.record import is_rank_zero
 
+    rank_zero = is_rank_zero()
     out = []
     for name, conf in (cfg.get("logger") or {}).items():
         if conf is None:
@@ -57,45 +66,41 @@ def _loggers(cfg: DictConfig, dm: Any, run_id: str | None) -> list:
         if name == "mlflow":
             kwargs = OmegaConf.to_container(conf, resolve=True)
             kwargs.pop("_target_", None)
-            kwargs["run_name"] = kwargs.get("run_name") or f"{cfg.model.name}-s{cfg.seed}"
-            logger = make_mlflow_logger(**kwargs, root_dir=cfg.paths.root_dir,
-                                        tags=_run_tags(cfg, dm), run_id=run_id)
-            if run_id is None:
-                attach_to_parent(logger.experiment, logger.run_id)
+            kwargs["run_name"] = kwargs.get("run_name") or (
+                f"{cfg.model.name}-s{cfg.seed}" + ("-test" if plan.evaluates else ""))
+            tags = {**_run_tags(cfg, dm), **plan.tags()} if rank_zero else None
+            logger = make_mlflow_logger(
+                **kwargs, root_dir=cfg.paths.root_dir, tags=tags, run_id=plan.resume_run_id,
+                description=redact(" ".join(["python train.py", *_hydra_overrides()])),
+                rank_zero=rank_zero)
             out.append(logger)
         else:
             out.append(instantiate(conf))
     return out
 
 
-def _resume_run_id(ckpt_path: str | None) -> str | None:
-    if not ckpt_path:
-        return None
-    import torch
-
-    try:
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    except Exception as err:
-        raise UserError(f"ckpt_path={ckpt_path} is not a readable checkpoint ({err}); give a "
-                        f".ckpt file written by this lab.") from err
-    return (ckpt.get("rnnlab") or {}).get("mlflow_run_id")
-
-
-def _log_run_start(loggers: list, cfg: DictConfig, dm: Any, n_params: int) -> None:
+def _log_run_start(loggers: list, cfg: DictConfig, dm: Any, n_params: int,
+                   resumed: bool = False) -> None:
+    """Params and the config, once per run: a resumed run keeps its original config and
+    gets the resuming command beside it."""
     from pytorch_lightning.loggers import MLFlowLogger
 
-    from rnnlab.tracking.mlflow import flatten, log_params
+    from rnnlab.tracking.mlflow import flatten, log_params, redact
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     params = {**flatten(resolved), **{f"data.{k}": v for k, v in dm.describe().items()},
               "model.num_parameters": n_params}
+    overrides = redact("\n".join(_hydra_overrides()) + "\n")
     for lg in loggers:
         if isinstance(lg, MLFlowLogger):
+            if resumed:
+                stamp = time.strftime("%Y%m%d-%H%M%S")
+                lg.experiment.log_text(lg.run_id, overrides, f"config/resumed-{stamp}.txt")
+                continue
             log_params(lg, params)
-            lg.experiment.log_text(lg.run_id, OmegaConf.to_yaml(cfg, resolve=True),
+            lg.experiment.log_text(lg.run_id, redact(OmegaConf.to_yaml(cfg, resolve=True)),
                                    "config/config.yaml")
-            overrides = _hydra_overrides()
-            lg.experiment.log_text(lg.run_id, "\n".join(overrides) + "\n", "config/overrides.txt")
+            lg.experiment.log_text(lg.run_id, overrides, "config/overrides.txt")
         else:
             lg.log_hyperparams(params)
 
@@ -107,6 +112,37 @@ def _hydra_overrides() -> list[str]:
         return list(HydraConfig.get().overrides.task)
     except ValueError:  # composed outside @hydra.main (tests)
         return []
+
+
+def _record_for(loggers: list) -> RunRecord | None:
+    """Rank zero's MLflow run, which it alone ends (other ranks: see RunRecord.guard_worker),
+    exported so that DDP workers started from here know it."""
+    from pytorch_lightning.loggers import MLFlowLogger
+
+    from rnnlab.tracking.record import RunRecord, is_rank_zero
+
+    if not is_rank_zero():
+        return None
+    for lg in loggers:
+        if isinstance(lg, MLFlowLogger):
+            record = RunRecord(lg.experiment, lg.run_id)
+            record.export(lg._tracking_uri)
+            return record
+    return None
+
+
+def _attach_to_sweep(loggers: list, plan: CheckpointPlan) -> None:
+    """A new run of a multirun job becomes a child of its sweep's parent run."""
+    from pytorch_lightning.loggers import MLFlowLogger
+
+    from rnnlab.tracking.record import is_rank_zero
+    from rnnlab.tracking.sweep import attach_to_parent
+
+    if plan.resume_run_id is not None or not is_rank_zero():
+        return
+    for lg in loggers:
+        if isinstance(lg, MLFlowLogger):
+            attach_to_parent(lg.experiment, lg.run_id)
 
 
 def _print_summary(title: str, metrics: dict[str, float]) -> None:
@@ -127,75 +163,137 @@ def _print_summary(title: str, metrics: dict[str, float]) -> None:
             print(f"  {k:<24} {v:.4f}")
 
 
-def run_baseline(cfg: DictConfig, dm: Any) -> dict[str, float]:
-    from pytorch_lightning.loggers import MLFlowLogger
-
+def run_baseline(cfg: DictConfig, dm: Any, handlers: SignalHandlers) -> dict[str, float]:
     from rnnlab.build import build_baseline
+    from rnnlab.tracking.record import recorded
 
     baseline = build_baseline(cfg)
-    loggers = _loggers(cfg, dm, run_id=None)
+    loggers = _loggers(cfg, dm, CheckpointPlan())
+    record = _record_for(loggers)
     shim = SimpleNamespace(loggers=loggers, global_rank=0, log_dir=cfg.paths.output_dir)
     start = time.perf_counter()
-    try:
+    with recorded(record, handlers):
+        _attach_to_sweep(loggers, CheckpointPlan())
         metrics = baseline.fit_evaluate(dm, shim)
         metrics["perf/fit_seconds"] = time.perf_counter() - start
         _log_run_start(loggers, cfg, dm, baseline.num_parameters())
         for lg in loggers:
             lg.log_metrics(metrics, step=0)
-    except BaseException:
-        for lg in loggers:
-            lg.finalize("failed")
-        raise
-    for lg in loggers:
-        if isinstance(lg, MLFlowLogger):
-            lg.finalize("success")
-        else:
             lg.save()
+    if record is not None:
+        record.end("FINISHED")
     return metrics
 
 
-def run_network(cfg: DictConfig, dm: Any) -> dict[str, float]:
+def make_trainer(cfg: DictConfig, callbacks: list) -> Any:
+    """The Trainer, built before any run is recorded so that bad ``trainer.*`` values and
+    a missing accelerator stop the command with one sentence and no run left behind."""
+    import torch
     from hydra.utils import instantiate
+
+    accelerator = str(cfg.trainer.get("accelerator") or "auto")
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.accelerator={accelerator} but this machine has no usable "
+                          f"CUDA GPU; use trainer=cpu (or trainer.accelerator=auto), or run "
+                          f"where a GPU is visible.")
+    interactive = _interactive()
+    try:
+        return instantiate(cfg.trainer, _partial_=True)(
+            callbacks=callbacks, logger=False, enable_progress_bar=interactive)
+    except Exception as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError(f"the trainer refused its settings ({reason}); fix the trainer.* "
+                          f"value it names (see conf/trainer/).") from err
+
+
+def run_network(cfg: DictConfig, dm: Any, handlers: SignalHandlers) -> dict[str, float]:
     from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
-    from pytorch_lightning.loggers import MLFlowLogger
 
     from rnnlab.build import build_callbacks, build_module
-    from rnnlab.tracking.callbacks import EpochPrinter, RunMetadata, ThroughputMonitor
+    from rnnlab.tracking.callbacks import (
+        DivergenceGuard,
+        EpochPrinter,
+        RunMetadata,
+        SignalCheckpoint,
+        ThroughputMonitor,
+    )
+    from rnnlab.tracking.record import recorded
 
     module = build_module(cfg, dm.spec)
     callbacks = build_callbacks(cfg)  # before the loggers: a refused config records nothing
-    # an ensemble's test is a run of its own: it must not overwrite the first member's figures
-    ensemble = (cfg.task.get("module") or {}).get("ensemble")
-    resume = None if ensemble else _resume_run_id(cfg.get("ckpt_path"))
-    loggers = _loggers(cfg, dm, run_id=resume)
-    callbacks += [ThroughputMonitor(),
+    plan = plan_checkpoint(cfg, dm, module)
+    ckpt_dir = next((c.dirpath for c in callbacks if isinstance(c, ModelCheckpoint)
+                     and c.dirpath), f"{cfg.paths.output_dir}/checkpoints")
+    stop_checkpoint = SignalCheckpoint(handlers, ckpt_dir)
+    callbacks += [ThroughputMonitor(), DivergenceGuard(cfg.task.monitor), stop_checkpoint,
                   RunMetadata(OmegaConf.to_container(cfg, resolve=True), dm.spec,
-                              dm.checkpoint_state())]
-    interactive = _interactive()
-    callbacks.append(RichProgressBar() if interactive else EpochPrinter())
-    trainer = instantiate(cfg.trainer, _partial_=True)(
-        callbacks=callbacks, logger=loggers or False, enable_progress_bar=interactive)
-    _log_run_start(loggers, cfg, dm, module.num_parameters())
+                              dm.checkpoint_state(), dm.fingerprint)]
+    callbacks.append(RichProgressBar() if _interactive() else EpochPrinter())
+    trainer = make_trainer(cfg, callbacks)
+    loggers = _loggers(cfg, dm, plan)
+    trainer.loggers = loggers
+    record = _record_for(loggers)
+    handlers.trainer = trainer
     metrics: dict[str, float] = {}
-    if cfg.get("train", True):
-        trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
-        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
-    ckpt = next((c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)), None)
-    best = ckpt.best_model_path if ckpt is not None and ckpt.best_model_path else None
-    if best and ckpt.best_model_score is not None:
-        metrics[f"best/{cfg.task.monitor}"] = float(ckpt.best_model_score)
-    if cfg.get("test", True):
-        test_ckpt = best if cfg.get("train", True) else cfg.get("ckpt_path")
-        results = trainer.test(module, datamodule=dm, ckpt_path=test_ckpt, verbose=False)
-        metrics.update({k: float(v) for k, v in (results[0] if results else {}).items()})
+    try:
+        with recorded(record, handlers):
+            _attach_to_sweep(loggers, plan)
+            _log_run_start(loggers, cfg, dm, module.num_parameters(),
+                           resumed=plan.resume_run_id is not None)
+            if cfg.get("train", True):
+                trainer.fit(module, datamodule=dm, ckpt_path=plan.path, weights_only=True)
+                metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+            ckpt = next((c for c in trainer.checkpoint_callbacks
+                         if isinstance(c, ModelCheckpoint)), None)
+            best = ckpt.best_model_path if ckpt is not None and ckpt.best_model_path else None
+            if best and ckpt.best_model_score is not None:
+                metrics[f"best/{cfg.task.monitor}"] = float(ckpt.best_model_score)
+            if cfg.get("test", True):
+                # test-only: the weights were loaded (and checked) by plan_checkpoint
+                test_ckpt = best if cfg.get("train", True) else None
+                results = trainer.test(module, datamodule=dm, ckpt_path=test_ckpt,
+                                       verbose=False, weights_only=True)
+                metrics.update({k: float(v) for k, v in (results[0] if results else {}).items()})
+            _log_run_end(loggers, cfg, metrics, best)
+    except (SystemExit, KeyboardInterrupt) as err:
+        if handlers.received is None:
+            raise
+        raise _interrupted(cfg, handlers.received, trainer, stop_checkpoint.saved) from err
+    except RunInterrupted as err:
+        raise _interrupted(cfg, err.signum, trainer, stop_checkpoint.saved) from err
+    if record is not None:
+        record.end("FINISHED")
+    metrics["ckpt_path"] = best  # type: ignore[assignment]
+    return metrics
+
+
+def _log_run_end(loggers: list, cfg: DictConfig, metrics: dict[str, float],
+                 best: str | None) -> None:
+    from pytorch_lightning.loggers import MLFlowLogger
+
+    from rnnlab.tracking.record import is_rank_zero
+
     for lg in loggers:
-        if isinstance(lg, MLFlowLogger) and best:
+        if isinstance(lg, MLFlowLogger) and best and is_rank_zero():
             lg.experiment.log_artifact(lg.run_id, best, "checkpoints")
             if f"best/{cfg.task.monitor}" in metrics:
                 lg.log_metrics({f"best/{cfg.task.monitor}": metrics[f"best/{cfg.task.monitor}"]})
-        lg.finalize("success")
-    metrics["ckpt_path"] = best  # type: ignore[assignment]
-    return metrics
+        if not isinstance(lg, MLFlowLogger):
+            lg.finalize("success")
+
+
+def _interrupted(cfg: DictConfig, signum: int, trainer: Any, saved: Path | None
+                 ) -> RunInterrupted:
+    """The KILLED run's sentence: where it stopped and how to continue it."""
+    from rnnlab.tracking.record import signal_name
+
+    where = f"at step {trainer.global_step} (epoch {trainer.current_epoch})"
+    if saved is not None:
+        how = (f"; checkpoint {saved}; continue with the same command plus "
+               f"ckpt_path={saved} (or ckpt_path=auto)")
+    else:
+        how = "; no checkpoint was written (training had not started or had ended)"
+    return RunInterrupted(signum, f"interrupted by {signal_name(signum)} {where}{how}.")
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -203,18 +301,27 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     import pytorch_lightning as pl
 
     from rnnlab.build import build_datamodule, check_pair, is_baseline
+    from rnnlab.preflight import preflight
+    from rnnlab.tracking.record import RunRecord, SignalHandlers
 
     # MLflow exports the URI it last used into the environment; a later run in the same
     # process (a sweep job, a test) must resolve its own store, not inherit that one
     uri_before = os.environ.get("MLFLOW_TRACKING_URI")
+    handlers = SignalHandlers()
+    handlers.install()
     try:
         check_pair(cfg)
-        pl.seed_everything(cfg.seed, workers=True, verbose=False)
+        preflight(cfg)
+        pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
         dm = build_datamodule(cfg)
-        dm.prepare_data()
-        dm.setup("fit")
-        metrics = run_baseline(cfg, dm) if is_baseline(cfg) else run_network(cfg, dm)
+        with RunRecord.guard_worker():
+            dm.prepare_data()
+            dm.setup("fit")
+            metrics = (run_baseline(cfg, dm, handlers) if is_baseline(cfg)
+                       else run_network(cfg, dm, handlers))
     finally:
+        handlers.restore()
+        RunRecord.unexport()
         if os.environ.get("MLFLOW_TRACKING_URI") != uri_before:
             import mlflow
 
@@ -234,6 +341,8 @@ def objective(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def hydra_main(cfg: DictConfig) -> float | None:
     from rnnlab.build import IncompatiblePair
+    from rnnlab.tracking.mlflow import redact
+    from rnnlab.tracking.record import Diverged
     from rnnlab.tracking.sweep import current_sweep
 
     try:
@@ -245,8 +354,17 @@ def hydra_main(cfg: DictConfig) -> float | None:
         print(f"skipped: {err}", file=sys.stderr)  # a grid may hold pairs that cannot work
         return None
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {redact(str(err))}", file=sys.stderr)
         sys.exit(2)
+    except Diverged as err:
+        if current_sweep() is None:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(1)
+        print(f"failed: {err}", file=sys.stderr)  # one bad trial does not end a search
+        return float("nan")
+    except RunInterrupted as err:
+        print(f"killed: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
 
 
 def main() -> None:

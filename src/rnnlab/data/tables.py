@@ -11,6 +11,9 @@ from rnnlab.errors import DataError
 def read_text_file(path: str | Path) -> str:
     """Read a UTF-8 file, or fail with the file name and the byte offset of the bad bytes."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path} is a directory; give the path of a file inside it in the task's "
+                        f"data settings.")
     if not path.is_file():
         raise DataError(f"{path} does not exist; check the path given in the task's data settings.")
     raw = path.read_bytes()

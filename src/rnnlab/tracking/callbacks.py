@@ -1,22 +1,35 @@
-"""Callbacks that keep runs comparable: throughput, plain epoch lines, checkpoint metadata."""
+"""Callbacks that keep runs comparable and honest: throughput, plain epoch lines, checkpoint
+metadata, and the guards that stop a diverged or signalled run with a true record."""
 
 from __future__ import annotations
 
+import math
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+
+from rnnlab.tracking.record import Diverged, RunInterrupted, SignalHandlers
 
 
 class ThroughputMonitor(pl.Callback):
     """Logs ``perf/train_items_per_sec`` (tokens or frames when the batch has ``lengths``,
     else examples) and ``perf/epoch_seconds`` each training epoch."""
 
+    def __init__(self) -> None:
+        self._items = 0
+        self._start = time.perf_counter()
+
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._items = 0
         self._start = time.perf_counter()
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # a run resumed mid-epoch starts here, without on_train_epoch_start
+        self.on_train_epoch_start(trainer, pl_module)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -52,19 +65,83 @@ class RunMetadata(pl.Callback):
     and the MLflow run id in every checkpoint, so resuming continues the same run and
     inference commands need neither the config nor the data."""
 
-    def __init__(self, config: dict, spec: dict, data_state: dict) -> None:
+    def __init__(self, config: dict, spec: dict, data_state: dict,
+                 data_fingerprint: str = "") -> None:
         self.config = config
         self.spec = spec
         self.data_state = data_state
+        self.data_fingerprint = data_fingerprint
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            checkpoint: dict[str, Any]) -> None:
         from pytorch_lightning.loggers import MLFlowLogger
 
+        from rnnlab.tracking.mlflow import redact
+
         run_id = tracking_uri = None
         for logger in trainer.loggers:
             if isinstance(logger, MLFlowLogger):
-                run_id, tracking_uri = logger.run_id, logger._tracking_uri
+                run_id, tracking_uri = logger.run_id, redact(logger._tracking_uri)
         checkpoint["rnnlab"] = {"config": self.config, "spec": self.spec,
                                 "data_state": self.data_state, "mlflow_run_id": run_id,
-                                "tracking_uri": tracking_uri}
+                                "tracking_uri": tracking_uri,
+                                "data_fingerprint": self.data_fingerprint}
+
+
+class SignalCheckpoint(pl.Callback):
+    """Writes ``last.ckpt`` when a signal stops training, so the run can be resumed."""
+
+    def __init__(self, handlers: SignalHandlers, dirpath: str | Path) -> None:
+        self.handlers = handlers
+        self.path = Path(dirpath) / "last.ckpt"
+        self.saved: Path | None = None
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                     exception: BaseException) -> None:
+        # a second signal (RunInterrupted) may land mid-step: no checkpoint of that state
+        if (self.handlers.received is None or isinstance(exception, RunInterrupted)
+                or trainer.state.fn is None or trainer.state.fn.value != "fit"):
+            return
+        trainer.save_checkpoint(self.path)
+        self.saved = self.path
+
+
+class DivergenceGuard(pl.Callback):
+    """Stops training at the first non-finite loss or gradient norm, before the update.
+
+    The gradient check runs after DDP's all-reduce, so every rank sees the same verdict
+    and none is left waiting in a collective. Under fp16 mixed precision an inf gradient
+    is the loss scaler's business (it skips the step), so only the loss is checked."""
+
+    def __init__(self, monitor: str | None = None) -> None:
+        self.monitor = monitor
+
+    @staticmethod
+    def _fail(trainer: pl.Trainer, what: str) -> None:
+        raise Diverged(f"training diverged at step {trainer.global_step} (epoch "
+                       f"{trainer.current_epoch}): {what}; the update was not applied and the "
+                       f"last checkpoint before it is kept (lower task.optimizer.lr or set "
+                       f"trainer.gradient_clip_val).")
+
+    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           loss: torch.Tensor) -> None:
+        if trainer.world_size == 1 and not torch.isfinite(loss.detach()).all():
+            self._fail(trainer, f"the training loss is {float(loss.detach().float().mean())}")
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                                 optimizer: Any) -> None:
+        if str(trainer.precision).startswith("16"):
+            return
+        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+        if grads:
+            norm = torch.nn.utils.get_total_norm(grads)
+            if not torch.isfinite(norm):
+                self._fail(trainer, f"the gradient norm is {float(norm)}")
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not self.monitor:
+            return
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is not None and not math.isfinite(float(value)):
+            self._fail(trainer, f"{self.monitor} is {float(value)}")
+

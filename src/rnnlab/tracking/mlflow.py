@@ -9,16 +9,27 @@ server, PostgreSQL); then the server decides where artifacts live.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from pytorch_lightning.loggers import MLFlowLogger
+from pytorch_lightning.utilities import rank_zero_only
 
 from rnnlab.errors import ConfigError
 
 MAX_PARAM_LENGTH = 6000  # MLflow's limit for one param value
+_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
+
+
+def redact(text: str) -> str:
+    """``postgresql://user:secret@host/db`` -> ``postgresql://***@host/db``, anywhere in text.
+
+    Every message, param and file the lab writes passes URIs through this; pass secrets
+    to MLflow as MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD instead."""
+    return _CREDENTIALS.sub(r"\g<scheme>***@", text)
 
 
 def default_tracking_uri(root_dir: str | Path) -> str:
@@ -48,8 +59,9 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     except urllib.error.HTTPError:
         return  # something answers; the MLflow client reports anything else precisely
     except (OSError, ValueError) as err:
-        reason = getattr(err, "reason", err)
-        raise ConfigError(f"cannot reach the MLflow tracking server {uri} ({reason}); start it, "
+        reason = redact(str(getattr(err, "reason", err)))
+        raise ConfigError(f"cannot reach the MLflow tracking server {redact(uri)} ({reason}); "
+                          f"start it (make server), "
                           f"fix logger.mlflow.tracking_uri / MLFLOW_TRACKING_URI, or choose "
                           f"logger=csv.") from err
 
@@ -71,27 +83,84 @@ def ensure_experiment(client, name: str, artifact_root: str | None) -> str:
         return exp.experiment_id
 
 
+class RecordLogger(MLFlowLogger):
+    """Lightning's MLflow logger, with at most one value per metric and step.
+
+    Lightning logs some keys (``epoch``) again with every group of metrics of one step,
+    and a resumed run restarts from its checkpoint's step although the store may already
+    hold later steps (the process died between checkpoints). Neither is logged twice:
+    ``logged_through`` maps each metric to the last step the store has, starting from what
+    a resumed run already holds."""
+
+    def __init__(self, *args: Any, logged_through: dict[str, int] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.logged_through = dict(logged_through or {})
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        at = step or 0
+        fresh = {k: v for k, v in metrics.items() if at > self.logged_through.get(k, -1)}
+        if fresh:
+            super().log_metrics(fresh, step)
+            self.logged_through.update(dict.fromkeys(fresh, at))
+
+    @rank_zero_only
+    def finalize(self, status: str = "success") -> None:
+        """Leaves the status alone: Lightning calls this after fit and again after test,
+        while the lab ends the run itself once everything (test, artifacts) is done, with
+        the status that is true (``tracking.record.RunRecord``)."""
+
+
+def logged_through(client: Any, run_id: str) -> dict[str, int]:
+    """The last logged step of every metric of a run."""
+    out = {}
+    for key in client.get_run(run_id).data.metrics:
+        history = client.get_metric_history(run_id, key)
+        out[key] = max((m.step for m in history), default=-1)
+    return out
+
+
 def make_mlflow_logger(experiment_name: str, root_dir: str, tracking_uri: str | None = None,
                        run_name: str | None = None, tags: dict[str, str] | None = None,
-                       run_id: str | None = None, synchronous: bool | None = None) -> MLFlowLogger:
-    """An MLFlowLogger on the resolved store, its experiment created up front."""
-    from mlflow.tracking import MlflowClient
-
+                       run_id: str | None = None, synchronous: bool | None = None,
+                       description: str | None = None, rank_zero: bool = True
+                       ) -> MLFlowLogger:
+    """An MLflow logger on the resolved store; on rank zero its run is created (or, with
+    ``run_id``, reopened) here, so its name can carry the run id and a failure before
+    training still has a run to mark. Other ranks get a logger that touches nothing."""
     uri = resolve_tracking_uri(tracking_uri, root_dir)
+    if not rank_zero:
+        return RecordLogger(experiment_name=experiment_name, tracking_uri=uri,
+                            synchronous=synchronous, log_model=False)
+    from mlflow.tracking import MlflowClient
+    from mlflow.tracking.context.registry import resolve_tags
+
     check_reachable(uri)
     try:
         client = MlflowClient(uri)
-        ensure_experiment(client, experiment_name, local_artifact_root(uri, root_dir))
-        if run_id is not None:
-            client.get_run(run_id)
+        experiment_id = ensure_experiment(client, experiment_name, local_artifact_root(uri, root_dir))
+        done: dict[str, int] = {}
+        if run_id is None:
+            all_tags = dict(tags or {})
+            if description:
+                all_tags["mlflow.note.content"] = redact(description)
+            run = client.create_run(experiment_id, tags=resolve_tags(all_tags))
+            run_id = run.info.run_id
+            client.update_run(run_id, name=f"{run_name}-{run_id[:6]}" if run_name else None)
+        else:
+            done = logged_through(client, run_id)
             client.update_run(run_id, status="RUNNING")
+            client.set_tag(run_id, "rnnlab.resumed", "true")
+            if "rnnlab.failure" in client.get_run(run_id).data.tags:  # the old end is over
+                client.delete_tag(run_id, "rnnlab.failure")
     except Exception as err:  # unreachable server, bad URI, unknown run
         msg = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
-        raise ConfigError(f"cannot use the MLflow tracking store {uri} ({msg}); fix "
-                          f"logger.mlflow.tracking_uri / MLFLOW_TRACKING_URI or choose "
+        raise ConfigError(f"cannot use the MLflow tracking store {redact(uri)} ({redact(msg)}); "
+                          f"fix logger.mlflow.tracking_uri / MLFLOW_TRACKING_URI or choose "
                           f"logger=csv.") from err
-    return MLFlowLogger(experiment_name=experiment_name, run_name=run_name, tracking_uri=uri,
-                        tags=tags, run_id=run_id, synchronous=synchronous, log_model=False)
+    return RecordLogger(experiment_name=experiment_name, tracking_uri=uri, run_id=run_id,
+                        synchronous=synchronous, log_model=False, logged_through=done)
 
 
 def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -102,7 +171,7 @@ def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
         if isinstance(value, Mapping):
             out.update(flatten(value, f"{name}."))
         else:
-            out[name] = "null" if value is None else str(value)
+            out[name] = "null" if value is None else redact(str(value))
     return out
 
 

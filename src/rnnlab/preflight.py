@@ -1,0 +1,86 @@
+"""Checks that run before anything is recorded.
+
+A bad value found after the MLflow run exists leaves a FAILED run behind for a typo; a
+bad value found mid-training wastes the training. Whatever can be checked from the
+config alone is checked here, first, with one sentence naming the key and the fix.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from rnnlab.errors import ConfigError
+
+
+def _keys(node: Any, prefix: str) -> Iterator[tuple[str, Any]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _keys(value, f"{prefix}.{key}")
+    else:
+        yield prefix, node
+
+
+def check_writable(folder: Path, key: str) -> None:
+    """``folder`` exists (or can be made) and takes a file; works for root too, where
+    permission bits do not stop writes but a file in the way of a folder does."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".rnnlab-write-check-"):
+            pass
+    except OSError as err:
+        raise ConfigError(f"{key}: {folder} is not a writable folder ({err.strerror or err}); "
+                          f"point {key} at a folder you can write to.") from None
+
+
+def preflight(cfg: DictConfig) -> None:
+    """Seed, batch sizes and output folders, before any data is read or run created."""
+    from rnnlab.tracking.mlflow import local_artifact_root, resolve_tracking_uri
+    from rnnlab.tracking.record import is_rank_zero
+
+    seed = cfg.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"seed={seed} is not an integer; give a whole number such as seed=42.")
+    resolved = OmegaConf.to_container(cfg.task, resolve=True)
+    for key, value in _keys(resolved, "task"):
+        if key.rsplit(".", 1)[-1].endswith("batch_size") and value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{key}={value} must be a whole number of at least 1.")
+    if not is_rank_zero():
+        return
+    check_writable(Path(cfg.paths.output_dir), "paths.output_dir")
+    mlflow_cfg = (cfg.get("logger") or {}).get("mlflow")
+    if mlflow_cfg is not None:
+        uri = resolve_tracking_uri(mlflow_cfg.get("tracking_uri"), cfg.paths.root_dir)
+        artifacts = local_artifact_root(uri, cfg.paths.root_dir)
+        if artifacts is not None:
+            check_writable(Path(artifacts.removeprefix("file://")),
+                           "the MLflow artifact folder (paths.root_dir/mlartifacts)")
+        if uri.startswith("sqlite:///"):
+            check_writable(Path(uri.removeprefix("sqlite:///")).parent,
+                           "the MLflow store's folder (logger.mlflow.tracking_uri)")
+
+
+class OutputFolderCheck(Callback):
+    """Hydra callback: an output folder that cannot be created is one sentence and exit 2,
+    not Hydra's traceback (Hydra makes the folder before the job starts)."""
+
+    @staticmethod
+    def _check(folder: str, key: str) -> None:
+        try:
+            check_writable(Path(folder), key)
+        except ConfigError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config.hydra.run.dir, "paths.log_dir (hydra.run.dir)")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config.hydra.sweep.dir, "paths.log_dir (hydra.sweep.dir)")

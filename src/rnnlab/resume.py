@@ -1,0 +1,169 @@
+"""What a ``ckpt_path=`` may do to the record, decided before any run is touched.
+
+- Training from a checkpoint (resume) continues the checkpoint's own MLflow run, and only
+  when the task, the model and the data fingerprint are the ones it was trained with and
+  that run is in this store. Anything else stops with one sentence saying what differs,
+  so a mistyped path can never turn another run FAILED or rewrite its config.
+- Testing a checkpoint (``train=false``) is a run of its own, tagged
+  ``rnnlab.evaluates=<run id>``; the run it evaluates is never written to.
+- ``ckpt_path=auto`` continues the newest ``last.ckpt`` of the same task, model and seed
+  under the outputs folder, or starts afresh when there is none: the same command can be
+  resubmitted after a pre-emption.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from rnnlab.checkpoint import config_differences, load_state, read_checkpoint
+from rnnlab.errors import ConfigError
+
+AUTO = "auto"
+RESOLVED_ENV = "RNNLAB_RESOLVED_CKPT"  # rank zero's choice for ckpt_path=auto, for DDP workers
+
+
+@dataclass
+class CheckpointPlan:
+    path: str | None = None            # what trainer.fit resumes from
+    resume_run_id: str | None = None   # the MLflow run to continue
+    evaluates: str | None = None       # the run a test-only run evaluates
+    extra_tags: dict[str, str] = field(default_factory=dict)
+
+    def tags(self) -> dict[str, str]:
+        tags = dict(self.extra_tags)
+        if self.evaluates:
+            tags["rnnlab.evaluates"] = self.evaluates
+        return tags
+
+
+def check_ckpt_path(cfg: DictConfig) -> None:
+    """Fail fast (before any data is read) on a ckpt_path that cannot be a checkpoint."""
+    path = cfg.get("ckpt_path")
+    if not path or str(path) == AUTO:
+        if str(path) == AUTO and not cfg.get("train", True):
+            raise ConfigError("ckpt_path=auto resumes training; a test-only run "
+                              "(train=false) needs the path of the checkpoint to test.")
+        return
+    p = Path(str(path))
+    if p.is_dir():
+        raise ConfigError(f"ckpt_path={p} is a directory; give the .ckpt file inside it "
+                          f"(e.g. {p}/checkpoints/last.ckpt).")
+    if not p.is_file():
+        raise ConfigError(f"ckpt_path={p} does not exist; give the path of a .ckpt file (they "
+                          f"are saved under outputs/.../checkpoints/), or ckpt_path=auto.")
+
+
+def _identity(config: dict[str, Any]) -> dict[str, Any]:
+    """What makes two runs the same experiment for ``ckpt_path=auto``."""
+    task = dict(config.get("task") or {})
+    return {"task": task, "model": config.get("model"), "seed": config.get("seed")}
+
+
+def find_auto_checkpoint(cfg: DictConfig) -> Path | None:
+    """The newest ``last.ckpt`` under the outputs folder written by this configuration."""
+    from rnnlab.tracking.record import is_rank_zero
+
+    if not is_rank_zero():  # workers follow rank zero's choice
+        chosen = os.environ.get(RESOLVED_ENV)
+        return Path(chosen) if chosen else None
+    current = _identity(OmegaConf.to_container(cfg, resolve=True))
+    root = Path(cfg.paths.log_dir)
+    candidates = sorted(root.glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime,
+                        reverse=True)
+    for path in candidates:
+        try:
+            meta = read_checkpoint(path, "ckpt_path=auto")["rnnlab"]
+        except Exception:  # a foreign or half-written file is simply not a candidate
+            continue
+        if _identity(meta.get("config") or {}) == current:
+            os.environ[RESOLVED_ENV] = str(path)
+            return path
+    os.environ[RESOLVED_ENV] = ""
+    return None
+
+
+def _compare(cfg: DictConfig, meta: dict[str, Any], dm: Any, path: str) -> list[str]:
+    current = OmegaConf.to_container(cfg, resolve=True)
+    stored = meta.get("config") or {}
+    diffs = []
+    if (stored.get("task") or {}).get("name") != current["task"]["name"]:
+        diffs.append(f"task: {(stored.get('task') or {}).get('name')!r} in the checkpoint, "
+                     f"{current['task']['name']!r} now")
+    diffs += config_differences(stored, current, keys=("model",))
+    fingerprint = meta.get("data_fingerprint")
+    if fingerprint and fingerprint != dm.fingerprint:
+        diffs.append(f"data fingerprint: {fingerprint} in the checkpoint, {dm.fingerprint} now")
+    return diffs
+
+
+def plan_checkpoint(cfg: DictConfig, dm: Any, module: Any) -> CheckpointPlan:
+    """Check ``ckpt_path`` against this config and store; load its weights for a test-only
+    run. Raises :class:`ConfigError` before any run is created or changed."""
+    raw = cfg.get("ckpt_path")
+    if not raw:
+        return CheckpointPlan()
+    training = bool(cfg.get("train", True))
+    key = "ckpt_path"
+    if str(raw) == AUTO:
+        found = find_auto_checkpoint(cfg)
+        if found is None:
+            print("ckpt_path=auto: no checkpoint of this task, model and seed yet; starting "
+                  "a new run.")
+            return CheckpointPlan()
+        print(f"ckpt_path=auto: continuing from {found}")
+        path = str(found)
+    else:
+        path = str(raw)
+    ckpt = read_checkpoint(path, key)
+    meta = ckpt["rnnlab"]
+    diffs = _compare(cfg, meta, dm, path)
+    if diffs:
+        shown = "; ".join(diffs[:3]) + (f"; and {len(diffs) - 3} more" if len(diffs) > 3 else "")
+        what = "continue" if training else "be tested with"
+        raise ConfigError(f"{key}={path} cannot {what} this configuration ({shown}); use the "
+                          f"settings it was trained with, or drop ckpt_path to start a new run.")
+    load_state(module, ckpt["state_dict"], f"{key}={path}")
+    run_id = meta.get("mlflow_run_id")
+    if not training:
+        return CheckpointPlan(path=path, evaluates=run_id or "",
+                              extra_tags={"rnnlab.checkpoint": path})
+    if run_id and _uses_mlflow(cfg):
+        _check_run_in_store(cfg, run_id, path, dm)
+    return CheckpointPlan(path=path, resume_run_id=run_id if _uses_mlflow(cfg) else None)
+
+
+def _uses_mlflow(cfg: DictConfig) -> bool:
+    return bool((cfg.get("logger") or {}).get("mlflow"))
+
+
+def _check_run_in_store(cfg: DictConfig, run_id: str, path: str, dm: Any) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from rnnlab.tracking.mlflow import redact, resolve_tracking_uri
+    from rnnlab.tracking.record import is_rank_zero
+
+    if not is_rank_zero():
+        return
+    uri = resolve_tracking_uri(cfg.logger.mlflow.get("tracking_uri"), cfg.paths.root_dir)
+    try:
+        run = MlflowClient(uri).get_run(run_id)
+    except Exception:
+        run = None
+    if run is None or run.info.lifecycle_stage != "active":
+        raise ConfigError(f"ckpt_path={path} belongs to MLflow run {run_id}, which is not an "
+                          f"active run in the store {redact(uri)}; point "
+                          f"MLFLOW_TRACKING_URI / logger.mlflow.tracking_uri at the store it "
+                          f"was logged to (or restore the run).")
+    tags = run.data.tags
+    expected = {"task": str(cfg.task.name), "model": str(cfg.model.name),
+                "data_fingerprint": dm.fingerprint}
+    wrong = [f"{k}: {tags.get(k)!r} in the run, {v!r} now" for k, v in expected.items()
+             if tags.get(k) is not None and tags.get(k) != v]
+    if wrong:
+        raise ConfigError(f"ckpt_path={path} names MLflow run {run_id}, which records another "
+                          f"experiment ({'; '.join(wrong)}); resume it with its own settings.")
