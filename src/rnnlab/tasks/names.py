@@ -1,0 +1,276 @@
+"""Generating a name from its category (1->N): loss per character and category accuracy.
+
+The model (:class:`~rnnlab.models.conditioned.ConditionedGenerator`) predicts each next
+character of ``<s> name`` and then ``</s>``, given the category through the initial state
+(``task.condition=init``), every step's input (``every_step``), both, or not at all
+(``none``, the unconditioned floor). ``val/loss`` and ``test/loss`` are nats per predicted
+symbol (every character and the end of the name) over all held-out names, summed and
+divided once; ``bpc`` and ``ppl`` sit beside them.
+
+Does the category reach the samples? At test time a classifier that knows nothing of the
+model (character 1-3-gram TF-IDF + logistic regression, trained on the real training
+names) reads ``task.module.eval_samples`` names sampled per category at temperature
+``eval_temperature`` with a fixed seed:
+
+* ``test/category_acc``: how often it names the category the sample was drawn for;
+* ``test/category_acc_real``: the same classifier on the real test names (the ceiling);
+* ``test/category_chance``: 1/K.
+
+``test/category_gain`` measures the same from the other side: the test names scored as if
+they belonged to another category (each to a different one, fixed), minus ``test/loss``,
+in nats per character; 0 for a model that ignores the category.
+
+The samples are balanced over categories, so both accuracies are balanced (the mean of
+the per-category recalls) and the classifier weights categories equally; a large
+category cannot win by size. ``test/novel_share`` is the share of samples that are not
+training names: a model that only recalls training names would fool the classifier,
+whose n-grams come from those names.
+
+Every validation logs a few samples per category at two temperatures
+(``samples/step_<n>.txt``); the test logs the samples' confusion matrix.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnnlab.errors import UserError, require
+from rnnlab.models.conditioned import ConditionedGenerator
+from rnnlab.tasks.base import OptimizerFactory, RnnlabTask
+from rnnlab.tasks.language_model import PerCharLoss
+from rnnlab.tracking.artifacts import confusion_matrix_figure, log_figure, log_text
+
+
+def fit_category_classifier(names: Sequence[str], categories: Sequence[str],
+                            ngrams: Sequence[int] = (1, 3), c: float = 1.0) -> Any:
+    """Character n-gram TF-IDF + logistic regression (balanced class weights), the judge of
+    whether samples read as their category. Deterministic for the same names."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=tuple(ngrams), lowercase=False,
+                                 sublinear_tf=True)
+    model = LogisticRegression(C=c, max_iter=2000, class_weight="balanced")
+    return make_pipeline(vectorizer, model).fit(list(names), list(categories))
+
+
+def balanced_accuracy(truth: Sequence[str], predicted: Sequence[str]) -> float:
+    """Mean over categories of the share of their items predicted right."""
+    truth, predicted = np.asarray(truth), np.asarray(predicted)
+    return float(np.mean([np.mean(predicted[truth == c] == c) for c in np.unique(truth)]))
+
+
+class NamesTask(RnnlabTask):
+    """Category-conditioned character generation (``task=names``).
+
+    Args:
+        condition: ``init``, ``every_step``, ``both`` or ``none`` (``task.condition``).
+        char_dim, category_dim: embedding sizes (``task.char_dim``, ``task.category_dim``).
+        dropout: on the embeddings and the backbone outputs.
+        sample_count, sample_temperatures, sample_seed: the names logged per category at
+            every validation (``sample_count=0``: none).
+        eval_samples, eval_temperature, eval_seed: the names sampled per category for
+            ``test/category_acc``.
+        classifier_ngrams, classifier_c: the judge's character n-gram range and inverse
+            regularisation.
+    """
+
+    def __init__(self, backbone: nn.Module, spec: dict[str, Any], optimizer: OptimizerFactory,
+                 scheduler: Any = None, monitor: str = "val/loss", condition: str = "init",
+                 char_dim: int = 64, category_dim: int = 32, dropout: float = 0.0,
+                 sample_count: int = 5, sample_temperatures: Sequence[float] = (0.5, 1.0),
+                 sample_seed: int = 1, eval_samples: int = 100, eval_temperature: float = 1.0,
+                 eval_seed: int = 1, classifier_ngrams: Sequence[int] = (1, 3),
+                 classifier_c: float = 1.0) -> None:
+        super().__init__(backbone, optimizer, scheduler, monitor)
+        self.itos = list(spec["itos"])
+        self.categories = list(spec["categories"])
+        self.locales = list(spec.get("locales") or [])
+        self.max_len = int(spec["max_len"])
+        self.unk_id = spec.get("unk_id")
+        self.model = ConditionedGenerator(
+            backbone, int(spec["num_chars"]), len(self.categories), condition, char_dim,
+            category_dim, bos_id=int(spec["bos_id"]), eos_id=int(spec["eos_id"]),
+            padding_idx=int(spec["padding_idx"]),
+            banned=[i for i in (spec["padding_idx"], self.unk_id, spec["bos_id"]) if i is not None],
+            dropout=dropout)
+        self.pad_id = int(spec["padding_idx"])
+        self.condition = condition
+        require(isinstance(sample_count, int) and sample_count >= 0,
+                f"task.module.sample_count must be 0 or more, got {sample_count!r}.")
+        require(isinstance(eval_samples, int) and eval_samples >= 0,
+                f"task.module.eval_samples must be 0 or more, got {eval_samples!r}.")
+        self.sample_temperatures = [float(t) for t in sample_temperatures]
+        require(all(t > 0 for t in [*self.sample_temperatures, float(eval_temperature)]),
+                f"task.module.sample_temperatures and eval_temperature must be greater than 0, "
+                f"got {self.sample_temperatures} and {eval_temperature}.")
+        require(len(classifier_ngrams) == 2 and 1 <= classifier_ngrams[0] <= classifier_ngrams[1],
+                f"task.module.classifier_ngrams must be [low, high] with 1 <= low <= high, got "
+                f"{list(classifier_ngrams)}.")
+        self.sample_count, self.sample_seed = sample_count, sample_seed
+        self.eval_samples, self.eval_temperature = eval_samples, float(eval_temperature)
+        self.eval_seed = eval_seed
+        self.classifier_ngrams, self.classifier_c = list(classifier_ngrams), float(classifier_c)
+        self.val_metrics = nn.ModuleDict({k: PerCharLoss(k) for k in PerCharLoss.KINDS})
+        self.test_metrics = nn.ModuleDict({k: PerCharLoss(k) for k in PerCharLoss.KINDS})
+        # the test names scored under another category than their own: how much the
+        # model leans on the category (test/category_gain = this minus test/loss)
+        self.other_category = PerCharLoss("loss")
+
+    # ---- loss --------------------------------------------------------------------------
+    def forward(self, x: Tensor, category: Tensor, lengths: Tensor | None = None) -> Tensor:
+        return self.model(x, category, lengths)
+
+    def _nats(self, batch: dict) -> tuple[Tensor, int]:
+        """Summed cross-entropy over the batch's real symbols, and their count."""
+        logits = self(batch["x"], batch["category"], batch["lengths"])
+        total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["y"].reshape(-1),
+                                ignore_index=self.pad_id, reduction="sum")
+        return total, int(batch["lengths"].sum())
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        total, n = self._nats(batch)
+        return self.log_train_loss(total / n, n)
+
+    def _eval_step(self, batch: dict, metrics: nn.ModuleDict) -> None:
+        if self.skip(batch):  # under DDP, an empty filler batch of this rank's shard
+            return
+        total, n = self._nats(batch)
+        for metric in metrics.values():
+            metric.update(total, n)
+
+    def _eval_end(self, metrics: nn.ModuleDict, prefix: str) -> None:
+        """Summed nats and symbols of every rank -> loss, bpc, perplexity."""
+        values = {f"{prefix}/{name}": metric.compute() for name, metric in metrics.items()}
+        for metric in metrics.values():
+            metric.reset()
+        self.log_reduced(values, prog_bar=[f"{prefix}/loss"] if prefix == "val" else ())
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, self.val_metrics)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, self.test_metrics)
+        if self.model.category_embedding is not None and not self.skip(batch):
+            k = len(self.categories)
+            shift = 1 + torch.arange(len(batch["category"]), device=self.device) % (k - 1)
+            other = {**batch, "category": (batch["category"] + shift) % k}
+            self.other_category.update(*self._nats(other))
+
+    # ---- generation --------------------------------------------------------------------
+    def category_index(self, name: str) -> int:
+        """A category by its label (any case) or its locale code; else a one-line refusal."""
+        for i, known in enumerate(self.categories):
+            if name == known or name.lower() == known.lower():
+                return i
+        label = dict(zip(self.locales, self._locale_labels(), strict=False)).get(name)
+        if label is not None:
+            return self.categories.index(label)
+        raise UserError(f"unknown category {name!r}; this model knows "
+                        f"{', '.join(self.categories)}.")
+
+    def _locale_labels(self) -> list[str]:
+        from rnnlab.data.names import category_label
+
+        return [category_label(loc) for loc in self.locales]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return "".join("\ufffd" if i == self.unk_id else self.itos[i] for i in ids)
+
+    def encode_prefix(self, prefix: str) -> list[int]:
+        stoi = {c: i for i, c in enumerate(self.itos)}
+        unknown = sorted({c for c in prefix if c not in stoi})
+        if unknown:
+            raise UserError(f"the prefix {prefix!r} has characters never seen in training "
+                            f"({''.join(unknown)!r}); use letters of the training names.")
+        return [stoi[c] for c in prefix]
+
+    def sample_ids(self, categories: Sequence[int], temperature: float = 1.0,
+                   seed: int | None = None, prefix: Sequence[int] = (),
+                   max_len: int | None = None) -> list[list[int]]:
+        gen = torch.Generator()
+        if seed is not None:
+            gen.manual_seed(seed)
+        return self.model.sample(torch.tensor(list(categories), dtype=torch.long),
+                                 max_len or self.max_len, temperature, gen, prefix)
+
+    def generate(self, category: str, n: int = 10, temperature: float = 1.0, seed: int = 1,
+                 prefix: str = "", max_len: int | None = None) -> list[str]:
+        """``n`` names for ``category``; the same seed gives the same names."""
+        if not temperature > 0:
+            raise UserError(f"temperature must be greater than 0 (got {temperature}); use a "
+                            f"small value such as 0.3 for the likeliest names or 1.0 for the "
+                            f"model's own distribution.")
+        if n < 1:
+            raise UserError(f"--n must be at least 1, got {n}.")
+        index = self.category_index(category)
+        ids = self.sample_ids([index] * n, temperature, seed, self.encode_prefix(prefix), max_len)
+        return [self.decode(row) for row in ids]
+
+    # ---- artifacts and the category metrics --------------------------------------------
+    def on_validation_epoch_end(self) -> None:
+        self._eval_end(self.val_metrics, "val")
+        if not self.trainer.sanity_checking and self.global_rank == 0:  # rank 0 logs text
+            self._log_samples()
+
+    def _log_samples(self) -> None:
+        if self.sample_count <= 0:
+            return
+        parts = [f"step {self.global_step}, epoch {self.current_epoch}, "
+                 f"condition {self.condition}\n"]
+        for t in self.sample_temperatures:
+            parts.append(f"=== temperature {t}")
+            wanted = [i for i in range(len(self.categories)) for _ in range(self.sample_count)]
+            rows = self.sample_ids(wanted, t, seed=self.sample_seed)
+            for i, cat in enumerate(self.categories):
+                names = rows[i * self.sample_count: (i + 1) * self.sample_count]
+                parts.append(f"{cat}: {', '.join(self.decode(r) for r in names)}")
+            parts.append("")
+        log_text(self.trainer, "\n".join(parts), f"samples/step_{self.global_step:07d}.txt")
+
+    def on_test_epoch_end(self) -> None:
+        loss = self.test_metrics["loss"].compute()
+        self._eval_end(self.test_metrics, "test")
+        if self.model.category_embedding is not None:
+            other = self.other_category.compute()
+            self.other_category.reset()
+            self.log_reduced({"test/loss_other_category": other,
+                              "test/category_gain": other - loss})
+        self._log_category_metrics()
+
+    def _log_category_metrics(self) -> None:
+        """Every rank computes the same figures (same names, seeds and weights)."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if self.eval_samples <= 0 or not hasattr(datamodule, "examples"):
+            return
+        train, test = datamodule.examples("train"), datamodule.examples("test")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # sklearn convergence chatter on tiny data
+            judge = fit_category_classifier([n for _, n in train], [c for c, _ in train],
+                                            self.classifier_ngrams, self.classifier_c)
+        real = balanced_accuracy([c for c, _ in test], judge.predict([n for _, n in test]))
+        wanted = [i for i in range(len(self.categories)) for _ in range(self.eval_samples)]
+        names = [self.decode(r) for r in
+                 self.sample_ids(wanted, self.eval_temperature, seed=self.eval_seed)]
+        truth = [self.categories[i] for i in wanted]
+        predicted = list(judge.predict(names))
+        seen = {n for _, n in train}
+        self.log_reduced({"test/category_acc": balanced_accuracy(truth, predicted),
+                          "test/category_acc_real": real,
+                          "test/category_chance": 1.0 / len(self.categories),
+                          "test/novel_share": float(np.mean([n not in seen for n in names]))})
+        index = {c: i for i, c in enumerate(self.categories)}
+        matrix = np.zeros((len(self.categories),) * 2, dtype=int)
+        for t, p in zip(truth, predicted, strict=True):
+            if p in index:
+                matrix[index[t], index[p]] += 1
+        log_figure(self.trainer, confusion_matrix_figure(matrix, self.categories),
+                   "samples/category_confusion.png")
