@@ -67,6 +67,30 @@ def preflight(cfg: DictConfig) -> None:
                            "the MLflow store's folder (logger.mlflow.tracking_uri)")
 
 
+def redact_hydra_files() -> None:
+    """Hydra writes the config and overrides (``.hydra/*.yaml``, a sweep's ``multirun.yaml``)
+    before the job starts; credentials in a URI given on the command line are blanked there
+    too, as in every file the lab writes."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from rnnlab.tracking.mlflow import redact
+
+    try:
+        hc = HydraConfig.get()
+    except ValueError:  # composed outside @hydra.main
+        return
+    files = list((Path(hc.runtime.output_dir) / (hc.output_subdir or ".hydra")).glob("*.yaml"))
+    if hc.mode is not None and hc.mode.name == "MULTIRUN":
+        files.append(Path(hc.sweep.dir) / "multirun.yaml")
+    for path in files:
+        try:
+            text = path.read_text()
+            if redact(text) != text:
+                path.write_text(redact(text))
+        except OSError:  # a file another job is rewriting, or none: nothing to blank
+            continue
+
+
 class OutputFolderCheck(Callback):
     """Hydra callback: an output folder that cannot be created is one sentence and exit 2,
     not Hydra's traceback (Hydra makes the folder before the job starts)."""

@@ -234,37 +234,44 @@ def run_network(cfg: DictConfig, dm: Any, handlers: SignalHandlers) -> dict[str,
     trainer.loggers = loggers
     record = _record_for(loggers)
     handlers.trainer = trainer
-    metrics: dict[str, float] = {}
-    try:
-        with recorded(record, handlers):
+    with recorded(record, handlers):
+        try:
             _attach_to_sweep(loggers, plan)
             _log_run_start(loggers, cfg, dm, module.num_parameters(),
                            resumed=plan.resume_run_id is not None)
-            if cfg.get("train", True):
-                trainer.fit(module, datamodule=dm, ckpt_path=plan.path, weights_only=True)
-                metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
-            ckpt = next((c for c in trainer.checkpoint_callbacks
-                         if isinstance(c, ModelCheckpoint)), None)
-            best = ckpt.best_model_path if ckpt is not None and ckpt.best_model_path else None
-            if best and ckpt.best_model_score is not None:
-                metrics[f"best/{cfg.task.monitor}"] = float(ckpt.best_model_score)
-            if cfg.get("test", True):
-                # test-only: the weights were loaded (and checked) by plan_checkpoint
-                test_ckpt = best if cfg.get("train", True) else None
-                results = trainer.test(module, datamodule=dm, ckpt_path=test_ckpt,
-                                       verbose=False, weights_only=True)
-                metrics.update({k: float(v) for k, v in (results[0] if results else {}).items()})
+            metrics, best = _fit_and_test(cfg, trainer, module, dm, plan)
             _log_run_end(loggers, cfg, metrics, best)
-    except (SystemExit, KeyboardInterrupt) as err:
-        if handlers.received is None:
-            raise
-        raise _interrupted(cfg, handlers.received, trainer, stop_checkpoint.saved) from err
-    except RunInterrupted as err:
-        raise _interrupted(cfg, err.signum, trainer, stop_checkpoint.saved) from err
+        except (SystemExit, KeyboardInterrupt, RunInterrupted) as err:
+            signum = err.signum if isinstance(err, RunInterrupted) else handlers.received
+            if signum is None:
+                raise
+            raise _interrupted(signum, trainer, stop_checkpoint.saved) from err
     if record is not None:
         record.end("FINISHED")
     metrics["ckpt_path"] = best  # type: ignore[assignment]
     return metrics
+
+
+def _fit_and_test(cfg: DictConfig, trainer: Any, module: Any, dm: Any, plan: CheckpointPlan
+                  ) -> tuple[dict[str, float], str | None]:
+    """Fit with early stopping, then test the best checkpoint (or, test-only, the given
+    weights, which plan_checkpoint has loaded and checked)."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    metrics: dict[str, float] = {}
+    if cfg.get("train", True):
+        trainer.fit(module, datamodule=dm, ckpt_path=plan.path, weights_only=True)
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+    ckpt = next((c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)), None)
+    best = ckpt.best_model_path if ckpt is not None and ckpt.best_model_path else None
+    if best and ckpt.best_model_score is not None:
+        metrics[f"best/{cfg.task.monitor}"] = float(ckpt.best_model_score)
+    if cfg.get("test", True):
+        test_ckpt = best if cfg.get("train", True) else None
+        results = trainer.test(module, datamodule=dm, ckpt_path=test_ckpt, verbose=False,
+                               weights_only=True)
+        metrics.update({k: float(v) for k, v in (results[0] if results else {}).items()})
+    return metrics, best
 
 
 def _log_run_end(loggers: list, cfg: DictConfig, metrics: dict[str, float],
@@ -282,8 +289,7 @@ def _log_run_end(loggers: list, cfg: DictConfig, metrics: dict[str, float],
             lg.finalize("success")
 
 
-def _interrupted(cfg: DictConfig, signum: int, trainer: Any, saved: Path | None
-                 ) -> RunInterrupted:
+def _interrupted(signum: int, trainer: Any, saved: Path | None) -> RunInterrupted:
     """The KILLED run's sentence: where it stopped and how to continue it."""
     from rnnlab.tracking.record import signal_name
 
@@ -301,7 +307,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     import pytorch_lightning as pl
 
     from rnnlab.build import build_datamodule, check_pair, is_baseline
-    from rnnlab.preflight import preflight
+    from rnnlab.preflight import preflight, redact_hydra_files
     from rnnlab.tracking.record import RunRecord, SignalHandlers
 
     # MLflow exports the URI it last used into the environment; a later run in the same
@@ -310,6 +316,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     handlers = SignalHandlers()
     handlers.install()
     try:
+        redact_hydra_files()
         check_pair(cfg)
         preflight(cfg)
         pl.seed_everything(int(cfg.seed), workers=True, verbose=False)

@@ -40,8 +40,11 @@ def mape(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 
 def smape(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Symmetric MAPE in percent, 200 |e| / (|y| + |yhat|) (0 where both are 0)."""
+    """Symmetric MAPE in percent, 200 |e| / (|y| + |yhat|) (0 where both are 0; NaN when any
+    forecast is not finite: a diverged model must never read as a perfect one)."""
     t, p = _pair(y_true, y_pred)
+    if not np.isfinite(p).all():
+        return float("nan")
     denom = np.abs(t) + np.abs(p)
     ratio = np.divide(2.0 * np.abs(t - p), denom, out=np.zeros_like(denom), where=denom > 0)
     return float(100.0 * np.mean(ratio))
@@ -60,7 +63,10 @@ def mase(y_true: np.ndarray, y_pred: np.ndarray, history: np.ndarray, season: in
 
 def forecast_metrics(y_true: np.ndarray, y_pred: np.ndarray, history: np.ndarray, season: int,
                      prefix: str = "") -> dict[str, float]:
-    """All of :data:`METRICS` under ``prefix`` (e.g. ``test/``)."""
+    """All of :data:`METRICS` under ``prefix`` (e.g. ``test/``); all NaN for a forecast
+    with a non-finite value (no metric may average it away)."""
+    if not np.isfinite(np.asarray(y_pred, dtype=np.float64)).all():
+        return {f"{prefix}{name}": float("nan") for name in METRICS}
     return {f"{prefix}mae": mae(y_true, y_pred), f"{prefix}rmse": rmse(y_true, y_pred),
             f"{prefix}mape": mape(y_true, y_pred), f"{prefix}smape": smape(y_true, y_pred),
             f"{prefix}mase": mase(y_true, y_pred, history, season)}
