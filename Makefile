@@ -6,18 +6,21 @@ BIN := $(VENV)/bin
 # a CPU build of torch; pin it so pip never pulls a multi-GB CUDA build by accident
 TORCH ?= torch==2.13.0
 ARGS ?=
+# make server: the port it listens on (127.0.0.1) and its folder (default .server/)
+PORT ?= 5000
+SERVER_DIR ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train tiny test test-slow test-all lint format ui sweep compare headline bench clean
+.PHONY: help install train tiny test test-slow test-all lint format ui server server-stop sweep compare headline bench clean
 
 help: ## show this help
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[dev,sweeps]"
+	$(BIN)/python -m pip install -q -e ".[dev,sweeps,server]"
 	touch $@
 
 install: $(BIN)/.installed ## create .venv and install rnnlab with its dependencies
@@ -44,6 +47,12 @@ format: install ## ruff format and import sorting
 
 ui: install ## MLflow UI on http://127.0.0.1:5000 over the default store
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+server: install ## shared MLflow server on PostgreSQL at 127.0.0.1:PORT (default 5000), files in .server/; prints the URI to export
+	$(BIN)/python -m rnnlab.tracking.server start --port $(PORT) $(if $(SERVER_DIR),--dir $(SERVER_DIR))
+
+server-stop: ## stop the server of make server and its PostgreSQL
+	$(BIN)/python -m rnnlab.tracking.server stop $(if $(SERVER_DIR),--dir $(SERVER_DIR))
 
 sweep: install ## the recurrent cells on sentiment: make sweep ARGS="task=ner"
 	$(BIN)/python train.py -m model=rnn,lstm,gru,bilstm,tfidf_logreg $(ARGS)
