@@ -52,9 +52,10 @@ def _snapshot(root: Path, run_id: str) -> dict:
                                            if not k.startswith("mlflow.")}}
 
 
-def _train(*args: str, root: Path, timeout: int = 300, wait: bool = True
-           ) -> subprocess.CompletedProcess | subprocess.Popen:
-    env = {**os.environ, "CI": "1", "RNNLAB_ROOT": str(root), "OMP_NUM_THREADS": "1"}
+def _train(*args: str, root: Path, timeout: int = 300, wait: bool = True,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess | subprocess.Popen:
+    env = {**os.environ, "CI": "1", "RNNLAB_ROOT": str(root), "OMP_NUM_THREADS": "1",
+           **(env or {})}
     (root / "conf").exists() or (root / "conf").symlink_to(REPO / "conf")
     cmd = [sys.executable, str(REPO / "train.py"), *args]
     if not wait:
@@ -366,3 +367,17 @@ def test_gaps_and_converted_tags_are_said_on_the_console(tmp_path: Path,
                        data_dir=str(tmp_path))
     dm.setup()
     assert "train.txt: IOB1 tags converted to IOB2 (BIO)" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_crash_on_a_non_zero_ddp_rank_ends_the_run_failed(tmp_path: Path,
+                                                            sentiment_csv: Path) -> None:
+    faults = os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])
+    proc = _train(f"task.data.train={sentiment_csv}", *FAST, "trainer=ddp",
+                  "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
+                  "+callbacks.crash._target_=faults.CrashOnRank", "+callbacks.crash.rank=1",
+                  root=tmp_path, env={"PYTHONPATH": faults})
+    assert proc.returncode != 0
+    (only,) = _runs(tmp_path)  # one run for the job, whatever the number of processes
+    assert only.info.status == "FAILED"
+    assert only.data.tags["rnnlab.failure"] == "rank 1: RuntimeError: injected fault on rank 1"

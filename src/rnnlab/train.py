@@ -86,7 +86,10 @@ def _log_run_start(loggers: list, cfg: DictConfig, dm: Any, n_params: int,
     from pytorch_lightning.loggers import MLFlowLogger
 
     from rnnlab.tracking.mlflow import flatten, log_params, redact
+    from rnnlab.tracking.record import is_rank_zero
 
+    if not is_rank_zero():
+        return
     resolved = OmegaConf.to_container(cfg, resolve=True)
     params = {**flatten(resolved), **{f"data.{k}": v for k, v in dm.describe().items()},
               "model.num_parameters": n_params}
@@ -308,7 +311,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     from rnnlab.build import build_datamodule, check_pair, is_baseline
     from rnnlab.preflight import preflight, redact_hydra_files
-    from rnnlab.tracking.record import RunRecord, SignalHandlers
+    from rnnlab.tracking.record import RunRecord, SignalHandlers, is_rank_zero
 
     # MLflow exports the URI it last used into the environment; a later run in the same
     # process (a sweep job, a test) must resolve its own store, not inherit that one
@@ -333,8 +336,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             import mlflow
 
             mlflow.set_tracking_uri(uri_before)
-    _print_summary(f"{cfg.task.name} / {cfg.model.name} (seed {cfg.seed})",
-                   {k: v for k, v in metrics.items() if isinstance(v, float)})
+    if is_rank_zero():
+        _print_summary(f"{cfg.task.name} / {cfg.model.name} (seed {cfg.seed})",
+                       {k: v for k, v in metrics.items() if isinstance(v, float)})
     return metrics
 
 

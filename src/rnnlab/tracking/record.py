@@ -152,7 +152,9 @@ class RunRecord:
         if self.rank != 0 and status == "FINISHED":
             return
         try:
-            if reason:
+            # the first cause stands: when a worker dies, rank zero fails next with a
+            # lost connection, which would only hide why
+            if reason and FAILURE_TAG not in self.client.get_run(self.run_id).data.tags:
                 prefix = f"rank {self.rank}: " if self.rank else ""
                 self.client.set_tag(self.run_id, FAILURE_TAG, redact(prefix + reason)[:5000])
             self.client.set_terminated(self.run_id, status)

@@ -1,0 +1,18 @@
+"""Faults to inject into a training subprocess through the config (``+callbacks.x._target_``).
+
+Put this folder on ``PYTHONPATH`` of the subprocess; DDP workers inherit it."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+
+
+class CrashOnRank(pl.Callback):
+    """Raises in the first training batch of one global rank only."""
+
+    def __init__(self, rank: int = 1) -> None:
+        self.rank = rank
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: object) -> None:
+        if trainer.global_rank == self.rank:
+            raise RuntimeError(f"injected fault on rank {self.rank}")
