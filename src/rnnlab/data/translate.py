@@ -17,6 +17,7 @@ from __future__ import annotations
 import random
 import re
 import sqlite3
+import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -127,11 +128,21 @@ def split_units(units: Sequence, fractions: Sequence[float], seed: int) -> dict[
             "train": set(order[n_test + n_val:])}
 
 
+def say_dropped(before: dict[str, list], after: dict[str, list], why: str) -> None:
+    """Print once how many examples of each split a filter removed (nothing if none)."""
+    counts = {s: len(before[s]) - len(after[s]) for s in before if len(before[s]) > len(after[s])}
+    if counts:
+        said = ", ".join(f"{n} of {len(before[s])} {s}" for s, n in counts.items())
+        print(f"dropped {said} examples: {why}.", file=sys.stderr)
+
+
 def drop_seen_sources(pairs: dict[str, list[Pair]]) -> dict[str, list[Pair]]:
     """Remove val/test pairs whose source also occurs in training (no test leaks)."""
     seen = {tuple(s) for s, _ in pairs["train"]}
-    return {k: v if k == "train" else [p for p in v if tuple(p[0]) not in seen]
+    kept = {k: v if k == "train" else [p for p in v if tuple(p[0]) not in seen]
             for k, v in pairs.items()}
+    say_dropped(pairs, kept, "their source also occurs in training (no test leaks)")
+    return kept
 
 
 # ---- reading ------------------------------------------------------------------------
@@ -283,6 +294,9 @@ class TranslateDataModule(PairDataModule):
                 text = (out_dir / f"{s}.tsv").read_text(encoding="utf-8")
                 rows = [line.split("\t") for line in text.splitlines() if line]
                 pairs[s] = [self._tokens(r[1], r[2]) for r in rows]
-        pairs = {s: [p for p in v if self._keep(p)] for s, v in pairs.items()}
+        kept = {s: [p for p in v if self._keep(p)] for s, v in pairs.items()}
+        say_dropped(pairs, kept, f"outside task.datamodule.min_len={self.min_len} / "
+                                 f"max_len={self.max_len} tokens")
+        pairs = kept
         fp = fingerprint(fp, self.max_len, self.min_len, self.lowercase)
         return drop_seen_sources(pairs), fp
