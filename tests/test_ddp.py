@@ -1,0 +1,177 @@
+"""trainer=ddp reports what one process would: shards that score every example once, and
+metrics reduced over the processes (sums and counts, merged span counts, gathered outputs).
+
+Fast tests check the sharding and the reducers, the latter in two forked gloo processes.
+The slow ones run ``train.py`` as a user would: a tiny checkpoint per task tested with two
+processes and with one must give the same test metrics to 1e-6 (read back from MLflow).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.utils.data import DistributedSampler
+
+from rnnlab.data.batching import (
+    BucketBatchSampler,
+    SkipEmptyCollate,
+    global_batch_index,
+    is_empty_batch,
+    shard_batches,
+)
+from rnnlab.errors import ConfigError
+from rnnlab.metrics.distributed import WeightedMean, gather_objects
+from rnnlab.metrics.spans import SpanScorer
+
+
+# ---- sharding ---------------------------------------------------------------------------
+@pytest.mark.parametrize("world", [1, 2, 3, 4])
+@pytest.mark.parametrize("n", [0, 1, 5, 8])
+def test_eval_shards_hold_every_batch_once_and_equal_counts(n: int, world: int) -> None:
+    batches = [[i] for i in range(n)]
+    shards = [shard_batches(batches, r, world, repeat=False) for r in range(world)]
+    assert len({len(s) for s in shards}) == 1  # every rank steps equally (no hang)
+    assert len(shards[0]) == math.ceil(n / world)
+    real = sorted(b[0] for s in shards for b in s if b)
+    assert real == list(range(n))  # each batch once, none repeated
+    fillers = sum(1 for s in shards for b in s if not b)
+    assert fillers == len(shards[0]) * world - n
+    for r, shard in enumerate(shards):  # local batch i of rank r is global batch i*world+r
+        for i, b in enumerate(shard):
+            if b:
+                assert b[0] == global_batch_index(i, r, world)
+
+
+def test_train_shards_repeat_batches_to_equal_step_counts() -> None:
+    batches = [[i] for i in range(5)]
+    shards = [shard_batches(batches, r, 4, repeat=True) for r in range(4)]
+    assert [len(s) for s in shards] == [2, 2, 2, 2]
+    seen = [b[0] for s in shards for b in s]
+    assert sorted(set(seen)) == list(range(5)) and len(seen) == 8  # 3 repeats, no filler
+    assert shard_batches([[0]], 3, 4, repeat=True) == [[0]]  # fewer batches than ranks
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_bucket_sampler_shards_are_the_single_process_batches(world: int) -> None:
+    lengths = [1 + (i * 37) % 50 for i in range(203)]  # 203 = 12 full batches of 16 + 11
+    one = list(BucketBatchSampler(lengths, 16, shuffle=False))
+    shards = [BucketBatchSampler(lengths, 16, shuffle=False, num_replicas=world, rank=r)
+              for r in range(world)]
+    rebuilt: dict[int, list[int]] = {}
+    for r, sampler in enumerate(shards):
+        batches = list(sampler)
+        assert len(batches) == len(sampler) == math.ceil(len(one) / world)
+        rebuilt.update({global_batch_index(i, r, world): b for i, b in enumerate(batches) if b})
+    assert [rebuilt[g] for g in range(len(one))] == one  # same batches, same order
+    assert sorted(i for b in rebuilt.values() for i in b) == list(range(203))
+
+
+def test_bucket_sampler_training_shards_cover_the_epoch_with_equal_counts() -> None:
+    lengths = [1 + (i * 13) % 40 for i in range(330)]  # 11 batches of 32 (the last short)
+    shards = [BucketBatchSampler(lengths, 32, shuffle=True, seed=5, num_replicas=2, rank=r)
+              for r in range(2)]
+    for s in shards:
+        s.set_epoch(3)
+    batches = [list(s) for s in shards]
+    assert [len(b) for b in batches] == [len(s) for s in shards] == [6, 6]
+    assert all(b for shard in batches for b in shard)  # training never gets a filler
+    seen = [i for shard in batches for b in shard for i in b]
+    assert set(seen) == set(range(330))  # each example; one batch repeated to even out
+    assert len(seen) - 330 == len(batches[1][-1])
+
+
+def test_bucket_sampler_refuses_lightnings_distributed_sampler() -> None:
+    """Lightning re-creates a batch sampler around its DistributedSampler unless
+    trainer.use_distributed_sampler=false; that must stop with the key to set."""
+    inner = DistributedSampler(list(range(10)), num_replicas=2, rank=0)
+    with pytest.raises(ConfigError, match="trainer.use_distributed_sampler=false"):
+        BucketBatchSampler(inner, batch_size=4, drop_last=False)
+
+
+def test_empty_slots_collate_to_an_empty_batch_that_tasks_skip() -> None:
+    collate = SkipEmptyCollate(lambda items: {"x": torch.tensor(items)})
+    assert is_empty_batch(collate([]))
+    assert not is_empty_batch(collate([1, 2]))
+
+
+# ---- reducers in two real processes ------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, fn: Callable[[int], Any], out: Any) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        out.put((rank, fn(rank)))
+    finally:
+        dist.destroy_process_group()
+
+
+def run_in_processes(fn: Callable[[int], Any], world: int = 2) -> list[Any]:
+    """``fn(rank)`` in ``world`` forked processes joined by a gloo group; results by rank."""
+    ctx = mp.get_context("fork")
+    out = ctx.SimpleQueue()
+    port = _free_port()
+    procs = [ctx.Process(target=_worker, args=(r, world, port, fn, out)) for r in range(world)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=60)
+    alive = [p for p in procs if p.is_alive()]
+    for p in alive:
+        p.kill()
+    assert not alive and all(p.exitcode == 0 for p in procs), "a rank failed or hung"
+    results = dict(out.get() for _ in range(world))
+    return [results[r] for r in range(world)]
+
+
+# per rank: (batch means, batch sizes); 7 + 4 = 11 examples in all, an odd count
+LOSSES = {0: ([0.5, 1.25, 2.0], [3, 3, 1]), 1: ([0.75], [4])}
+
+
+def _weighted_means(rank: int) -> tuple[float, float]:
+    metric = WeightedMean()
+    for value, n in zip(*LOSSES[rank], strict=True):
+        metric.update(torch.tensor(value), n)
+    local = sum(v * n for v, n in zip(*LOSSES[rank], strict=True)) / sum(LOSSES[rank][1])
+    return float(metric.compute()), local
+
+
+def test_weighted_mean_reduces_sums_and_counts_not_means() -> None:
+    values = [v for r in (0, 1) for v in LOSSES[r][0]]
+    sizes = [n for r in (0, 1) for n in LOSSES[r][1]]
+    exact = sum(v * n for v, n in zip(values, sizes, strict=True)) / sum(sizes)
+    (m0, local0), (m1, local1) = run_in_processes(_weighted_means)
+    assert m0 == m1 == pytest.approx(exact, abs=1e-12)
+    assert abs((local0 + local1) / 2 - exact) > 0.03  # a mean of rank means is not it
+
+
+GOLD = [["B-PER", "I-PER", "O"], ["B-LOC", "O"], ["O", "B-PER"], ["B-LOC", "I-LOC"]]
+PRED = [["B-PER", "I-PER", "O"], ["B-PER", "O"], ["O", "O"], ["B-LOC", "I-LOC"]]
+
+
+def _span_scores(rank: int) -> tuple[dict[str, float], list[int]]:
+    scorer = SpanScorer()
+    scorer.update(GOLD[rank::2], PRED[rank::2])
+    return scorer.reduced().compute(), gather_objects([rank] * (rank + 1))
+
+
+def test_span_counts_are_merged_over_ranks_before_scoring() -> None:
+    whole = SpanScorer()
+    whole.update(GOLD, PRED)
+    expected = whole.compute()
+    (s0, g0), (s1, g1) = run_in_processes(_span_scores)
+    assert s0 == s1 == expected
+    assert expected["f1"] == pytest.approx(4 / 7) and expected["acc"] == pytest.approx(7 / 9)
+    assert g0 == g1 == [[0], [1, 1]]  # gather_objects: every rank, in rank order
