@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -94,6 +96,35 @@ def open_store(uri: str) -> Any:
     return client
 
 
+def check_launcher(config: DictConfig) -> None:
+    """Refuse a submitit launch whose resource counts cannot work, before anything starts.
+
+    conf/hydra/launcher/slurm*.yaml tie GPUs and tasks per node to ``trainer.devices``;
+    ``-1`` or ``auto`` (all GPUs) means nothing to SLURM, and submitit would only fail
+    once the array is queued (or, locally, hide every GPU from the job).
+    """
+    from rnnlab.errors import ConfigError
+
+    launcher = config.hydra.get("launcher") or {}
+    target = str(launcher.get("_target_", ""))
+    if not target.startswith("hydra_plugins.hydra_submitit_launcher"):
+        return
+    if target.endswith("SlurmLauncher") and shutil.which("srun") is None:
+        raise ConfigError("hydra/launcher=slurm needs SLURM's srun and sbatch, which this "
+                          "machine lacks; launch from a login node of the cluster, or try "
+                          "the sweep here with hydra/launcher=slurm_local.")
+    for key in ("tasks_per_node", "gpus_per_node", "nodes"):
+        value = launcher.get(key)
+        if value is None and key == "gpus_per_node":
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < (
+                0 if key == "gpus_per_node" else 1):
+            raise ConfigError(
+                f"hydra.launcher.{key}={value} cannot size a submitit job (conf/hydra/launcher "
+                f"ties it to trainer.devices / trainer.num_nodes); set trainer.devices=N (GPUs, "
+                f"or CPU processes, per node) or hydra.launcher.{key}=N.")
+
+
 def _direction(run: Any) -> tuple[str, bool]:
     monitor = run.data.params.get("task.monitor", "val/loss")
     return monitor, run.data.params.get("task.mode", "min") == "max"
@@ -160,6 +191,13 @@ class SweepParentRuns(Callback):
                                                config.paths.root_dir))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from rnnlab.errors import ConfigError
+
+        try:
+            check_launcher(config)
+        except ConfigError as err:  # Hydra turns a callback's exception into a warning
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
         sweep_dir = Path(config.hydra.sweep.dir).resolve()
         sweep_dir.mkdir(parents=True, exist_ok=True)
         sweep_id = f"{sweep_dir.name}-{uuid.uuid4().hex[:6]}"
