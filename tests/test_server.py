@@ -148,3 +148,29 @@ def test_four_parallel_jobs_on_the_server_lose_and_duplicate_nothing(
         "report/report.csv", "report/report.md"}
     print(f"4 jobs in {sweep_s:.0f} s; {len(children)} runs, {n_params} params, "
           f"{n_points} metric points: 0 lost, 0 duplicated")
+
+
+def test_an_optuna_study_lives_in_the_servers_postgresql(
+        tracking_server: server.ServerInfo, tmp_path: Path, sentiment_csv: Path) -> None:
+    """hydra.sweeper.storage=$(cat .server/optuna_url): the study is in PostgreSQL."""
+    import optuna
+
+    storage = tracking_server.optuna_url()
+    assert storage.startswith("postgresql+psycopg2://")
+    cmd = [sys.executable, str(REPO / "train.py"), "-m", "hparams_search=sentiment_optuna",
+           "hydra.sweeper.n_trials=1", f"hydra.sweeper.storage={storage}",
+           "hydra.sweeper.study_name=on_server", "model=gru", "trainer=debug",
+           f"task.data.train={sentiment_csv}", "task.datamodule.min_freq=1"]
+    for _ in range(2):  # the second command continues the study
+        proc = subprocess.run(cmd, capture_output=True, text=True,
+                              env=_env(tmp_path, tracking_server.uri), timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    study = optuna.load_study(study_name="on_server", storage=storage)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    client = MlflowClient(tracking_server.uri)
+    parents = client.search_runs(
+        [client.get_experiment_by_name("sentiment").experiment_id],
+        filter_string="tags.optuna_study_name = 'on_server'")
+    assert len(parents) == 2
+    password = storage.split(":")[2].split("@")[0]
+    assert all(password not in p.data.tags["optuna_storage"] for p in parents)
