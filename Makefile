@@ -6,7 +6,9 @@ BIN := $(VENV)/bin
 # a CPU build of torch; pin it so pip never pulls a multi-GB CUDA build by accident
 TORCH ?= torch==2.13.0
 ARGS ?=
-# make server: the port it listens on (127.0.0.1) and its folder (default .server/)
+# make server: its address, port and folder (default .server/); SERVER_HOST=<a private
+# address> lets other machines (a SLURM array) log to it
+SERVER_HOST ?= 127.0.0.1
 PORT ?= 5000
 SERVER_DIR ?=
 
@@ -49,7 +51,7 @@ ui: install ## MLflow UI on http://127.0.0.1:5000 over the default store
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
 server: install ## shared MLflow server on PostgreSQL at 127.0.0.1:PORT (default 5000), files in .server/; prints the URI to export
-	$(BIN)/python -m rnnlab.tracking.server start --port $(PORT) $(if $(SERVER_DIR),--dir $(SERVER_DIR))
+	$(BIN)/python -m rnnlab.tracking.server start --host $(SERVER_HOST) --port $(PORT) $(if $(SERVER_DIR),--dir $(SERVER_DIR))
 
 server-stop: ## stop the server of make server and its PostgreSQL
 	$(BIN)/python -m rnnlab.tracking.server stop $(if $(SERVER_DIR),--dir $(SERVER_DIR))

@@ -10,7 +10,10 @@ setup a team needs instead, on this machine:
 * ``mlflow server`` on 127.0.0.1:PORT with ``--serve-artifacts``: artifacts travel
   through the server into ``.server/artifacts``, so clients need no shared file system.
 
-Clients then only ``export MLFLOW_TRACKING_URI=http://127.0.0.1:PORT``. PostgreSQL
+Clients then only ``export MLFLOW_TRACKING_URI=http://127.0.0.1:PORT``. For clients on
+other machines (a SLURM array) the MLflow server, and only it, can listen on another
+address (``--host``, ``make server SERVER_HOST=...``); it has no authentication of its own, so
+use an address of a private network. PostgreSQL
 refuses to run as root, so as root its programs run as the ``postgres`` user (which
 owns ``.server/pg``); as anyone else they run as that user.
 
@@ -153,11 +156,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def port_in_use(port: int) -> bool:
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind(("127.0.0.1", port))
+            s.bind((host, port))
         except OSError:
             return True
     return False
@@ -267,31 +270,34 @@ def _pid_alive(pid: int | None) -> bool:
     return True
 
 
-def start_mlflow(d: ServerDir, port: int, workers: int) -> str:
-    uri = f"http://127.0.0.1:{port}"
+def start_mlflow(d: ServerDir, port: int, workers: int, host: str = "127.0.0.1") -> str:
+    """Start ``mlflow server`` (once); returns the URI clients export."""
+    shown = socket.gethostname() if host in ("0.0.0.0", "::") else host
+    uri = f"http://{shown}:{port}"
+    local = f"http://127.0.0.1:{port}" if host in ("0.0.0.0", "::") else uri
     state = d.read_state()
-    if _pid_alive(state.get("mlflow_pid")) and state.get("port") == port and _healthy(uri):
+    if _pid_alive(state.get("mlflow_pid")) and state.get("port") == port and _healthy(local):
         return uri
-    if port_in_use(port):
+    if port_in_use(port, host):
         raise ServerError(f"port {port} is in use by another program; choose another "
                           f"(make server PORT=5001).")
     d.artifacts.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
            pg_url(d, "mlflow"), "--serve-artifacts", "--artifacts-destination",
-           d.artifacts.as_uri(), "--host", "127.0.0.1", "--port", str(port),
+           d.artifacts.as_uri(), "--host", host, "--port", str(port),
            "--workers", str(workers)]
     with open(d.mlflow_log, "ab") as log_file:
         proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True,
                                 cwd=d.root)
-    d.write_state(mlflow_pid=proc.pid, port=port, uri=uri)
+    d.write_state(mlflow_pid=proc.pid, port=port, uri=uri, health=local)
     deadline = time.monotonic() + HEALTH_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             tail = d.mlflow_log.read_text(errors="replace").strip().splitlines()[-1:]
             raise ServerError(f"mlflow server exited with code {proc.returncode} "
                               f"({tail[0] if tail else 'no output'}); see {d.mlflow_log}.")
-        if _healthy(uri):
+        if _healthy(local):
             return uri
         time.sleep(1.0)
     stop_mlflow(d)
@@ -320,8 +326,8 @@ def stop_mlflow(d: ServerDir, timeout: float = 30.0) -> bool:
 
 
 # ------------------------------------------------------------------ the commands
-def start(folder: str | Path, port: int = 5000, workers: int = 2,
-          install: bool = True) -> ServerInfo:
+def start(folder: str | Path, port: int = 5000, workers: int = 2, install: bool = True,
+          host: str = "127.0.0.1") -> ServerInfo:
     """Install (if need be), initialise (once) and start PostgreSQL and the MLflow server."""
     d = ServerDir(folder)
     pg_bin = ensure_postgres(install)
@@ -329,7 +335,7 @@ def start(folder: str | Path, port: int = 5000, workers: int = 2,
         init_cluster(d, pg_bin)
     start_postgres(d, pg_bin)
     create_databases(d)
-    uri = start_mlflow(d, port, workers)
+    uri = start_mlflow(d, port, workers, host)
     return ServerInfo(uri=uri, pg_port=d.read_state()["pg_port"], folder=d.root)
 
 
@@ -347,7 +353,7 @@ def status(folder: str | Path) -> str:
     d = ServerDir(folder)
     state = d.read_state()
     uri = state.get("uri")
-    if uri and _pid_alive(state.get("mlflow_pid")) and _healthy(uri):
+    if uri and _pid_alive(state.get("mlflow_pid")) and _healthy(state.get("health", uri)):
         return f"running: {uri} (PostgreSQL on 127.0.0.1:{state.get('pg_port')}, {d.root})"
     return f"not running ({d.root})"
 
@@ -357,9 +363,12 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["start", "stop", "status"])
-    parser.add_argument("--dir", default=os.environ.get("SERVER_DIR") or None,
+    parser.add_argument("--dir", default=None,
                         help="server folder (default: <project>/.server)")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT") or 5000))
+    parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address the MLflow server listens on (PostgreSQL: always "
+                             "127.0.0.1)")
     parser.add_argument("--workers", type=int, default=2, help="MLflow server workers")
     parser.add_argument("--no-install", action="store_true",
                         help="never apt-get install postgresql")
@@ -367,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     folder = Path(args.dir) if args.dir else project_root() / ".server"
     try:
         if args.command == "start":
-            info = start(folder, args.port, args.workers, install=not args.no_install)
+            info = start(folder, args.port, args.workers, install=not args.no_install,
+                         host=args.host)
             print(f"MLflow tracking server on PostgreSQL: {info.uri} (files in {info.folder})\n"
                   f"  export MLFLOW_TRACKING_URI={info.uri}\n"
                   f"  Optuna on the same PostgreSQL: "
