@@ -102,6 +102,7 @@ def test_fixture_wheel_is_split_by_name(fake_faker: Path, lab_root: Path) -> Non
     dm.prepare_data()
     dm.setup()
     assert dm.categories == ["French", "German", "Italian"]
+    assert dm.spec["aliases"] == {"fr_FR": "French", "de_DE": "German", "it_IT": "Italian"}
     splits = {s: {n for _, n in dm.examples(s)} for s in ("train", "val", "test")}
     assert all(splits.values())
     assert not splits["train"] & splits["val"] and not splits["train"] & splits["test"]
@@ -142,7 +143,7 @@ def test_user_csv_and_its_errors(tmp_path: Path) -> None:
     good.write_text("category,sequence\n" + "\n".join(rows) + "\n", encoding="utf-8")
     dm = NamesDataModule({"path": str(good)}, str(tmp_path))
     dm.setup()
-    assert dm.categories == ["fr_FR", "it_IT"] and dm.spec["locales"] is None
+    assert dm.categories == ["fr_FR", "it_IT"] and dm.spec["aliases"] == {}
     cases = [("category,name\nA,x\n", r"bad\.csv, line 1: missing column\(s\) sequence"),
              ("category,sequence\nA,x\nB,,\n", r"bad\.csv, line 3: expected 2 fields"),
              ("category,sequence\nA,x\nB, \n", r"bad\.csv, line 3: the 'sequence' field is empty"),

@@ -174,6 +174,13 @@ def format_names_csv(pairs: Sequence[tuple[str, str]]) -> str:
     return buffer.getvalue()
 
 
+def _read_split(path: Path) -> list[tuple[str, str]]:
+    """A prepared split; an empty one is a header alone (its emptiness is reported later)."""
+    if path.read_text(encoding="utf-8").count("\n") <= 1:
+        return []
+    return [(cat, n) for cat, names in read_names_csv(path).items() for n in names]
+
+
 def split_by_name(by_category: dict[str, list[str]], fractions: Sequence[float],
                   seed: int) -> dict[str, list[tuple[str, str]]]:
     """``(category, name)`` pairs per split; one name string is in one split everywhere."""
@@ -261,11 +268,7 @@ class NamesDataModule(RnnlabDataModule):
             return parts, sorted(by_category), fp
         self.prepare_data()
         out_dir, fp = self._prepared_dir()
-        parts = {}
-        for s in SPLITS:
-            table = read_names_csv(out_dir / f"{s}.csv") if \
-                (out_dir / f"{s}.csv").read_text(encoding="utf-8").count("\n") > 1 else {}
-            parts[s] = [(cat, n) for cat, names in table.items() for n in names]
+        parts = {s: _read_split(out_dir / f"{s}.csv") for s in SPLITS}
         return parts, [category_label(loc) for loc in self.locales], fp
 
     def _setup(self) -> None:
@@ -297,7 +300,7 @@ class NamesDataModule(RnnlabDataModule):
             "num_chars": len(self.vocab), "padding_idx": self.vocab.pad_id,
             "unk_id": self.vocab.unk_id, "bos_id": bos, "eos_id": eos,
             "itos": list(self.vocab.itos), "categories": list(self.categories),
-            "locales": None if self.path else list(self.locales),
+            "aliases": {} if self.path else {loc: category_label(loc) for loc in self.locales},
             "max_len": self.max_len, "condition": self.condition,
             "char_dim": self.char_dim, "category_dim": self.category_dim,
         }

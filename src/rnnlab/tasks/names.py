@@ -93,7 +93,7 @@ class NamesTask(RnnlabTask):
         super().__init__(backbone, optimizer, scheduler, monitor)
         self.itos = list(spec["itos"])
         self.categories = list(spec["categories"])
-        self.locales = list(spec.get("locales") or [])
+        self.aliases = dict(spec.get("aliases") or {})  # other names of a category: fr_FR
         self.max_len = int(spec["max_len"])
         self.unk_id = spec.get("unk_id")
         self.model = ConditionedGenerator(
@@ -171,16 +171,10 @@ class NamesTask(RnnlabTask):
         for i, known in enumerate(self.categories):
             if name == known or name.lower() == known.lower():
                 return i
-        label = dict(zip(self.locales, self._locale_labels(), strict=False)).get(name)
-        if label is not None:
-            return self.categories.index(label)
+        if self.aliases.get(name) in self.categories:
+            return self.categories.index(self.aliases[name])
         raise UserError(f"unknown category {name!r}; this model knows "
                         f"{', '.join(self.categories)}.")
-
-    def _locale_labels(self) -> list[str]:
-        from rnnlab.data.names import category_label
-
-        return [category_label(loc) for loc in self.locales]
 
     def decode(self, ids: Sequence[int]) -> str:
         return "".join("\ufffd" if i == self.unk_id else self.itos[i] for i in ids)
