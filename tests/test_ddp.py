@@ -12,14 +12,21 @@ import math
 import os
 import socket
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from test_g2p import write_cmudict
+from test_ner import write_conll
 from torch.utils.data import DistributedSampler
 
+import rnnlab.tracking.artifacts as artifacts
+from conftest import compose_config, write_sentiment_csv
+from rnnlab.build import build_datamodule, build_module
 from rnnlab.data.batching import (
     BucketBatchSampler,
     SkipEmptyCollate,
@@ -175,3 +182,52 @@ def test_span_counts_are_merged_over_ranks_before_scoring() -> None:
     assert s0 == s1 == expected
     assert expected["f1"] == pytest.approx(4 / 7) and expected["acc"] == pytest.approx(7 / 9)
     assert g0 == g1 == [[0], [1, 1]]  # gather_objects: every rank, in rank order
+
+
+# ---- one checkpoint, tested by one process and by two (Lightning, forked gloo) ------------
+def _task_overrides(task: str, root: Path) -> list[str]:
+    """Tiny user data for ``task``: 300 examples, so 30 test examples in batches of 7 (five
+    batches: one rank gets a filler batch, and the last batch is short)."""
+    if task == "ner":
+        data = write_conll(root / "train.conll", n=300)
+        return ["task=ner", "model=bilstm", "task.crf=true", f"task.data.train={data}"]
+    if task == "g2p":
+        data = write_cmudict(root / "tiny.dict", n=600)  # 5% test words
+        return ["task=g2p", "model=gru", f"task.data.path={data}", "task.beam_size=2",
+                "task.optimizer.lr=0.01"]
+    data = write_sentiment_csv(root / "reviews.csv", n=300)
+    return ["task=sentiment", "model=gru", f"task.data.train={data}",
+            "task.datamodule.min_freq=1"]
+
+
+@pytest.mark.parametrize(("task", "epochs"), [("sentiment", 1), ("ner", 1), ("g2p", 4)])
+def test_two_processes_report_what_one_does(task: str, epochs: int, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Lightning path without train.py: the same weights tested with devices=1 and
+    with two forked gloo processes log the same test metrics (the ranks' shards are 3 and
+    2 batches + a filler, so a repeated or dropped example would show)."""
+    # artifacts need the MLflow logger (the end-to-end tests below have it); without a
+    # logger Lightning's trainer.log_dir is a collective that rank 0 would call alone
+    monkeypatch.setattr(artifacts, "log_file", lambda *args, **kwargs: None)
+    cfg = compose_config([*_task_overrides(task, tmp_path), "model.hidden_size=16",
+                          "task.datamodule.batch_size=7", f"task.datamodule.data_dir={tmp_path}"],
+                         tmp_path)
+    pl.seed_everything(0)
+    dm = build_datamodule(cfg)
+    dm.prepare_data()
+    dm.setup()
+    assert len(dm.datasets["test"]) == 30
+    module = build_module(cfg, dm.spec)
+    # gloo runs evaluation under no_grad, one process under inference mode; one mode for all
+    common = {"accelerator": "cpu", "logger": False, "enable_progress_bar": False,
+              "enable_model_summary": False, "enable_checkpointing": False,
+              "use_distributed_sampler": False, "inference_mode": False}
+    pl.Trainer(max_epochs=epochs, **common).fit(module, datamodule=dm)
+    one = pl.Trainer(devices=1, **common).test(module, datamodule=dm, verbose=False)[0]
+    two = pl.Trainer(devices=2, strategy="ddp_fork", **common).test(module, datamodule=dm,
+                                                                    verbose=False)[0]
+    assert set(one) == set(two) and len(one) >= 3
+    assert {k: abs(one[k] - two[k]) for k in one} == pytest.approx(dict.fromkeys(one, 0.0),
+                                                                   abs=1e-6)
+    score = {"sentiment": "test/acc", "ner": "test/f1", "g2p": "test/per"}[task]
+    assert 0.0 < one[score] < 1.0  # a real score, not a trivially equal 0 or 1

@@ -69,8 +69,9 @@ class WeightedMean(Metric):
         value = torch.as_tensor(value, dtype=torch.float64, device=self.total.device).detach()
         weight = torch.as_tensor(weight, dtype=torch.float64, device=self.total.device)
         weight = torch.broadcast_to(weight, value.shape) if weight.ndim < value.ndim else weight
-        self.total += (value * weight).sum()
-        self.weight += weight.sum()
+        # not in place: states reset under inference mode must still take updates outside it
+        self.total = self.total + (value * weight).sum()
+        self.weight = self.weight + weight.sum()
 
     def compute(self) -> Tensor:
         """The mean; NaN when nothing was seen on any rank (an empty split)."""
