@@ -20,15 +20,19 @@ import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from test_charlm import write_text
 from test_g2p import write_cmudict
 from test_ner import write_conll
 from torch.utils.data import DistributedSampler
 
+import rnnlab.data.charlm as charlm
+import rnnlab.data.synthetic as synthetic
 import rnnlab.tracking.artifacts as artifacts
 from conftest import compose_config, write_sentiment_csv
 from rnnlab.build import build_datamodule, build_module
 from rnnlab.data.batching import (
     BucketBatchSampler,
+    RowShard,
     SkipEmptyCollate,
     global_batch_index,
     is_empty_batch,
@@ -109,6 +113,38 @@ def test_empty_slots_collate_to_an_empty_batch_that_tasks_skip() -> None:
     assert not is_empty_batch(collate([1, 2]))
 
 
+def test_row_shards_keep_each_row_once_in_eval_and_repeat_in_training() -> None:
+    batch = {"x": torch.arange(10).view(5, 2), "reset": True, "names": list("abcde")}
+    shards = [RowShard(r, 2, repeat=False)(batch) for r in range(2)]
+    assert shards[0]["x"][:, 0].tolist() == [0, 4, 8] and shards[1]["names"] == ["b", "d"]
+    assert shards[0]["reset"] is True
+    tiny = {"x": torch.zeros(1, 3)}
+    assert RowShard(1, 2, repeat=False)(tiny) == {}  # evaluation: nothing to score
+    assert len(RowShard(1, 2, repeat=True)(tiny)["x"]) == 1  # training: a row to learn from
+
+
+@pytest.mark.parametrize("task", ["charlm", "copy"])
+def test_whole_batch_loaders_shard_rows(task: str, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Character streams and generated sets come in whole batches: each rank's test loader
+    keeps its rows, in the same batches, and together the ranks hold every row once."""
+    module = charlm if task == "charlm" else synthetic
+    dm = build_datamodule(compose_config([*_task_overrides(task, tmp_path),
+                                          "task.datamodule.batch_size=7"], tmp_path))
+    dm.prepare_data()
+    dm.setup()
+    whole = list(dm.test_dataloader())
+    shards = []
+    for rank in range(2):
+        monkeypatch.setattr(module, "rank_world", lambda rank=rank: (rank, 2))
+        shards.append(list(dm.test_dataloader()))
+    assert len(shards[0]) == len(shards[1]) == len(whole)  # same steps on every rank
+    for full, b0, b1 in zip(whole, *shards, strict=True):
+        rows = sorted(map(tuple, [*b0["x"].tolist(), *b1["x"].tolist()]))
+        assert rows == sorted(map(tuple, full["x"].tolist()))
+        assert len(b0["x"]) - len(b1["x"]) in (0, 1)
+
+
 # ---- reducers in two real processes ------------------------------------------------------
 def _free_port() -> int:
     with socket.socket() as s:
@@ -186,8 +222,8 @@ def test_span_counts_are_merged_over_ranks_before_scoring() -> None:
 
 # ---- one checkpoint, tested by one process and by two (Lightning, forked gloo) ------------
 def _task_overrides(task: str, root: Path) -> list[str]:
-    """Tiny user data for ``task``: 300 examples, so 30 test examples in batches of 7 (five
-    batches: one rank gets a filler batch, and the last batch is short)."""
+    """Tiny user data for ``task``; 30 test examples in batches of 7 where batches are
+    bucketed (five batches: one rank gets a filler batch, and the last batch is short)."""
     if task == "ner":
         data = write_conll(root / "train.conll", n=300)
         return ["task=ner", "model=bilstm", "task.crf=true", f"task.data.train={data}"]
@@ -195,28 +231,41 @@ def _task_overrides(task: str, root: Path) -> list[str]:
         data = write_cmudict(root / "tiny.dict", n=600)  # 5% test words
         return ["task=g2p", "model=gru", f"task.data.path={data}", "task.beam_size=2",
                 "task.optimizer.lr=0.01"]
+    if task == "charlm":  # 3 stateful test streams: one rank carries two, the other one
+        data = write_text(root / "plays.txt", n_lines=400)
+        return ["task=charlm", "model=gru", f"task.data.path={data}", "task.stateful=true",
+                "task.datamodule.seq_len=16", "task.datamodule.eval_streams=3",
+                "task.module.sample_length=0"]
+    if task == "copy":  # whole generated batches: each rank keeps alternate rows
+        return ["task=copy", "model=gru", "task.delay=5", "task.datamodule.n_train=140",
+                "task.datamodule.n_val=30", "task.datamodule.n_test=30"]
     data = write_sentiment_csv(root / "reviews.csv", n=300)
     return ["task=sentiment", "model=gru", f"task.data.train={data}",
             "task.datamodule.min_freq=1"]
 
 
-@pytest.mark.parametrize(("task", "epochs"), [("sentiment", 1), ("ner", 1), ("g2p", 4)])
+SCORE = {"sentiment": "test/acc", "ner": "test/f1", "g2p": "test/per", "charlm": "test/bpc",
+         "copy": "test/recall_acc"}
+
+
+@pytest.mark.parametrize(("task", "epochs"), [("sentiment", 1), ("ner", 1), ("g2p", 4),
+                                              ("charlm", 1), ("copy", 1)])
 def test_two_processes_report_what_one_does(task: str, epochs: int, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """The Lightning path without train.py: the same weights tested with devices=1 and
-    with two forked gloo processes log the same test metrics (the ranks' shards are 3 and
-    2 batches + a filler, so a repeated or dropped example would show)."""
+    with two forked gloo processes log the same test metrics (uneven shards, so a
+    repeated or dropped example would show)."""
     # artifacts need the MLflow logger (the end-to-end tests below have it); without a
     # logger Lightning's trainer.log_dir is a collective that rank 0 would call alone
     monkeypatch.setattr(artifacts, "log_file", lambda *args, **kwargs: None)
     cfg = compose_config([*_task_overrides(task, tmp_path), "model.hidden_size=16",
-                          "task.datamodule.batch_size=7", f"task.datamodule.data_dir={tmp_path}"],
-                         tmp_path)
+                          "task.datamodule.batch_size=7"], tmp_path)
     pl.seed_everything(0)
     dm = build_datamodule(cfg)
     dm.prepare_data()
     dm.setup()
-    assert len(dm.datasets["test"]) == 30
+    if task in ("sentiment", "ner", "g2p"):
+        assert len(dm.datasets["test"]) == 30
     module = build_module(cfg, dm.spec)
     # gloo runs evaluation under no_grad, one process under inference mode; one mode for all
     common = {"accelerator": "cpu", "logger": False, "enable_progress_bar": False,
@@ -229,5 +278,4 @@ def test_two_processes_report_what_one_does(task: str, epochs: int, tmp_path: Pa
     assert set(one) == set(two) and len(one) >= 3
     assert {k: abs(one[k] - two[k]) for k in one} == pytest.approx(dict.fromkeys(one, 0.0),
                                                                    abs=1e-6)
-    score = {"sentiment": "test/acc", "ner": "test/f1", "g2p": "test/per"}[task]
-    assert 0.0 < one[score] < 1.0  # a real score, not a trivially equal 0 or 1
+    assert 0.0 < one[SCORE[task]] < (1.0 if task != "charlm" else 10.0)  # a real score

@@ -180,6 +180,40 @@ def spread_order(n: int) -> list[int]:
     return sorted(range(n), key=lambda i: (i * golden) % 1.0)
 
 
+class RowShard:
+    """Collate for loaders that yield whole batches (``batch_size=None``): this rank keeps
+    rows ``rank, rank + world, ...`` of every tensor or list with a batch dimension.
+
+    For batches that must stay in order (stateful character streams, whose row ``i``
+    continues row ``i`` of the previous batch) or that are generated whole: every rank
+    steps through every batch, so step counts match, and each row (stream, example) is
+    on exactly one rank. A batch with fewer rows than ranks repeats rows when ``repeat``
+    (training: every rank needs something to back-propagate) and otherwise leaves the
+    extra ranks an empty batch (evaluation: each example scored once).
+    """
+
+    def __init__(self, rank: int, world: int, repeat: bool) -> None:
+        self.rank, self.world, self.repeat = rank, world, repeat
+
+    def __call__(self, batch: dict) -> dict:
+        if self.world == 1:
+            return batch
+        rows = next((len(v) for v in batch.values()
+                     if isinstance(v, Tensor) and v.dim() > 0), None)
+        if rows is None:
+            return batch
+        if rows == 0:
+            return {}
+        keep = [i % rows for i in range(self.rank, max(rows, self.world) if self.repeat
+                                        else rows, self.world)]
+        if not keep:
+            return {}
+        index = torch.tensor(keep)
+        return {k: v.index_select(0, index.to(v.device)) if isinstance(v, Tensor) and v.dim() > 0
+                else [v[i] for i in keep] if isinstance(v, list) and len(v) == rows else v
+                for k, v in batch.items()}
+
+
 def pad_batch(seqs: Sequence[Tensor], pad_value: float = 0) -> tuple[Tensor, Tensor]:
     """Right-pad 1-D (ids) or 2-D (frames x features) tensors; returns (padded, lengths)."""
     lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)

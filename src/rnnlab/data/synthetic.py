@@ -29,8 +29,10 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
 from rnnlab.data.base import RnnlabDataModule
+from rnnlab.data.batching import RowShard
 from rnnlab.data.splits import fingerprint
 from rnnlab.errors import ConfigError, require
+from rnnlab.metrics.distributed import rank_world
 
 BLANK = 0
 # the loaders run in-process (num_workers=0), so a batch stream with a length is exact
@@ -181,13 +183,20 @@ class GeneratedDataModule(RnnlabDataModule):
         stream = GeneratedBatches(self.generate, self.sizes["train"], self.batch_size,
                                   lambda: derived_seed(self.name, "train", self.loader_seed,
                                                        self.epoch()))
-        return DataLoader(stream, batch_size=None)
+        return DataLoader(stream, batch_size=None, collate_fn=self._shard(repeat=True))
+
+    def _shard(self, repeat: bool) -> RowShard:
+        """Under DDP every rank generates (or reads) every batch and keeps its rows."""
+        self.check_sharding()
+        return RowShard(*rank_world(), repeat=repeat)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(FixedBatches(self.fixed["val"], self.batch_size), batch_size=None)
+        return DataLoader(FixedBatches(self.fixed["val"], self.batch_size), batch_size=None,
+                          collate_fn=self._shard(repeat=False))
 
     def test_dataloader(self) -> DataLoader:
-        return DataLoader(FixedBatches(self.fixed["test"], self.batch_size), batch_size=None)
+        return DataLoader(FixedBatches(self.fixed["test"], self.batch_size), batch_size=None,
+                          collate_fn=self._shard(repeat=False))
 
 
 class AddingDataModule(GeneratedDataModule):
