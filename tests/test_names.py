@@ -6,10 +6,12 @@ from __future__ import annotations
 import random
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 
 import rnnlab.data.names as names_data
 from rnnlab.build import check_pair
@@ -231,6 +233,18 @@ def test_mismatched_backbones_are_refused() -> None:
         ConditionedGenerator(both_ways, 12, 3, "init", 8, 4)
 
 
+def test_category_is_refused_for_a_charlm_checkpoint(monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    import rnnlab.checkpoint
+
+    charlm = SimpleNamespace(module=object(), config=OmegaConf.create({"task": {"name": "charlm"}}))
+    monkeypatch.setattr(rnnlab.checkpoint, "load_checkpoint", lambda *a, **k: charlm)
+    assert generate_main(["lm.ckpt", "--category", "French"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: --category is for task=names checkpoints, and lm.ckpt holds a task=charlm "
+        "model; give it a --prompt instead.")
+
+
 def test_bidirectional_model_is_refused_before_any_work(make_config) -> None:
     cfg = make_config("model=bigru", "task=names", "task.data.path=/nonexistent.csv")
     with pytest.raises(ConfigError, match=r"task=names is causal .* bidirectional model=bigru"):
@@ -315,6 +329,8 @@ def test_presets_compose(make_config) -> None:
         cfg = make_config(f"experiment={experiment}", "model=lstm", "task.condition=every_step")
         assert cfg.task.name == "names" and cfg.task.causal and cfg.task.monitor == "val/loss"
         assert cfg.task.datamodule.condition == cfg.task.module.condition == "every_step"
-        assert cfg.task.char_dim == cfg.model.embedding_dim
-    cfg = make_config("task=names", "model=transformer")
-    assert cfg.task.char_dim == 64 and cfg.task.datamodule.char_dim == 64
+        assert cfg.task.datamodule.char_dim == cfg.task.module.char_dim
+    assert make_config("task=names", "model=gru", "model.embedding_dim=24").task.char_dim == 24
+    recipe = make_config("experiment=names", "model=transformer")
+    assert recipe.task.char_dim == 64 and "hidden_size" not in recipe.model
+    check_pair(recipe)  # the recipe sets no model key a Transformer would not take
