@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -106,3 +108,40 @@ def test_slurm_local_sweep_groups_jobs_under_one_parent(tmp_path: Path,
         assert child.info.status == "FINISHED"
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert child.data.tags["sweep_id"] == parent.data.tags["sweep_id"]
+
+
+@pytest.mark.slow  # about a minute: 30 short epochs, interrupted once
+def test_a_preempted_job_is_requeued_and_continues_its_own_run(tmp_path: Path,
+                                                               sentiment_csv: Path) -> None:
+    """submitit's pre-emption signal (USR2) requeues the job; ckpt_path=auto resumes it."""
+    epochs = 30
+    env = {**os.environ, "CI": "1", "RNNLAB_ROOT": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    (tmp_path / "conf").symlink_to(REPO / "conf")
+    sweep = subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), "-m", "model=gru", "trainer=debug",
+         f"trainer.max_epochs={epochs}", "callbacks.early_stopping.patience=100",
+         "ckpt_path=auto", f"task.data.train={sentiment_csv}", "task.datamodule.min_freq=1",
+         "hydra/launcher=slurm_local"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    multiruns = tmp_path / "outputs" / "multiruns"
+    deadline = time.monotonic() + 300
+    while not list(multiruns.glob("*/*/checkpoints/last.ckpt")):  # an epoch is saved
+        assert time.monotonic() < deadline and sweep.poll() is None, "no epoch was saved"
+        time.sleep(0.2)
+    # pre-empt the job: submitit's controller is the job id, the task its child process
+    controller = next(p.name for p in multiruns.glob("*/.submitit/*") if p.name.isdigit())
+    task = Path(f"/proc/{controller}/task/{controller}/children").read_text().split()[0]
+    os.kill(int(task), signal.SIGUSR2)
+    _, stderr = sweep.communicate(timeout=600)
+    assert sweep.returncode == 0, stderr[-3000:]
+    logs = "".join(p.read_text() for p in multiruns.glob("*/.submitit/*/*_log.*"))
+    assert "this job is preempted" in logs and "Requeued job" in logs
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("sentiment").experiment_id])
+    children = [r for r in runs if r.data.tags.get("rnnlab_role") != "sweep_parent"]
+    assert len(children) == 1  # the second attempt continued the first attempt's run
+    run = children[0]
+    assert run.info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/acc")]
+    assert len(steps) == epochs == len(set(steps))  # every epoch once, none twice
