@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +24,7 @@ import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from mlflow.tracking import MlflowClient
 from test_charlm import write_text
 from test_forecast import seasonal_values, write_series_csv
 from test_g2p import write_cmudict
@@ -29,7 +34,7 @@ from torch.utils.data import DistributedSampler
 import rnnlab.data.charlm as charlm
 import rnnlab.data.synthetic as synthetic
 import rnnlab.tracking.artifacts as artifacts
-from conftest import compose_config, write_sentiment_csv
+from conftest import REPO, compose_config, write_sentiment_csv
 from rnnlab.build import build_datamodule, build_module
 from rnnlab.data.batching import (
     BucketBatchSampler,
@@ -286,3 +291,105 @@ def test_two_processes_report_what_one_does(task: str, epochs: int, tmp_path: Pa
                                                                    abs=1e-6)
     assert 0.0 < one[SCORE[task]] < (1.0 if task in ("sentiment", "ner", "g2p", "copy")
                                       else 100.0)  # a real score, not a trivial 0 or 1
+
+
+# ---- end to end: train.py with trainer=ddp_cpu, as a user runs it -----------------------
+def _lab(root: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python train.py <args>`` in its own process group (DDP starts a second process),
+    killed as a whole if it hangs."""
+    env = {**os.environ, "CI": "1", "RNNLAB_ROOT": str(root), "OMP_NUM_THREADS": "1"}
+    (root / "conf").exists() or (root / "conf").symlink_to(REPO / "conf")
+    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    start = time.monotonic()
+    try:
+        out, err = proc.communicate(timeout=timeout)
+        print(f"[{time.monotonic() - start:5.1f} s] train.py {' '.join(args[-3:])}")
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"train.py {' '.join(args)} hung for {timeout} s:\n{err[-3000:]}")
+    assert proc.returncode == 0, f"train.py {' '.join(args)} failed:\n{err[-5000:]}"
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _runs(root: Path, experiment: str) -> tuple[MlflowClient, list]:
+    client = MlflowClient(f"sqlite:///{root}/mlflow.db")
+    exp = client.get_experiment_by_name(experiment)
+    return client, client.search_runs([exp.experiment_id], order_by=["attributes.start_time"])
+
+
+def _artifact(client: MlflowClient, run_id: str, path: str, dest: Path) -> str:
+    dest.mkdir(parents=True, exist_ok=True)
+    return Path(client.download_artifacts(run_id, path, str(dest))).read_text(encoding="utf-8")
+
+
+# every example of the test split, on every rank count: no per-rank batch limit
+FULL_TEST = ["trainer.limit_val_batches=null", "trainer.limit_test_batches=null"]
+E2E = {  # the tiny presets, on the tests' own data
+    "sentiment": ["experiment=sentiment_tiny", "model=gru", "task.datamodule.min_freq=1"],
+    "ner": ["experiment=ner_tiny", "model=bilstm", "task.crf=true"],
+    "g2p": ["experiment=g2p_tiny", "model=gru", "task.optimizer.lr=0.01",
+            "trainer.max_epochs=3"],
+}
+EXAMPLES = {"ner": "ner/test_examples.txt", "g2p": "examples/test_examples.tsv"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("task", "train_on"), [("sentiment", "cpu"), ("ner", "cpu"),
+                                                ("g2p", "ddp_cpu")])
+def test_checkpoint_tested_by_two_processes_equals_one(task: str, train_on: str,
+                                                       tmp_path: Path) -> None:
+    """Train a tiny checkpoint (g2p with two processes, which also checks validation and
+    checkpointing under DDP; the others with one, to save time), then test it with two
+    processes and with one: every test metric equal to 1e-6 (read back from MLflow), the
+    same examples, one FINISHED MLflow run per command."""
+    data = _task_overrides(task, tmp_path)
+    overrides = [*E2E[task], *(o for o in data if o.startswith("task.data")),
+                 "model.hidden_size=16", "task.datamodule.batch_size=7", *FULL_TEST]
+    _lab(tmp_path, *overrides, f"trainer={train_on}")
+    client, (trained,) = _runs(tmp_path, task)
+    best = Path(trained.data.tags["rnnlab.output_dir"]) / "checkpoints" / "best.ckpt"
+    for devices in (2, 1):
+        _lab(tmp_path, *overrides, "train=false", f"ckpt_path={best}", "trainer=ddp_cpu",
+             f"trainer.devices={devices}")
+    client, runs = _runs(tmp_path, task)
+    assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}
+    two, one = runs[1], runs[2]
+    assert two.data.tags["rnnlab.evaluates"] == one.data.tags["rnnlab.evaluates"] == \
+        trained.info.run_id
+    m1 = {k: v for k, v in one.data.metrics.items() if k.startswith("test/")}
+    m2 = {k: v for k, v in two.data.metrics.items() if k.startswith("test/")}
+    assert set(m1) == set(m2) and len(m1) >= 3
+    diffs = {k: abs(m1[k] - m2[k]) for k in m1}
+    print(f"{task}: 1 vs 2 processes, |difference| per test metric: {diffs}")
+    assert max(diffs.values()) <= 1e-6
+    if task in EXAMPLES:
+        texts = [_artifact(client, r.info.run_id, EXAMPLES[task], tmp_path / r.info.run_id)
+                 for r in (one, two)]
+        assert texts[0] == texts[1] and texts[0].strip()
+
+
+@pytest.mark.slow
+def test_ddp_run_resumes_from_last_checkpoint(tmp_path: Path) -> None:
+    """A two-process run stopped after its first epoch continues from last.ckpt with two
+    processes: the same MLflow run, the epoch count moves on, validation is logged once
+    per epoch."""
+    data = [o for o in _task_overrides("sentiment", tmp_path) if o.startswith("task.data")]
+    overrides = [*E2E["sentiment"], *data, "model.hidden_size=16", "trainer=ddp_cpu",
+                 "callbacks.early_stopping=null"]
+    _lab(tmp_path, *overrides, "trainer.max_epochs=1")
+    client, (run,) = _runs(tmp_path, "sentiment")
+    last = Path(run.data.tags["rnnlab.output_dir"]) / "checkpoints" / "last.ckpt"
+    assert last.is_file()
+    _lab(tmp_path, *overrides, "trainer.max_epochs=3", f"ckpt_path={last}")
+    client, runs = _runs(tmp_path, "sentiment")
+    assert [r.info.run_id for r in runs] == [run.info.run_id]  # continued, never forked
+    assert runs[0].info.status == "FINISHED"
+    # three validations (a restart from scratch would make four), at growing steps
+    val = client.get_metric_history(run.info.run_id, "val/acc")
+    steps = [m.step for m in sorted(val, key=lambda m: m.timestamp)]
+    assert len(steps) == 3 and steps == sorted(set(steps))
+    epochs = {m.value for m in client.get_metric_history(run.info.run_id, "epoch")}
+    assert {0, 1, 2} <= epochs
