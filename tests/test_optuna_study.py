@@ -60,6 +60,20 @@ def test_a_stored_study_needs_a_name_and_hides_its_password() -> None:
         OptunaSweep(direction="maximise")._validate()
 
 
+def test_a_storage_url_without_its_driver_says_which_to_use() -> None:
+    from hydra_plugins.rnnlab_optuna._impl import open_storage
+
+    pytest.importorskip("psycopg2")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:  # the usual case: only psycopg2 is installed
+        with pytest.raises(ConfigError, match=r"postgresql\+psycopg2://"):
+            open_storage("postgresql://lab:secret@127.0.0.1:9/optuna")
+    with pytest.raises(ConfigError, match="cannot be opened") as err:  # nobody listens on 9
+        open_storage("postgresql+psycopg2://lab:secret@127.0.0.1:9/optuna")
+    assert "secret" not in str(err.value)
+
+
 # ------------------------------------------------------------------ slow: real workers
 def _search(root: Path, csv: Path, name: str, n_trials: int, storage: str) -> subprocess.Popen:
     """One worker: the README's search command, pointed at a shared study."""

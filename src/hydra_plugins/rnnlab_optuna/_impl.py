@@ -158,13 +158,17 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     if url.startswith("sqlite"):
         engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
     try:
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
-            grace_period=GRACE_S)
-    except (ImportError, ModuleNotFoundError) as err:
+        with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
+                grace_period=GRACE_S)
+    except ImportError as err:
+        hint = ("write postgresql+psycopg2:// (SQLAlchemy 2.1 picks psycopg 3 for a plain "
+                "postgresql://)" if url.startswith("postgresql://") else
+                "install its driver (psycopg2-binary: pip install -e '.[server]')")
         raise ConfigError(f"hydra.sweeper.storage={safe_url(url)} needs a database driver "
-                          f"that is not installed ({err}); for PostgreSQL install "
-                          f"psycopg2-binary (pip install -e '.[server]').") from err
+                          f"that is not installed ({err}); {hint}.") from err
     except Exception as err:
         first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
         raise ConfigError(f"hydra.sweeper.storage={safe_url(url)} cannot be opened ({first}); "
