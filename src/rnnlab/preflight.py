@@ -56,6 +56,13 @@ def preflight(cfg: DictConfig) -> None:
         return
     check_writable(Path(cfg.paths.output_dir), "paths.output_dir")
     mlflow_cfg = (cfg.get("logger") or {}).get("mlflow")
+    if mlflow_cfg is not None and mlflow_cfg.get("log_system_metrics"):
+        try:
+            import psutil  # noqa: F401
+        except ImportError:
+            raise ConfigError("logger.mlflow.log_system_metrics=true needs psutil; install it "
+                              "(pip install psutil, and nvidia-ml-py for GPU figures) or set "
+                              "it false.") from None
     if mlflow_cfg is not None:
         uri = resolve_tracking_uri(mlflow_cfg.get("tracking_uri"), cfg.paths.root_dir)
         artifacts = local_artifact_root(uri, cfg.paths.root_dir)

@@ -134,6 +134,10 @@ def _record_for(loggers: list) -> RunRecord | None:
     return None
 
 
+def _system_metrics_on(loggers: list) -> bool:
+    return any(getattr(lg, "log_system_metrics", False) for lg in loggers)
+
+
 def _attach_to_sweep(loggers: list, plan: CheckpointPlan) -> None:
     """A new run of a multirun job becomes a child of its sweep's parent run."""
     from pytorch_lightning.loggers import MLFlowLogger
@@ -168,6 +172,7 @@ def _print_summary(title: str, metrics: dict[str, float]) -> None:
 
 def run_baseline(cfg: DictConfig, dm: Any, handlers: SignalHandlers) -> dict[str, float]:
     from rnnlab.build import build_baseline
+    from rnnlab.tracking.mlflow import system_metrics
     from rnnlab.tracking.record import recorded
 
     baseline = build_baseline(cfg)
@@ -175,7 +180,7 @@ def run_baseline(cfg: DictConfig, dm: Any, handlers: SignalHandlers) -> dict[str
     record = _record_for(loggers)
     shim = SimpleNamespace(loggers=loggers, global_rank=0, log_dir=cfg.paths.output_dir)
     start = time.perf_counter()
-    with recorded(record, handlers):
+    with recorded(record, handlers), system_metrics(loggers, _system_metrics_on(loggers)):
         _attach_to_sweep(loggers, CheckpointPlan())
         metrics = baseline.fit_evaluate(dm, shim)
         metrics["perf/fit_seconds"] = time.perf_counter() - start
@@ -220,6 +225,7 @@ def run_network(cfg: DictConfig, dm: Any, handlers: SignalHandlers) -> dict[str,
         SignalCheckpoint,
         ThroughputMonitor,
     )
+    from rnnlab.tracking.mlflow import system_metrics
     from rnnlab.tracking.record import recorded
 
     module = build_module(cfg, dm.spec)
@@ -237,7 +243,7 @@ def run_network(cfg: DictConfig, dm: Any, handlers: SignalHandlers) -> dict[str,
     trainer.loggers = loggers
     record = _record_for(loggers)
     handlers.trainer = trainer
-    with recorded(record, handlers):
+    with recorded(record, handlers), system_metrics(loggers, _system_metrics_on(loggers)):
         try:
             _attach_to_sweep(loggers, plan)
             _log_run_start(loggers, cfg, dm, module.num_parameters(),

@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -66,21 +67,51 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
                           f"logger=csv.") from err
 
 
+# MLflow's UI opens an experiment in its GenAI view or its classic model-training view by
+# this experiment tag (read by the UI itself; there is no documented API for the choice)
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING_KIND = "custom_model_development"
+
+
 def ensure_experiment(client, name: str, artifact_root: str | None) -> str:
-    """Get or create ``name``; safe when parallel sweep jobs race to create it."""
+    """Get or create ``name`` (safe when parallel sweep jobs race to create it), marked as
+    a model-training experiment so the UI opens on runs, metrics and charts."""
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        if exp.lifecycle_stage == "deleted":
-            client.restore_experiment(exp.experiment_id)
-        return exp.experiment_id
-    location = f"{artifact_root}/{name}" if artifact_root else None
-    try:
-        return client.create_experiment(name, artifact_location=location)
-    except Exception:  # another job created it first
+    if exp is None:
+        location = f"{artifact_root}/{name}" if artifact_root else None
+        with suppress(Exception):  # another job may create it first: found below
+            client.create_experiment(name, artifact_location=location,
+                                     tags={EXPERIMENT_KIND_TAG: TRAINING_KIND})
         exp = client.get_experiment_by_name(name)
         if exp is None:
-            raise
-        return exp.experiment_id
+            raise ConfigError(f"the MLflow experiment {name!r} could not be created in the "
+                              f"tracking store; check that the store is writable.")
+    if exp.lifecycle_stage == "deleted":
+        client.restore_experiment(exp.experiment_id)
+    if EXPERIMENT_KIND_TAG not in exp.tags:  # experiments made before the lab set it
+        client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
+    return exp.experiment_id
+
+
+@contextmanager
+def system_metrics(loggers: list, enabled: bool, interval_s: float = 10.0) -> Iterator[None]:
+    """MLflow's CPU / memory / disk / network (and GPU, with nvidia-ml-py) sampling into the
+    run as ``system/*`` metrics while the block runs (``logger.mlflow.log_system_metrics``)."""
+    monitors = []
+    if enabled:
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        for lg in loggers:
+            if isinstance(lg, MLFlowLogger) and lg.run_id:
+                monitor = SystemMetricsMonitor(lg.run_id, sampling_interval=interval_s,
+                                               tracking_uri=lg._tracking_uri)
+                monitor.start()
+                monitors.append(monitor)
+    try:
+        yield
+    finally:
+        for monitor in monitors:
+            monitor.finish()
 
 
 class RecordLogger(MLFlowLogger):
@@ -124,8 +155,8 @@ def logged_through(client: Any, run_id: str) -> dict[str, int]:
 def make_mlflow_logger(experiment_name: str, root_dir: str, tracking_uri: str | None = None,
                        run_name: str | None = None, tags: dict[str, str] | None = None,
                        run_id: str | None = None, synchronous: bool | None = None,
-                       description: str | None = None, rank_zero: bool = True
-                       ) -> MLFlowLogger:
+                       description: str | None = None, rank_zero: bool = True,
+                       log_system_metrics: bool = False) -> MLFlowLogger:
     """An MLflow logger on the resolved store; on rank zero its run is created (or, with
     ``run_id``, reopened) here, so its name can carry the run id and a failure before
     training still has a run to mark. Other ranks get a logger that touches nothing."""
@@ -159,8 +190,10 @@ def make_mlflow_logger(experiment_name: str, root_dir: str, tracking_uri: str | 
         raise ConfigError(f"cannot use the MLflow tracking store {redact(uri)} ({redact(msg)}); "
                           f"fix logger.mlflow.tracking_uri / MLFLOW_TRACKING_URI or choose "
                           f"logger=csv.") from err
-    return RecordLogger(experiment_name=experiment_name, tracking_uri=uri, run_id=run_id,
-                        synchronous=synchronous, log_model=False, logged_through=done)
+    logger = RecordLogger(experiment_name=experiment_name, tracking_uri=uri, run_id=run_id,
+                          synchronous=synchronous, log_model=False, logged_through=done)
+    logger.log_system_metrics = log_system_metrics
+    return logger
 
 
 def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

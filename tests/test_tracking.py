@@ -1,0 +1,37 @@
+"""MLflow as its users use it: the training view, system metrics, dataset inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from rnnlab.train import run
+
+FAST = ["trainer.max_epochs=1", "task.datamodule.batch_size=16", "model.hidden_size=16",
+        "model.embedding_dim=16", "task.datamodule.min_freq=1"]
+
+
+def _only_run(root: Path):
+    client = MlflowClient(f"sqlite:///{root}/mlflow.db")
+    exp = client.get_experiment_by_name("sentiment")
+    (found,) = client.search_runs([exp.experiment_id])
+    return client, exp, found
+
+
+def test_experiments_open_in_the_training_view_and_system_metrics_are_opt_in(
+        make_config, lab_root: Path, sentiment_csv: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    run(make_config(f"task.data.train={sentiment_csv}", *FAST))
+    client, exp, first = _only_run(lab_root)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert not [k for k in first.data.metrics if k.startswith("system/")]  # off by default
+    client.delete_run(first.info.run_id)
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
+    run(make_config(f"task.data.train={sentiment_csv}", *FAST,
+                    "logger.mlflow.log_system_metrics=true", "trainer.max_epochs=3"))
+    _, _, second = _only_run(lab_root)
+    assert second.info.status == "FINISHED"
+    assert "system/cpu_utilization_percentage" in second.data.metrics
+    assert "system/system_memory_usage_megabytes" in second.data.metrics
