@@ -29,6 +29,7 @@ from test_charlm import write_text
 from test_forecast import seasonal_values, write_series_csv
 from test_g2p import write_cmudict
 from test_ner import write_conll
+from test_translate import write_pairs
 from torch.utils.data import DistributedSampler
 
 import rnnlab.data.charlm as charlm
@@ -237,6 +238,11 @@ def _task_overrides(task: str, root: Path) -> list[str]:
         data = write_cmudict(root / "tiny.dict", n=600)  # 5% test words
         return ["task=g2p", "model=gru", f"task.data.path={data}", "task.beam_size=2",
                 "task.optimizer.lr=0.01"]
+    if task == "translate":  # corpus BLEU/chrF from the gathered hypotheses
+        data = write_pairs(root / "pairs.tsv", n=300)
+        return ["task=translate", "model=gru", f"task.data.path={data}", "task.beam_size=2",
+                "task.datamodule.min_freq=1", "task.optimizer.lr=0.01",
+                "task.module.max_decode_len=12"]
     if task == "charlm":  # 3 stateful test streams: one rank carries two, the other one
         data = write_text(root / "plays.txt", n_lines=400)
         return ["task=charlm", "model=gru", f"task.data.path={data}", "task.stateful=true",
@@ -256,11 +262,12 @@ def _task_overrides(task: str, root: Path) -> list[str]:
 
 
 SCORE = {"sentiment": "test/acc", "ner": "test/f1", "g2p": "test/per", "charlm": "test/bpc",
-         "copy": "test/recall_acc", "forecast": "test/mase"}
+         "copy": "test/recall_acc", "forecast": "test/mase", "translate": "test/chrf"}
 
 
 @pytest.mark.parametrize(("task", "epochs"), [("sentiment", 1), ("ner", 1), ("g2p", 4),
-                                              ("charlm", 1), ("copy", 1), ("forecast", 1)])
+                                              ("translate", 3), ("charlm", 1), ("copy", 1),
+                                              ("forecast", 1)])
 def test_two_processes_report_what_one_does(task: str, epochs: int, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """The Lightning path without train.py: the same weights tested with devices=1 and
