@@ -11,15 +11,12 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
 from torch.utils.data import Sampler
 
 from rnnlab.metrics.distributed import rank_world
-
-T = TypeVar("T")
 
 
 class BucketBatchSampler(Sampler[list[int]]):
@@ -124,15 +121,15 @@ class BucketBatchSampler(Sampler[list[int]]):
         return real / max(processed, 1)
 
 
-def shard_batches(batches: Sequence[T], rank: int, world: int, repeat: bool,
-                  empty: Any = None) -> list[T]:
+def shard_batches(batches: Sequence[list[int]], rank: int, world: int,
+                  repeat: bool) -> list[list[int]]:
     """Rank ``rank``'s share of ``batches``: every ``world``-th batch, starting at ``rank``.
 
     All ranks get ``ceil(len(batches) / world)`` batches: DDP's collectives (gradient
     all-reduce in training, buffer broadcasts and metric syncs in evaluation) hang when one
     rank runs out of batches first. The short ranks are filled up either by repeating
     batches from the start (``repeat``, for training: a few examples count twice in an
-    epoch, as with torch's ``DistributedSampler``) or with ``empty`` batches (evaluation:
+    epoch, as with torch's ``DistributedSampler``) or with empty batches (evaluation:
     tasks skip them, so every example is scored exactly once). Global batch ``g`` lands
     on rank ``g % world`` as its local batch ``g // world``; :func:`global_batch_index`
     inverts that.
@@ -141,8 +138,7 @@ def shard_batches(batches: Sequence[T], rank: int, world: int, repeat: bool,
     slots = range(rank, math.ceil(n / world) * world, world)
     if repeat:
         return [batches[i % n] for i in slots]
-    filler = [] if empty is None else empty
-    return [batches[i] if i < n else filler for i in slots]
+    return [batches[i] if i < n else [] for i in slots]
 
 
 def global_batch_index(local_index: int, rank: int, world: int) -> int:

@@ -92,7 +92,8 @@ class TaggingTask(RnnlabTask):
         self.num_examples = num_examples
         self.scorers = {"val": SpanScorer(), "test": SpanScorer()}
         self.losses = nn.ModuleDict({"val": WeightedMean(), "test": WeightedMean()})
-        # (position in single-process order, tokens, text) of test sentences with entities
+        # ((batch, row) in single-process order, token count, text) of test sentences with
+        # entities, gathered from every rank before picking
         self.examples: list[tuple[tuple[int, int], int, str]] = []
 
     def emissions(self, x: Tensor, lengths: Tensor, chars: Tensor | None = None) -> Tensor:
