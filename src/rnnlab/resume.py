@@ -72,9 +72,12 @@ def find_auto_checkpoint(cfg: DictConfig) -> Path | None:
         chosen = os.environ.get(RESOLVED_ENV)
         return Path(chosen) if chosen else None
     current = _identity(OmegaConf.to_container(cfg, resolve=True))
-    root = Path(cfg.paths.log_dir)
-    candidates = sorted(root.glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime,
-                        reverse=True)
+    # a requeued sweep job runs again in its own folder (which may lie outside the outputs
+    # folder): look there first, then at every run under the outputs folder
+    own = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    others = sorted(Path(cfg.paths.log_dir).glob("**/checkpoints/last.ckpt"),
+                    key=lambda p: p.stat().st_mtime, reverse=True)
+    candidates = [own, *others] if own.is_file() else others
     for path in candidates:
         try:
             meta = read_checkpoint(path, "ckpt_path=auto")["rnnlab"]

@@ -170,6 +170,9 @@ def failure_of(err: BaseException, handlers: SignalHandlers | None) -> tuple[str
     if handlers is not None and handlers.received is not None and isinstance(
             err, (SystemExit, KeyboardInterrupt)):
         return "KILLED", f"interrupted by {signal_name(handlers.received)}"
+    if isinstance(err, SystemExit):  # e.g. submitit exiting to requeue a pre-empted job
+        return "KILLED", f"the process was told to exit (SystemExit {err.code}), as a " \
+                         f"scheduler does to requeue a job; ckpt_path=auto continues it"
     if isinstance(err, (UserError, Diverged)):
         return "FAILED", str(err)
     first = str(err).splitlines()[0] if str(err) else ""
