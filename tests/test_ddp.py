@@ -370,7 +370,8 @@ def test_checkpoint_tested_by_two_processes_equals_one(task: str, train_on: str,
     m2 = {k: v for k, v in two.data.metrics.items() if k.startswith("test/")}
     assert set(m1) == set(m2) and len(m1) >= 3
     diffs = {k: abs(m1[k] - m2[k]) for k in m1}
-    print(f"{task}: 1 vs 2 processes, |difference| per test metric: {diffs}")
+    print(f"{task}: test metric: (1 process, |1 - 2 processes|): "
+          f"{ {k: (round(m1[k], 6), diffs[k]) for k in sorted(m1)} }")
     assert max(diffs.values()) <= 1e-6
     if task in EXAMPLES:
         texts = [_artifact(client, r.info.run_id, EXAMPLES[task], tmp_path / r.info.run_id)
