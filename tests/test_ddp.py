@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -112,6 +113,17 @@ def test_bucket_sampler_refuses_lightnings_distributed_sampler() -> None:
     inner = DistributedSampler(list(range(10)), num_replicas=2, rank=0)
     with pytest.raises(ConfigError, match="trainer.use_distributed_sampler=false"):
         BucketBatchSampler(inner, batch_size=4, drop_last=False)
+
+
+def test_loaders_refuse_lightnings_sampler_injection_under_ddp(tmp_path: Path) -> None:
+    dm = build_datamodule(compose_config(_task_overrides("sentiment", tmp_path), tmp_path))
+    dm.setup()
+    connector = SimpleNamespace(use_distributed_sampler=True)
+    dm.trainer = SimpleNamespace(world_size=2, _accelerator_connector=connector)
+    with pytest.raises(ConfigError, match="set trainer.use_distributed_sampler=false"):
+        dm.test_dataloader()
+    connector.use_distributed_sampler = False  # what trainer=ddp sets
+    assert len(dm.test_dataloader()) > 0
 
 
 def test_empty_slots_collate_to_an_empty_batch_that_tasks_skip() -> None:
