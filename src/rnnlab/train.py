@@ -172,6 +172,7 @@ def _print_summary(title: str, metrics: dict[str, float]) -> None:
 
 def run_baseline(cfg: DictConfig, dm: Any, handlers: SignalHandlers) -> dict[str, float]:
     from rnnlab.build import build_baseline
+    from rnnlab.serving.publish import log_baseline_model
     from rnnlab.tracking.mlflow import system_metrics
     from rnnlab.tracking.record import recorded
 
@@ -188,6 +189,7 @@ def run_baseline(cfg: DictConfig, dm: Any, handlers: SignalHandlers) -> dict[str
         for lg in loggers:
             lg.log_metrics(metrics, step=0)
             lg.save()
+        log_baseline_model(loggers, cfg, baseline, dm, metrics)
     if record is not None:
         record.end("FINISHED")
     return metrics
@@ -287,6 +289,7 @@ def _log_run_end(loggers: list, cfg: DictConfig, metrics: dict[str, float],
                  best: str | None) -> None:
     from pytorch_lightning.loggers import MLFlowLogger
 
+    from rnnlab.serving.publish import log_servable_model
     from rnnlab.tracking.record import is_rank_zero
 
     for lg in loggers:
@@ -294,6 +297,7 @@ def _log_run_end(loggers: list, cfg: DictConfig, metrics: dict[str, float],
             lg.experiment.log_artifact(lg.run_id, best, "checkpoints")
             if f"best/{cfg.task.monitor}" in metrics:
                 lg.log_metrics({f"best/{cfg.task.monitor}": metrics[f"best/{cfg.task.monitor}"]})
+            log_servable_model(lg, cfg, best)  # raises into recorded(): the run ends FAILED
         if not isinstance(lg, MLFlowLogger):
             lg.finalize("success")
 

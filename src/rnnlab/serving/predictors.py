@@ -1,0 +1,456 @@
+"""Raw inputs in, predictions out: one predictor per task kind, built from a checkpoint.
+
+Each predictor owns the MLflow signature of its kind (data in DataFrame columns, settings
+such as a temperature or a beam width in MLflow ``params`` with their defaults), an input
+example made from the checkpoint alone (its vocabulary, classes, channels), and ``predict``,
+which reuses the inference code of the CLIs and task modules (``rnnlab-tag``'s tokenising
+and tagging, ``rnnlab-convert``'s conversion, the modules' ``generate``/``rollout``), so a
+served model answers exactly as the checkpoint does.
+
+| kind | input columns | params | output columns |
+|---|---|---|---|
+| ``text_classification`` | ``text`` | | ``label``, ``probability`` |
+| ``frame_classification`` | ``frames`` (frames x channels) | | ``label``, ``probability`` |
+| ``tagging`` | ``text`` | | ``tokens``, ``tags``, ``entities`` |
+| ``charlm`` | ``prompt`` | length, temperature, top_k, seed | ``text`` |
+| ``names`` | ``category`` | n, temperature, seed, prefix, max_len | ``names`` |
+| ``seq2seq`` | ``text`` | beam_size | ``output``, ``tokens`` |
+| ``forecast`` | one column per series column, one row per step | horizon | ``step`` and the targets |
+| ``regression`` | ``x`` (steps x channels) | | ``prediction`` |
+| ``sequence_labelling`` | ``x`` (token ids) | | ``prediction`` (one id per step) |
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+from mlflow.models.signature import ModelSignature
+from mlflow.types.schema import Array, ColSpec, Object, ParamSchema, ParamSpec, Property, Schema
+
+from rnnlab.checkpoint import LoadedModel
+from rnnlab.data.batching import pad_batch
+from rnnlab.data.text import tokenize
+from rnnlab.data.vocab import Vocabulary
+from rnnlab.errors import DataError, UserError
+
+BATCH = 64
+
+
+def column_values(frame: Any, column: str, kind: str) -> list[Any]:
+    """The values of ``column`` of a DataFrame (or a dict of lists / list of dicts)."""
+    if not isinstance(frame, pd.DataFrame):
+        frame = pd.DataFrame(frame if not isinstance(frame, dict) else
+                             {k: v if isinstance(v, list) else [v] for k, v in frame.items()})
+    if column not in frame.columns:
+        raise DataError(f"the {kind} model reads a column named {column!r}, and the input has "
+                        f"{', '.join(map(str, frame.columns)) or 'no columns'}; rename the "
+                        f"column.")
+    return list(frame[column])
+
+
+def _int_param(params: dict[str, Any], name: str, low: int) -> int:
+    value = params[name]
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, (int, np.integer)) or value < low:
+        raise UserError(f"param {name} must be an integer of at least {low}, got {value!r}.")
+    return int(value)
+
+
+class Predictor:
+    """Base class: the kind's schema, example and ``predict``."""
+
+    kind: ClassVar[str] = ""
+    inputs: ClassVar[list[ColSpec]] = []
+    outputs: ClassVar[list[ColSpec]] = []
+
+    def __init__(self, loaded: LoadedModel) -> None:
+        self.loaded = loaded
+        self.module = loaded.module
+        self.state = loaded.data_state
+
+    def param_defaults(self) -> dict[str, Any]:
+        """Settings a request may change, with their defaults (none by default)."""
+        return {}
+
+    def example_params(self) -> dict[str, Any]:
+        """Params of the input example (cheap values, so logging stays fast)."""
+        return {}
+
+    def example(self) -> pd.DataFrame:  # pragma: no cover - every kind defines it
+        raise NotImplementedError
+
+    def predict(self, frame: Any, params: dict[str, Any]) -> pd.DataFrame:  # pragma: no cover
+        raise NotImplementedError
+
+    def input_schema(self) -> Schema:
+        return Schema(list(self.inputs))
+
+    def output_schema(self) -> Schema:
+        return Schema(list(self.outputs))
+
+    def signature(self) -> ModelSignature:
+        defaults = self.param_defaults()
+        params = ParamSchema([ParamSpec(k, _param_type(v), v) for k, v in defaults.items()]) \
+            if defaults else None
+        return ModelSignature(self.input_schema(), self.output_schema(), params)
+
+    def __call__(self, frame: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """``predict`` with the defaults filled in and no gradients."""
+        unknown = sorted(set(params or {}) - set(self.param_defaults()))
+        if unknown:
+            known = ", ".join(self.param_defaults()) or "none"
+            raise UserError(f"the {self.kind} model has no param {', '.join(unknown)}; its "
+                            f"params are: {known}.")
+        merged = {**self.param_defaults(), **{k: v for k, v in (params or {}).items()
+                                              if v is not None}}
+        with torch.no_grad():
+            return self.predict(frame, merged)
+
+
+def _param_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "long"
+    return "double" if isinstance(value, float) else "string"
+
+
+def _words(vocab: Vocabulary, n: int, joiner: str = " ") -> str:
+    """An example input from the most frequent real tokens of a vocabulary."""
+    real = [t for t in vocab.itos if not (t.startswith("<") and t.endswith(">"))]
+    return joiner.join(real[:n])
+
+
+# ---- N->1 classification ---------------------------------------------------------------
+class _Classifier(Predictor):
+    outputs = [ColSpec("string", "label"), ColSpec("double", "probability")]
+
+    def _classify(self, sequences: list[torch.Tensor], pad: float | int) -> pd.DataFrame:
+        names = [str(c) for c in self.state["class_names"]]
+        labels, probs = [], []
+        for i in range(0, len(sequences), BATCH):
+            x, lengths = pad_batch(sequences[i: i + BATCH], pad)
+            p = torch.softmax(self.module(x, lengths).float(), dim=-1)
+            best = p.argmax(-1)
+            labels += [names[j] for j in best.tolist()]
+            probs += p.gather(1, best[:, None])[:, 0].tolist()
+        return pd.DataFrame({"label": labels, "probability": probs})
+
+
+class TextClassifier(_Classifier):
+    """Text -> label, tokenised and truncated exactly as the training texts were."""
+
+    kind = "text_classification"
+    inputs = [ColSpec("string", "text")]
+
+    def example(self) -> pd.DataFrame:
+        vocab = Vocabulary.from_dict(self.state["vocab"])
+        return pd.DataFrame({"text": [_words(vocab, 8), _words(vocab, 3)]})
+
+    def predict(self, frame: Any, params: dict[str, Any]) -> pd.DataFrame:
+        vocab = Vocabulary.from_dict(self.state["vocab"])
+        lowercase, max_len = bool(self.state.get("lowercase", True)), int(self.state["max_len"])
+        ids = [torch.tensor(vocab.encode(tokenize(str(t), lowercase)[:max_len] or ["<unk>"]),
+                            dtype=torch.long) for t in column_values(frame, "text", self.kind)]
+        return self._classify(ids, vocab.pad_id)
+
+
+class FrameClassifier(_Classifier):
+    """Frames (one row of channel values per frame) -> label, normalised with the training
+    mean and deviation from the checkpoint."""
+
+    kind = "frame_classification"
+    inputs = [ColSpec(Array(Array("double")), "frames")]
+
+    def _scaler(self) -> tuple[np.ndarray, np.ndarray]:
+        return (np.asarray(self.state["mean"], dtype=np.float32),
+                np.asarray(self.state["std"], dtype=np.float32))
+
+    def example(self) -> pd.DataFrame:
+        mean, std = self._scaler()
+        wave = np.sin(np.arange(6))[:, None]
+        return pd.DataFrame({"frames": [(mean + wave * std).round(4).tolist()]})
+
+    def predict(self, frame: Any, params: dict[str, Any]) -> pd.DataFrame:
+        mean, std = self._scaler()
+        sequences = []
+        for i, cell in enumerate(column_values(frame, "frames", self.kind)):
+            arr = np.stack([np.asarray(r, dtype=np.float32) for r in cell]) if len(cell) else \
+                np.zeros((0, len(mean)), np.float32)
+            if arr.ndim != 2 or arr.shape[1] != len(mean) or len(arr) == 0:
+                raise DataError(f"row {i}: frames must be a non-empty list of frames of "
+                                f"{len(mean)} values each (the channels the model was trained "
+                                f"on), got shape {arr.shape}.")
+            sequences.append(torch.from_numpy((arr - mean) / std).float())
+        return self._classify(sequences, 0.0)
+
+
+# ---- tagging -----------------------------------------------------------------------------
+ENTITY = Object([Property("type", "string"), Property("start", "long"),
+                 Property("end", "long"), Property("text", "string")])
+
+
+class Tagger(Predictor):
+    """A sentence -> its tokens, IOB2 tags and entity spans (``end`` exclusive), split and
+    tagged by ``rnnlab-tag``'s own functions."""
+
+    kind = "tagging"
+    inputs = [ColSpec("string", "text")]
+    outputs = [ColSpec(Array("string"), "tokens"), ColSpec(Array("string"), "tags"),
+               ColSpec(Array(ENTITY), "entities")]
+
+    def example(self) -> pd.DataFrame:
+        vocab = Vocabulary.from_dict(self.state["vocab"])
+        return pd.DataFrame({"text": [_words(vocab, 6, "" if self.state.get("char_level")
+                                             else " ")]})
+
+    def predict(self, frame: Any, params: dict[str, Any]) -> pd.DataFrame:
+        from rnnlab.cli.tag import split_text, tag_sentences
+        from rnnlab.metrics.spans import bio_spans
+
+        char_level = bool(self.state.get("char_level"))
+        sentences = [split_text(str(t), char_level) for t in column_values(frame, "text", self.kind)]
+        chars = Vocabulary.from_dict(self.state["chars"]) if self.state.get("chars") else None
+        filled = [s for s in sentences if s]
+        tagged = iter(tag_sentences(self.module, Vocabulary.from_dict(self.state["vocab"]),
+                                    filled, bool(self.state.get("lowercase")), chars,
+                                    int(self.state.get("max_word_len", 20)))) if filled else None
+        joiner = "" if char_level else " "
+        rows = []
+        for tokens in sentences:
+            tags = next(tagged) if tokens else []
+            entities = [{"type": typ, "start": s, "end": e, "text": joiner.join(tokens[s:e])}
+                        for typ, s, e in bio_spans(tags)]
+            rows.append({"tokens": tokens, "tags": tags, "entities": entities})
+        return pd.DataFrame(rows, columns=["tokens", "tags", "entities"])
+
+
+# ---- generation ---------------------------------------------------------------------------
+class TextGenerator(Predictor):
+    """A prompt -> the prompt and ``length`` sampled characters (``rnnlab-generate``)."""
+
+    kind = "charlm"
+    inputs = [ColSpec("string", "prompt")]
+    outputs = [ColSpec("string", "text")]
+
+    def param_defaults(self) -> dict[str, Any]:
+        return {"length": 500, "temperature": 0.8, "top_k": 0, "seed": 1}
+
+    def example_params(self) -> dict[str, Any]:
+        return {"length": 40, "temperature": 0.8, "top_k": 0, "seed": 1}
+
+    def example(self) -> pd.DataFrame:
+        prompts = list(self.loaded.config.task.module.get("sample_prompts") or ["\n"])
+        return pd.DataFrame({"prompt": [str(prompts[0])]})
+
+    def predict(self, frame: Any, params: dict[str, Any]) -> pd.DataFrame:
+        from rnnlab.tasks.language_model import check_sampling, encode_prompt
+
+        temperature, top_k = float(params["temperature"]), _int_param(params, "top_k", 0)
+        check_sampling(temperature, top_k)
+        length, seed = _int_param(params, "length", 0), _int_param(params, "seed", 0)
+        out = []
+        for prompt in column_values(frame, "prompt", self.kind):
+            prompt = "" if prompt is None or (isinstance(prompt, float) and math.isnan(prompt)) \
+                else str(prompt)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # unseen characters read as <unk>, as the CLI
+                ids = encode_prompt(prompt, self.module.itos, self.module.unk_id)
+            out.append(prompt + self.module.decode(self.module.generate(ids, length, temperature,
+                                                                        top_k, seed)))
+        return pd.DataFrame({"text": out})
+
+
+class NameGenerator(Predictor):
+    """A category (or its locale code) -> ``n`` sampled names (``rnnlab-generate --category``)."""
+
+    kind = "names"
+    inputs = [ColSpec("string", "category")]
+    outputs = [ColSpec(Array("string"), "names")]
+
+    def param_defaults(self) -> dict[str, Any]:
+        return {"n": 10, "temperature": 0.8, "seed": 1, "prefix": "", "max_len": 0}
+
+    def example_params(self) -> dict[str, Any]:
+        return {**self.param_defaults(), "n": 3}
+
+    def example(self) -> pd.DataFrame:
+        return pd.DataFrame({"category": list(self.module.categories[:2])})
+
+    def predict(self, frame: Any, params: dict[str, Any]) -> pd.DataFrame:
+        n, seed = _int_param(params, "n", 1), _int_param(params, "seed", 0)
+        max_len = _int_param(params, "max_len", 0) or None
+        names = [self.module.generate(str(c), n, float(params["temperature"]), seed,
+                                      str(params["prefix"]), max_len)
+                 for c in column_values(frame, "category", self.kind)]
+        return pd.DataFrame({"names": names})
+
+
+# ---- encoder-decoder ----------------------------------------------------------------------
+class Converter(Predictor):
+    """A word (g2p) or sentence (translate) -> the output tokens (``rnnlab-convert``)."""
+
+    kind = "seq2seq"
+    inputs = [ColSpec("string", "text")]
+    outputs = [ColSpec("string", "output"), ColSpec(Array("string"), "tokens")]
+
+    def param_defaults(self) -> dict[str, Any]:
+        return {"beam_size": int(self.module.beam_size)}
+
+    def example_params(self) -> dict[str, Any]:
+        return {"beam_size": 1}
+
+    def example(self) -> pd.DataFrame:
+        vocab = Vocabulary.from_dict(self.state["src_vocab"])
+        if self.state.get("kind") == "g2p":
+            return pd.DataFrame({"text": [_words(vocab, 5, "")]})
+        return pd.DataFrame({"text": [_words(vocab, 5)]})
+
+    def predict(self, frame: Any, params: dict[str, Any]) -> pd.DataFrame:
+        from rnnlab.cli.convert import convert
+
+        texts = [str(t) for t in column_values(frame, "text", self.kind)]
+        outputs = convert(self.loaded, texts, _int_param(params, "beam_size", 1)) if texts else []
+        return pd.DataFrame({"output": [" ".join(o) for o in outputs], "tokens": outputs},
+                            columns=["output", "tokens"])
+
+
+# ---- forecasting ------------------------------------------------------------------------
+class Forecaster(Predictor):
+    """A history (one row per time step, the training columns) -> the next ``horizon``
+    values of the targets, on the original scale, forecast as the test period is."""
+
+    kind = "forecast"
+
+    @property
+    def columns(self) -> list[str]:
+        return [str(c) for c in self.state["columns"]]
+
+    @property
+    def targets(self) -> list[str]:
+        return [self.columns[i] for i in self.state["targets"]]
+
+    def input_schema(self) -> Schema:
+        return Schema([ColSpec("double", c) for c in self.columns])
+
+    def output_schema(self) -> Schema:
+        return Schema([ColSpec("long", "step"), *(ColSpec("double", c) for c in self.targets)])
+
+    def param_defaults(self) -> dict[str, Any]:
+        horizon = self.loaded.config.task.get("horizon") or self.state["steps"]
+        return {"horizon": int(horizon)}
+
+    def transform(self) -> Any:
+        from rnnlab.data.forecast import SeriesTransform
+
+        s = self.state["transform"]
+        t = SeriesTransform(bool(s["log"]), bool(s["lag"]), str(s["scale"]),
+                            max(int(s["lag"]), 1), list(s["log_columns"]))
+        t.shift, t.spread = np.asarray(s["shift"]), np.asarray(s["spread"])
+        return t
+
+    def needed(self) -> int:
+        return int(self.state["transform"]["lag"]) + int(self.state["window"])
+
+    def example(self) -> pd.DataFrame:
+        steps = np.arange(self.needed())
+        season = max(int(self.state.get("season") or 1), 2)
+        values = 100.0 + steps + 10.0 * np.sin(2 * np.pi * steps / season)
+        return pd.DataFrame({c: values.round(3) for c in self.columns})
+
+    def predict(self, frame: Any, params: dict[str, Any]) -> pd.DataFrame:
+        horizon = _int_param(params, "horizon", 1)
+        frame = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame)
+        missing = [c for c in self.columns if c not in frame.columns]
+        if missing:
+            raise DataError(f"the forecast model reads the history columns "
+                            f"{', '.join(self.columns)}; the input lacks {', '.join(missing)}.")
+        history = frame[self.columns].to_numpy(dtype=np.float64)
+        if len(history) < self.needed() or not np.isfinite(history).all():
+            raise DataError(f"the history must hold at least {self.needed()} rows (the seasonal "
+                            f"lag plus task.window) of finite numbers; got {len(history)} rows"
+                            f"{'' if np.isfinite(history).all() else ' with missing values'}.")
+        t = self.transform()
+        z = t.forward(history)[t.lag:].astype(np.float32)
+        forecast = self.module.rollout(torch.from_numpy(z), horizon).float().cpu().numpy()
+        values = t.inverse(forecast, history)[:, self.state["targets"]]
+        out = pd.DataFrame(values, columns=self.targets)
+        out.insert(0, "step", np.arange(1, horizon + 1))
+        return out
+
+
+# ---- generated long-memory problems ----------------------------------------------------------
+class SequenceRegressor(Predictor):
+    """Steps x channels -> a number (the adding problem: channel 0 values, channel 1 marks)."""
+
+    kind = "regression"
+    inputs = [ColSpec(Array(Array("double")), "x")]
+    outputs = [ColSpec("double", "prediction")]
+
+    def example(self) -> pd.DataFrame:
+        rows = [[round(0.1 * i, 1), 1.0 if i in (1, 6) else 0.0] for i in range(10)]
+        return pd.DataFrame({"x": [rows]})
+
+    def predict(self, frame: Any, params: dict[str, Any]) -> pd.DataFrame:
+        seqs = [torch.tensor(np.stack([np.asarray(r, np.float32) for r in cell]))
+                for cell in column_values(frame, "x", self.kind)]
+        out: list[Any] = []
+        for i in range(0, len(seqs), BATCH):
+            x, lengths = pad_batch(seqs[i: i + BATCH], 0.0)
+            out += self.module(x, lengths).float().tolist()
+        return pd.DataFrame({"prediction": out})
+
+
+class SequenceLabeller(Predictor):
+    """Token ids -> one predicted id per step (the copy problem: blank 0, symbols 1..K,
+    the delimiter K + 1)."""
+
+    kind = "sequence_labelling"
+    inputs = [ColSpec(Array("long"), "x")]
+    outputs = [ColSpec(Array("long"), "prediction")]
+
+    def example(self) -> pd.DataFrame:
+        return pd.DataFrame({"x": [[3, 1, 4, 1, 5, 0, 0, 0, 9, 0, 0, 0, 0, 0]]})
+
+    def predict(self, frame: Any, params: dict[str, Any]) -> pd.DataFrame:
+        seqs = [torch.tensor([int(v) for v in cell], dtype=torch.long)
+                for cell in column_values(frame, "x", self.kind)]
+        out: list[list[int]] = []
+        for i in range(0, len(seqs), BATCH):
+            x, lengths = pad_batch(seqs[i: i + BATCH], 0)
+            best = self.module(x, lengths).argmax(-1)
+            out += [row[:n] for row, n in zip(best.tolist(), lengths.tolist(), strict=True)]
+        return pd.DataFrame({"prediction": out})
+
+
+def predictor_for(loaded: LoadedModel) -> Predictor:
+    """The predictor of a loaded checkpoint's task, or one sentence saying there is none."""
+    from rnnlab.tasks.classification import ClassificationTask
+    from rnnlab.tasks.forecasting import ForecastTask
+    from rnnlab.tasks.language_model import LanguageModelTask
+    from rnnlab.tasks.names import NamesTask
+    from rnnlab.tasks.regression import RegressionTask
+    from rnnlab.tasks.seq2seq import Seq2SeqTask
+    from rnnlab.tasks.sequence_copy import SequenceCopyTask
+    from rnnlab.tasks.tagging import TaggingTask
+
+    module, state = loaded.module, loaded.data_state
+    table: Sequence[tuple[type, type[Predictor]]] = (
+        (TaggingTask, Tagger), (Seq2SeqTask, Converter), (NamesTask, NameGenerator),
+        (LanguageModelTask, TextGenerator), (ForecastTask, Forecaster),
+        (RegressionTask, SequenceRegressor), (SequenceCopyTask, SequenceLabeller))
+    if isinstance(module, ClassificationTask):
+        return TextClassifier(loaded) if "vocab" in state else FrameClassifier(loaded)
+    for cls, predictor in table:
+        if isinstance(module, cls):
+            return predictor(loaded)
+    raise UserError(f"task={loaded.config.task.get('name')} ({type(module).__name__}) has no "
+                    f"servable form; the lab serves sentiment, ner, charlm, names, g2p, "
+                    f"translate, forecast, speech, adding and copy models.")

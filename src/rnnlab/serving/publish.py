@@ -1,0 +1,239 @@
+"""Logging a run's servable model at the end of the run.
+
+:func:`log_servable_model` turns the best checkpoint into an MLflow pyfunc model of the
+run (``models:/m-<id>``, listed in the run's and the experiment's Models tab), with a
+signature, an input example and ``rnnlab==<version>`` as its requirement; the URI is
+printed and stored in the run tag ``rnnlab.model_uri``. The model carries the checkpoint
+without its optimizer state (a third of the size), so it holds exactly the weights and
+metadata ``load_checkpoint`` needs. Before anything is uploaded the model answers its own
+input example in-process: a model that cannot predict raises, and the run ends FAILED
+with the reason, rather than logging something that only fails when served.
+
+:func:`log_baseline_model` does the same for baselines: ``tfidf_logreg`` in MLflow's
+scikit-learn flavour (a pipeline from raw text to the class name), ``majority_tag`` and the
+statistical forecasters as small pyfunc models.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from omegaconf import DictConfig
+
+MODEL_URI_TAG = "rnnlab.model_uri"
+MODEL_NAME = "model"
+CHECKPOINT_FILE = "model.ckpt"
+MODEL_CODE = Path(__file__).with_name("model_code.py")  # "models from code": no pickle
+
+
+def package_requirement() -> str:
+    """``rnnlab==<installed version>``: what a served model needs (it brings torch,
+    Lightning, scikit-learn... as its own dependencies)."""
+    try:
+        version = metadata.version("rnnlab")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        from rnnlab import __version__ as version
+    return f"rnnlab=={version}"
+
+
+@contextmanager
+def _tracking(uri: str) -> Iterator[None]:
+    """MLflow's model logging reads the global tracking URI; point it at the run's store
+    for the call and put back what was there (the environment variable included)."""
+    import mlflow
+
+    before_env = os.environ.get("MLFLOW_TRACKING_URI")
+    before = mlflow.get_tracking_uri() if before_env else None
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
+        if before_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+def _log(logger: Any, flavor: Any, example: Any, what: str, **kwargs: Any) -> str:
+    """Log one model to the logger's run, tag and print its URI; returns the URI."""
+    import logging
+
+    from mlflow.models import Model
+
+    start = time.perf_counter()
+    quiet = logging.getLogger("mlflow")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)  # MLflow's progress bars and notes would fill the log
+    progress = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    try:
+        client, run_id = logger.experiment, logger.run_id
+        # the run's own experiment (MLflow would otherwise file it under the active one)
+        created = client.create_logged_model(
+            client.get_run(run_id).info.experiment_id, name=MODEL_NAME, source_run_id=run_id,
+            tags={k: str(v) for k, v in kwargs.get("metadata", {}).items()})
+        with _tracking(logger._tracking_uri):
+            info = Model.log(artifact_path=None, name=MODEL_NAME, flavor=flavor, run_id=run_id,
+                             model_id=created.model_id, input_example=example, **kwargs)
+    finally:
+        quiet.setLevel(level)
+        if progress is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = progress
+    logger.experiment.set_tag(logger.run_id, MODEL_URI_TAG, info.model_uri)
+    seconds = time.perf_counter() - start
+    print(f"model: {info.model_uri} ({what}; logged in {seconds:.1f} s); serve it with "
+          f"mlflow models serve -m {info.model_uri} --env-manager local", flush=True)
+    return info.model_uri
+
+
+def slim_checkpoint(path: str | Path, out: Path) -> Path:
+    """The checkpoint's weights and ``rnnlab`` metadata only (no optimizer state, loops,
+    callbacks), read and written as plain data."""
+    import torch
+
+    from rnnlab.checkpoint import read_checkpoint
+
+    ckpt = read_checkpoint(path, "best checkpoint")
+    torch.save({"state_dict": ckpt["state_dict"], "rnnlab": ckpt["rnnlab"]}, out)
+    return out
+
+
+def log_servable_model(logger: Any, cfg: DictConfig, checkpoint: str | Path) -> str:
+    """Log the pyfunc model of ``checkpoint`` to the logger's MLflow run; returns its URI."""
+    import mlflow.pyfunc
+
+    from rnnlab.checkpoint import load_checkpoint
+    from rnnlab.serving.predictors import predictor_for
+    from rnnlab.serving.pyfunc import CHECKPOINT_ARTIFACT
+
+    with tempfile.TemporaryDirectory(prefix="rnnlab-model-") as tmp:
+        path = slim_checkpoint(checkpoint, Path(tmp) / CHECKPOINT_FILE)
+        predictor = predictor_for(load_checkpoint(path, key="best checkpoint"))
+        example, params = predictor.example(), predictor.example_params()
+        predictor(example, params)  # raises here, with the reason, if it cannot predict
+        size = path.stat().st_size / 1e6
+        return _log(logger, mlflow.pyfunc, (example, params) if params else example,
+                    f"{predictor.kind}, {size:.1f} MB",
+                    python_model=str(MODEL_CODE), artifacts={CHECKPOINT_ARTIFACT: str(path)},
+                    signature=predictor.signature(), pip_requirements=[package_requirement()],
+                    metadata={"rnnlab_kind": predictor.kind, "task": str(cfg.task.name),
+                              "model": str(cfg.model.name)})
+
+
+# ---- baselines ----------------------------------------------------------------------------
+def log_baseline_model(loggers: list, cfg: DictConfig, baseline: Any, dm: Any,
+                       metrics: dict[str, float]) -> str | None:
+    """Log a fitted baseline's model to the MLflow run of ``loggers`` (rank zero only)."""
+    from pytorch_lightning.loggers import MLFlowLogger
+
+    from rnnlab.tracking.record import is_rank_zero
+
+    uri = None
+    for lg in loggers:
+        if isinstance(lg, MLFlowLogger) and is_rank_zero():
+            uri = _log_baseline(lg, cfg, baseline, dm, metrics)
+    return uri
+
+
+def _log_baseline(logger: Any, cfg: DictConfig, baseline: Any, dm: Any,
+                  metrics: dict[str, float]) -> str:
+    from rnnlab.baselines.majority_tag import MajorityTag
+    from rnnlab.baselines.statistical import ForecastBaseline
+    from rnnlab.baselines.tfidf import TfidfLogReg
+    from rnnlab.errors import UserError
+
+    if isinstance(baseline, TfidfLogReg):
+        return _log_tfidf(logger, baseline, dm, metrics)
+    if isinstance(baseline, MajorityTag):
+        return _log_table(logger, cfg, "majority_tag", {
+            "table": baseline.table, "lowercase": bool(getattr(baseline, "lowercase", False)),
+            "char_level": bool(dm.spec.get("char_level"))},
+            pd.DataFrame({"text": [" ".join(t) if not dm.spec.get("char_level") else "".join(t)
+                                   for t in dm.tagged("test")[0][:2]]}))
+    if isinstance(baseline, ForecastBaseline):
+        from rnnlab.build import model_config
+
+        targets = [dm.series.columns[i] for i in dm.series.targets]
+        history = pd.DataFrame(dm.history("test")[:, dm.series.targets], columns=targets)
+        horizon = int(cfg.task.get("horizon") or dm.periods["test"].steps)
+        return _log_table(logger, cfg, "forecast", {
+            "model": model_config(cfg), "targets": targets, "season": int(dm.spec["season"]),
+            "horizon": horizon}, history, {"horizon": horizon})
+    raise UserError(f"model={cfg.model.name} has no servable form; add one to "
+                    f"rnnlab.serving.publish.")
+
+
+def _log_tfidf(logger: Any, baseline: Any, dm: Any, metrics: dict[str, float]) -> str:
+    """A scikit-learn pipeline: the ``text`` column -> TF-IDF -> logistic regression (at the
+    C chosen on validation) -> the class name; refitted on the training split exactly as
+    the baseline was, with the class names as labels."""
+    import mlflow.sklearn
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    from rnnlab.data.text import tokenize
+    from rnnlab.serving.pyfunc import select_text
+
+    texts, labels = dm.texts("train")
+    names = list(dm.class_names)
+    pipeline = make_pipeline(
+        FunctionTransformer(select_text),
+        TfidfVectorizer(tokenizer=tokenize, lowercase=False, token_pattern=None,
+                        ngram_range=(1, baseline.ngram_max), min_df=baseline.min_df,
+                        sublinear_tf=True),
+        LogisticRegression(C=float(metrics["baseline/C"]), max_iter=baseline.max_iter))
+    pipeline.fit(pd.DataFrame({"text": texts}), [names[y] for y in labels])
+    example = pd.DataFrame({"text": dm.texts("test")[0][:2]})
+    pipeline.predict(example)
+    signature = ModelSignature(Schema([ColSpec("string", "text")]),
+                               Schema([ColSpec("string")]))
+    import sklearn
+
+    return _log(logger, mlflow.sklearn, example, "scikit-learn pipeline", sk_model=pipeline,
+                signature=signature, serialization_format="cloudpickle",
+                pip_requirements=[package_requirement(), f"scikit-learn=={sklearn.__version__}"])
+
+
+def _log_table(logger: Any, cfg: DictConfig, kind: str, spec: dict[str, Any],
+               example: pd.DataFrame, params: dict[str, Any] | None = None) -> str:
+    """A baseline served from a JSON description (see :mod:`rnnlab.serving.pyfunc`)."""
+    import mlflow.pyfunc
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+
+    from rnnlab.serving.predictors import Tagger
+    from rnnlab.serving.pyfunc import BASELINE_ARTIFACT, baseline_predictor
+
+    spec = {"kind": kind, **spec}
+    baseline_predictor(spec)(example, params)  # raises here if it cannot predict
+    if kind == "majority_tag":  # the networks' tagging schema
+        signature = ModelSignature(Schema(Tagger.inputs), Schema(Tagger.outputs))
+    else:
+        signature = ModelSignature(
+            Schema([ColSpec("double", t) for t in spec["targets"]]),
+            Schema([ColSpec("long", "step"), *(ColSpec("double", t) for t in spec["targets"])]),
+            ParamSchema([ParamSpec("horizon", "long", int(spec["horizon"]))]))
+    with tempfile.TemporaryDirectory(prefix="rnnlab-model-") as tmp:
+        path = Path(tmp) / "baseline.json"
+        path.write_text(json.dumps(spec), encoding="utf-8")
+        return _log(logger, mlflow.pyfunc, (example, params) if params else example,
+                    f"{cfg.model.name} baseline", python_model=str(MODEL_CODE),
+                    artifacts={BASELINE_ARTIFACT: str(path)},
+                    signature=signature,
+                    pip_requirements=[package_requirement()],
+                    metadata={"rnnlab_kind": kind, "task": str(cfg.task.name),
+                              "model": str(cfg.model.name)})

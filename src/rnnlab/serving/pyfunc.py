@@ -1,0 +1,135 @@
+"""The MLflow ``PythonModel`` that serves every model the lab logs.
+
+The model is logged "from code" (:mod:`rnnlab.serving.model_code`, three lines that
+import this class), so no pickled object travels with it: a served network is rebuilt
+from its checkpoint artifact by :func:`rnnlab.checkpoint.load_checkpoint`
+(``weights_only=True``), and a baseline from a JSON file. Loading a model is therefore as
+safe as loading a checkpoint.
+
+Artifacts decide what is served:
+
+* ``checkpoint``: a trained network of any task; the task's predictor from
+  :mod:`rnnlab.serving.predictors` answers;
+* ``baseline``: JSON of a baseline without a scikit-learn form: ``majority_tag`` (its
+  token -> tag table) or a statistical forecaster (its settings; it is fitted on the
+  history each request gives, which is what these baselines do for every forecast).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from typing import Any
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+
+from rnnlab.errors import DataError
+
+CHECKPOINT_ARTIFACT = "checkpoint"
+BASELINE_ARTIFACT = "baseline"
+
+
+class LabModel(mlflow.pyfunc.PythonModel):
+    """Raw inputs -> predictions for a checkpoint or a baseline (see the module doc)."""
+
+    # MLflow would wrap predict() for type-hint validation and warn that it has none; the
+    # signature logged with every model validates the input instead
+    _skip_type_hint_validation = True
+
+    def load_context(self, context: Any) -> None:
+        artifacts = context.artifacts
+        if CHECKPOINT_ARTIFACT in artifacts:
+            from rnnlab.checkpoint import load_checkpoint
+            from rnnlab.serving.predictors import predictor_for
+
+            loaded = load_checkpoint(artifacts[CHECKPOINT_ARTIFACT], key="model artifact")
+            self.predictor = predictor_for(loaded)
+        else:
+            with open(artifacts[BASELINE_ARTIFACT], encoding="utf-8") as f:
+                self.predictor = baseline_predictor(json.load(f))
+
+    def predict(self, context, model_input, params=None):  # no hints: MLflow would read them
+        return self.predictor(model_input, params)
+
+
+def select_text(frame: Any) -> list[str]:
+    """The ``text`` column of a request (a DataFrame, a Series or a list of strings): the
+    first step of the scikit-learn pipelines, so they take the same input as the networks."""
+    if isinstance(frame, pd.DataFrame):
+        if "text" not in frame.columns:
+            raise DataError(f"the model reads a column named 'text', and the input has "
+                            f"{', '.join(map(str, frame.columns))}; rename the column.")
+        frame = frame["text"]
+    return [str(t) for t in frame]
+
+
+class MajorityTagPredictor:
+    """``model=majority_tag``: each known token's most frequent training tag, else ``O``;
+    the same output as the networks' tagger."""
+
+    kind = "majority_tag"
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.table, self.lowercase = dict(spec["table"]), bool(spec["lowercase"])
+        self.char_level = bool(spec["char_level"])
+
+    def __call__(self, frame: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        from rnnlab.cli.tag import split_text
+        from rnnlab.metrics.spans import bio_spans
+        from rnnlab.serving.predictors import column_values
+
+        joiner = "" if self.char_level else " "
+        rows = []
+        for text in column_values(frame, "text", self.kind):
+            tokens = split_text(str(text), self.char_level)
+            tags = [self.table.get(t.lower() if self.lowercase else t, "O") for t in tokens]
+            rows.append({"tokens": tokens, "tags": tags,
+                         "entities": [{"type": typ, "start": s, "end": e,
+                                       "text": joiner.join(tokens[s:e])}
+                                      for typ, s, e in bio_spans(tags)]})
+        return pd.DataFrame(rows, columns=["tokens", "tags", "entities"])
+
+
+class ForecastBaselinePredictor:
+    """``model=naive|seasonal_naive|ets|arima``: fitted on the given history of the
+    targets, then ``horizon`` steps forecast, as the baseline forecasts a test period."""
+
+    kind = "forecast_baseline"
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.model, self.targets = dict(spec["model"]), [str(t) for t in spec["targets"]]
+        self.season, self.horizon = int(spec["season"]), int(spec["horizon"])
+
+    def __call__(self, frame: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        from hydra.utils import instantiate
+
+        horizon = int((params or {}).get("horizon") or self.horizon)
+        frame = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame)
+        missing = [c for c in self.targets if c not in frame.columns]
+        if missing:
+            raise DataError(f"the forecast model reads the history columns "
+                            f"{', '.join(self.targets)}; the input lacks {', '.join(missing)}.")
+        history = frame[self.targets].to_numpy(dtype=np.float64)
+        if len(history) < 2 or not np.isfinite(history).all():
+            raise DataError(f"the history must hold at least 2 rows of finite numbers; got "
+                            f"{len(history)} rows.")
+        baseline = instantiate(self.model)
+        baseline.validate()
+        with warnings.catch_warnings():  # statsmodels' convergence chatter
+            warnings.simplefilter("ignore")
+            values = np.stack([baseline.predict(history[:, j], horizon, self.season)
+                               for j in range(len(self.targets))], axis=1)
+        out = pd.DataFrame(values, columns=self.targets)
+        out.insert(0, "step", np.arange(1, horizon + 1))
+        return out
+
+
+def baseline_predictor(spec: dict[str, Any]) -> MajorityTagPredictor | ForecastBaselinePredictor:
+    """The predictor a baseline's JSON describes."""
+    kinds = {"majority_tag": MajorityTagPredictor, "forecast": ForecastBaselinePredictor}
+    if spec.get("kind") not in kinds:
+        raise DataError(f"the baseline artifact describes kind {spec.get('kind')!r}, which "
+                        f"this rnnlab does not serve; log the model again with this version.")
+    return kinds[spec["kind"]](spec)

@@ -1,0 +1,380 @@
+"""Every finished run logs a servable MLflow model: ``mlflow.pyfunc.load_model(uri)`` answers
+raw inputs exactly as the checkpoint (and the run's own test) did, for every task kind and
+for the baselines; a model that cannot be logged fails the run with the reason."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from test_charlm import write_text
+from test_g2p import write_cmudict
+from test_ner import write_conll
+from test_speech import write_frames_npz
+from test_translate import write_pairs
+
+from conftest import compose_config, write_sentiment_csv
+from rnnlab.build import build_datamodule
+from rnnlab.checkpoint import load_checkpoint
+from rnnlab.metrics.spans import SpanScorer
+from rnnlab.serving.publish import MODEL_URI_TAG, package_requirement
+from rnnlab.train import run
+
+SMALL = ["model.hidden_size=16", "model.embedding_dim=16"]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One project root and MLflow store for the module (creating a store costs seconds)."""
+    root = tmp_path_factory.mktemp("pyfunc_lab")
+    yield root
+    mlflow.set_tracking_uri(None)
+
+
+def _train(root: Path, name: str, *overrides: str) -> tuple[dict[str, Any], Any, Any]:
+    """Run ``overrides`` in its own output folder; (metrics, config, MLflow run)."""
+    cfg = compose_config([f"paths.root_dir={root}", f"paths.output_dir={root}/outputs/{name}",
+                          f"logger.mlflow.tracking_uri=sqlite:///{root}/mlflow.db", *overrides])
+    metrics = run(cfg)
+    client = MlflowClient(f"sqlite:///{root}/mlflow.db")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                              f"tags.`rnnlab.output_dir` = '{root}/outputs/{name}'")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    return metrics, cfg, runs[0]
+
+
+def _model(root: Path, mlflow_run: Any) -> Any:
+    mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
+    uri = mlflow_run.data.tags[MODEL_URI_TAG]
+    assert uri.startswith("models:/m-")
+    return mlflow.pyfunc.load_model(uri)
+
+
+def _datamodule(cfg: Any) -> Any:
+    dm = build_datamodule(cfg)
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def _labels(module: Any, loader: Any, names: list[str]) -> list[str]:
+    """The checkpoint's own predicted labels over a loader, in its order."""
+    out = []
+    with torch.no_grad():
+        for batch in loader:
+            out += [names[i] for i in module(batch["x"], batch["lengths"]).argmax(-1).tolist()]
+    return out
+
+
+def _gold(loader: Any, names: list[str]) -> list[str]:
+    return [names[int(y)] for batch in loader for y in batch["y"]]
+
+
+def test_sentiment_model_labels_raw_text_as_the_checkpoint(lab: Path) -> None:
+    csv = write_sentiment_csv(lab / "reviews.csv", n=200)
+    metrics, cfg, r = _train(lab, "sentiment", "model=gru", f"task.data.train={csv}",
+                             "task.datamodule.min_freq=1", "trainer.max_epochs=4", *SMALL)
+    model = _model(lab, r)
+    dm = _datamodule(cfg)
+    texts, ids = dm.texts("test")
+    served = model.predict(pd.DataFrame({"text": texts}))
+    assert list(served.columns) == ["label", "probability"]
+    assert ((served["probability"] >= 0.5) & (served["probability"] <= 1.0)).all()
+    # the checkpoint's own predictions, through the training pipeline's batches
+    loaded = load_checkpoint(metrics["ckpt_path"])
+    loader = dm.test_dataloader()
+    assert sorted(_labels(loaded.module, loader, dm.class_names)) == sorted(served["label"])
+    accuracy = np.mean([p == dm.class_names[y] for p, y in zip(served["label"], ids, strict=True)])
+    assert accuracy == pytest.approx(metrics["test/acc"], abs=1e-6)
+    # what a user of the Models tab sees: signature, example, the package as requirement
+    meta = model.metadata
+    assert meta.signature.inputs.input_names() == ["text"]
+    assert meta.metadata["rnnlab_kind"] == "text_classification"
+    local = Path(mlflow.artifacts.download_artifacts(r.data.tags[MODEL_URI_TAG]))
+    assert package_requirement() in (local / "requirements.txt").read_text().splitlines()
+    assert json.loads((local / "input_example.json").read_text())["columns"] == ["text"]
+    assert (local / "artifacts" / "model.ckpt").stat().st_size < \
+        Path(metrics["ckpt_path"]).stat().st_size  # weights only, no optimizer state
+    assert "python_model.pkl" not in {p.name for p in local.iterdir()}  # from code, no pickle
+
+
+def test_ner_model_tags_sentences_and_scores_the_runs_f1(lab: Path) -> None:
+    conll = write_conll(lab / "train.conll")
+    metrics, cfg, r = _train(lab, "ner", "task=ner", "model=bilstm", "task.crf=true",
+                             f"task.data.train={conll}", "task.datamodule.batch_size=16",
+                             "trainer.max_epochs=3", *SMALL)
+    model = _model(lab, r)
+    tokens, gold = _datamodule(cfg).tagged("test")
+    served = model.predict(pd.DataFrame({"text": [" ".join(t) for t in tokens]}))
+    assert [list(t) for t in served["tokens"]] == tokens
+    scorer = SpanScorer()
+    scorer.update(gold, [list(t) for t in served["tags"]])
+    assert scorer.compute()["f1"] == pytest.approx(metrics["test/f1"], abs=1e-6)
+    row = served.iloc[0]
+    spans = [(e["type"], e["start"], e["end"], e["text"]) for e in row["entities"]]
+    from rnnlab.metrics.spans import bio_spans
+
+    assert [(t, s, e) for t, s, e, _ in spans] == bio_spans(list(row["tags"]))
+    assert all(text == " ".join(row["tokens"][s:e]) for _, s, e, text in spans)
+    empty = model.predict(pd.DataFrame({"text": [""]}))
+    assert list(empty.iloc[0]["tokens"]) == [] and list(empty.iloc[0]["entities"]) == []
+
+
+def test_charlm_model_continues_a_prompt_as_rnnlab_generate(lab: Path) -> None:
+    from rnnlab.cli.generate import generate_text
+
+    text = write_text(lab / "plays.txt")
+    metrics, _, r = _train(lab, "charlm", "task=charlm", "model=gru", f"task.data.path={text}",
+                           "task.datamodule.seq_len=32", "task.datamodule.batch_size=16",
+                           "task.datamodule.batches_per_epoch=8", "trainer.max_epochs=1",
+                           "task.module.sample_length=0", "model.hidden_size=32",
+                           "model.embedding_dim=16")
+    model = _model(lab, r)
+    params = {"length": 60, "temperature": 0.7, "seed": 3}
+    served = model.predict(pd.DataFrame({"prompt": ["ROMEO:", "JULIET: O"]}), params=params)
+    assert served["text"][0] == generate_text(metrics["ckpt_path"], "ROMEO:", 60, 0.7, seed=3)
+    assert served["text"][1].startswith("JULIET: O") and len(served["text"][1]) == 9 + 60
+    defaults = model.metadata.signature.params
+    assert {p.name: p.default for p in defaults} == {"length": 500, "temperature": 0.8,
+                                                     "top_k": 0, "seed": 1}
+    with pytest.raises(Exception, match="temperature must be greater than 0"):
+        model.predict(pd.DataFrame({"prompt": ["x"]}), params={"temperature": 0.0})
+
+
+def test_forecast_model_forecasts_a_history_as_the_test_period(lab: Path) -> None:
+    from test_forecast import seasonal_values, write_series_csv
+
+    from rnnlab.metrics.forecast import forecast_metrics
+
+    series = write_series_csv(lab / "sales.csv", {"sales": list(seasonal_values(96))})
+    metrics, cfg, r = _train(lab, "forecast", "task=forecast", "model=gru",
+                             f"task.data.path={series}", "task.data.target=sales",
+                             "task.data.date_column=month", "task.window=12", "task.horizon=6",
+                             "task.test_size=12", "task.val_size=12", "trainer.max_epochs=3",
+                             "task.datamodule.batch_size=8", "model.hidden_size=16")
+    model = _model(lab, r)
+    dm = _datamodule(cfg)
+    history = pd.DataFrame(dm.history("test"), columns=dm.series.columns)
+    served = model.predict(history, params={"horizon": 12})
+    assert list(served.columns) == ["step", "sales"] and served["step"].tolist() == list(range(1, 13))
+    module = load_checkpoint(metrics["ckpt_path"]).module
+    np.testing.assert_allclose(served[["sales"]].to_numpy(), module.forecast(dm, "test"),
+                               rtol=1e-6)
+    scores = forecast_metrics(dm.truth("test"), served[["sales"]].to_numpy(),
+                              dm.history("test")[:, dm.series.targets], dm.spec["season"], "test/")
+    assert scores["test/mae"] == pytest.approx(metrics["test/mae"], rel=1e-5)
+    assert len(model.predict(history)) == 6  # the default horizon is task.horizon
+    with pytest.raises(Exception, match="at least 24 rows"):
+        model.predict(history.tail(5))
+
+
+def test_g2p_model_pronounces_words_as_rnnlab_convert(lab: Path) -> None:
+    from rnnlab.cli.convert import convert
+
+    words = write_cmudict(lab / "tiny.dict")
+    metrics, _, r = _train(lab, "g2p", "task=g2p", "model=gru", f"task.data.path={words}",
+                           "trainer.max_epochs=2", "task.datamodule.batch_size=16",
+                           "model.hidden_size=32", "model.embedding_dim=16",
+                           "task.module.embedding_dim=16", "task.module.attention_size=16",
+                           "task.beam_size=2", "task.module.max_decode_len=12")
+    model = _model(lab, r)
+    inputs = ["bad", "mask", "dots", "tomato"]
+    served = model.predict(pd.DataFrame({"text": inputs}))
+    expected = convert(load_checkpoint(metrics["ckpt_path"]), inputs)  # beam 2, as trained
+    assert [list(t) for t in served["tokens"]] == expected
+    assert served["output"].tolist() == [" ".join(e) for e in expected]
+    greedy = model.predict(pd.DataFrame({"text": inputs}), params={"beam_size": 1})
+    assert [list(t) for t in greedy["tokens"]] == \
+        convert(load_checkpoint(metrics["ckpt_path"]), inputs, 1)
+
+
+def test_speech_model_labels_frames_as_the_checkpoint(lab: Path) -> None:
+    frames = write_frames_npz(lab / "frames.npz", n=90)
+    metrics, cfg, r = _train(lab, "speech", "task=speech", "model=gru",
+                             f"task.data.train={frames}", "trainer.max_epochs=3",
+                             "task.datamodule.batch_size=16", "model.hidden_size=16")
+    model = _model(lab, r)
+    dm = _datamodule(cfg)
+    from rnnlab.data.speech import read_frames_npz
+
+    # the raw test utterances: the split is fixed by split_seed, so rebuild it from the file
+    raw, labels = read_frames_npz(frames, str(frames))
+    loaded = load_checkpoint(metrics["ckpt_path"])
+    mean, std = (np.asarray(loaded.data_state[k], np.float32) for k in ("mean", "std"))
+    test_items = [item[0].numpy() for item in dm.datasets["test"].items]
+    utterances = [next(u for u in raw if u.shape == x.shape and np.allclose((u - mean) / std, x, atol=1e-5))
+                  for x in test_items]
+    served = model.predict(pd.DataFrame({"frames": [u.tolist() for u in utterances]}))
+    own = _labels(loaded.module, [dm.collate(dm.datasets["test"].items)], dm.class_names)
+    assert served["label"].tolist() == own
+    gold = _gold([dm.collate(dm.datasets["test"].items)], dm.class_names)
+    assert np.mean([a == b for a, b in zip(own, gold, strict=True)]) == \
+        pytest.approx(metrics["test/acc"], abs=1e-6)
+    assert len(labels) == 90
+
+
+def test_tfidf_baseline_is_a_scikit_learn_model_of_the_runs_accuracy(lab: Path) -> None:
+    csv = write_sentiment_csv(lab / "reviews_tfidf.csv", n=200, seed=3)
+    metrics, cfg, r = _train(lab, "tfidf", "model=tfidf_logreg", f"task.data.train={csv}")
+    model = _model(lab, r)
+    assert "sklearn" in model.metadata.flavors
+    texts, ids = _datamodule(cfg).texts("test")
+    served = model.predict(pd.DataFrame({"text": texts}))
+    names = sorted({"positive", "negative"})
+    accuracy = np.mean([p == names[y] for p, y in zip(served, ids, strict=True)])
+    assert accuracy == pytest.approx(metrics["test/acc"], abs=1e-6)
+
+
+def test_majority_tag_and_naive_forecast_baselines_are_served(lab: Path) -> None:
+    from test_forecast import seasonal_values, write_series_csv
+
+    conll = write_conll(lab / "train_majority.conll", seed=4)
+    metrics, cfg, r = _train(lab, "majority", "task=ner", "model=majority_tag",
+                             f"task.data.train={conll}")
+    tokens, gold = _datamodule(cfg).tagged("test")
+    served = _model(lab, r).predict(pd.DataFrame({"text": [" ".join(t) for t in tokens]}))
+    scorer = SpanScorer()
+    scorer.update(gold, [list(t) for t in served["tags"]])
+    assert scorer.compute()["f1"] == pytest.approx(metrics["test/f1"], abs=1e-6)
+
+    series = write_series_csv(lab / "sales_naive.csv", {"sales": list(seasonal_values(96))})
+    metrics, cfg, r = _train(lab, "seasonal_naive", "task=forecast", "model=seasonal_naive",
+                             f"task.data.path={series}", "task.data.target=sales",
+                             "task.data.date_column=month", "task.test_size=12",
+                             "task.val_size=12")
+    dm = _datamodule(cfg)
+    history = pd.DataFrame(dm.history("test")[:, dm.series.targets], columns=["sales"])
+    served = _model(lab, r).predict(history, params={"horizon": 12})
+    mae = np.mean(np.abs(served["sales"].to_numpy() - dm.truth("test")[:, 0]))
+    assert mae == pytest.approx(metrics["test/mae"], rel=1e-6)
+
+
+def test_a_model_that_cannot_predict_fails_the_run_with_the_reason(
+        lab: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rnnlab.serving import predictors
+
+    def broken(self, frame, params):  # noqa: ANN001
+        raise RuntimeError("the predictor is broken")
+
+    monkeypatch.setattr(predictors.TextClassifier, "predict", broken)
+    csv = write_sentiment_csv(lab / "reviews_broken.csv", n=60)
+    cfg = compose_config([f"paths.root_dir={lab}", f"paths.output_dir={lab}/outputs/broken",
+                          f"logger.mlflow.tracking_uri=sqlite:///{lab}/mlflow.db",
+                          "model=gru", "trainer=debug", f"task.data.train={csv}", *SMALL])
+    with pytest.raises(RuntimeError, match="the predictor is broken"):
+        run(cfg)
+    client = MlflowClient(f"sqlite:///{lab}/mlflow.db")
+    (r,) = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                              f"tags.`rnnlab.output_dir` = '{lab}/outputs/broken'")
+    assert r.info.status == "FAILED"
+    assert "the predictor is broken" in r.data.tags["rnnlab.failure"]
+    assert MODEL_URI_TAG not in r.data.tags
+
+
+def test_translate_model_translates_sentences_as_rnnlab_convert(lab: Path) -> None:
+    from rnnlab.cli.convert import convert
+
+    pairs = write_pairs(lab / "pairs.tsv")
+    metrics, _, r = _train(lab, "translate", "task=translate", "model=gru",
+                           f"task.data.path={pairs}", "trainer.max_epochs=2",
+                           "task.datamodule.batch_size=16", "model.hidden_size=32",
+                           "model.embedding_dim=16", "task.module.embedding_dim=16",
+                           "task.module.attention_size=16", "task.beam_size=2",
+                           "task.module.max_decode_len=12", "task.datamodule.min_freq=1")
+    inputs = ["The cat sees the dog.", "A big red fish eats."]
+    served = _model(lab, r).predict(pd.DataFrame({"text": inputs}))
+    assert [list(t) for t in served["tokens"]] == \
+        convert(load_checkpoint(metrics["ckpt_path"]), inputs)
+
+
+def test_names_model_generates_names_as_rnnlab_generate(lab: Path) -> None:
+    from rnnlab.cli.generate import generate_names
+
+    names = lab / "names.csv"
+    rows = ["category,sequence"] + [f"{c},{p}{s}" for c, p in (("Alpha", "Ka"), ("Beta", "Zu"))
+                                    for s in ("ra", "ro", "ri", "na", "no", "ni", "la", "lo",
+                                              "li", "ta", "to", "ti", "ma", "mo", "mi")]
+    names.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    metrics, _, r = _train(lab, "names", "task=names", "model=gru", f"task.data.path={names}",
+                           "trainer.max_epochs=1", "task.datamodule.batch_size=8",
+                           "model.hidden_size=16", "model.embedding_dim=16",
+                           "task.category_dim=4", "task.module.eval_samples=2",
+                           "task.module.sample_count=0")
+    model = _model(lab, r)
+    served = model.predict(pd.DataFrame({"category": ["Beta", "alpha"]}),
+                           params={"n": 4, "seed": 5, "temperature": 0.9})
+    assert list(served["names"][0]) == generate_names(metrics["ckpt_path"], "Beta", 4, 0.9, 5)
+    assert len(served["names"][1]) == 4  # any case of a category's name is accepted
+    with pytest.raises(Exception, match="unknown category 'Gamma'"):
+        model.predict(pd.DataFrame({"category": ["Gamma"]}))
+
+
+def test_adding_and_copy_models_answer_as_their_test(lab: Path) -> None:
+    metrics, cfg, r = _train(lab, "adding", "task=adding", "model=gru", "task.seq_len=10",
+                             "task.datamodule.n_train=256", "task.datamodule.n_val=64",
+                             "task.datamodule.n_test=64", "trainer.max_epochs=2",
+                             "model.hidden_size=16")
+    test = _datamodule(cfg).fixed["test"]
+    served = _model(lab, r).predict(pd.DataFrame({"x": [x.tolist() for x in test["x"]]}))
+    mse = np.mean((served["prediction"].to_numpy() - test["y"].numpy()) ** 2)
+    assert mse == pytest.approx(metrics["test/loss"], rel=1e-4)
+
+    metrics, cfg, r = _train(lab, "copy", "task=copy", "model=gru", "task.delay=5",
+                             "task.datamodule.n_train=256", "task.datamodule.n_val=64",
+                             "task.datamodule.n_test=64", "trainer.max_epochs=1",
+                             "model.hidden_size=16", "model.embedding_dim=8")
+    test = _datamodule(cfg).fixed["test"]
+    served = _model(lab, r).predict(pd.DataFrame({"x": [x.tolist() for x in test["x"]]}))
+    module = load_checkpoint(metrics["ckpt_path"]).module
+    with torch.no_grad():
+        own = module(test["x"], test["lengths"]).argmax(-1).tolist()
+    assert [list(p) for p in served["prediction"]] == own
+
+
+# ---- the command line ----------------------------------------------------------------------
+def _mlflow_predict(root: Path, uri: str, request: Path, out: Path) -> dict[str, Any]:
+    mlflow_cli = Path(sys.executable).with_name("mlflow")
+    proc = subprocess.run([str(mlflow_cli), "models", "predict", "-m", uri, "-i", str(request),
+                           "-t", "json", "-o", str(out), "--env-manager", "local"],
+                          capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ,
+                               "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_mlflow_models_predict_serves_sentiment_and_ner(lab: Path, tmp_path: Path) -> None:
+    csv = write_sentiment_csv(lab / "reviews_cli.csv", n=120)
+    _, _, r = _train(lab, "sentiment_cli", "model=gru", f"task.data.train={csv}",
+                     "task.datamodule.min_freq=1", "trainer=debug", *SMALL)
+    request = tmp_path / "texts.json"
+    request.write_text(json.dumps({"dataframe_records": [{"text": "a great and moving film"},
+                                                         {"text": "dull, boring plot"}]}))
+    answer = _mlflow_predict(lab, r.data.tags[MODEL_URI_TAG], request, tmp_path / "s.json")
+    expected = _model(lab, r).predict(pd.DataFrame({"text": ["a great and moving film",
+                                                             "dull, boring plot"]}))
+    assert [row["label"] for row in answer["predictions"]] == expected["label"].tolist()
+
+    conll = write_conll(lab / "train_cli.conll", seed=2)
+    _, _, r = _train(lab, "ner_cli", "task=ner", "model=gru", f"task.data.train={conll}",
+                     "trainer=debug", *SMALL)
+    request = tmp_path / "sentences.json"
+    request.write_text(json.dumps({"dataframe_split": {
+        "columns": ["text"], "data": [["Ann went to New York"], ["Bob Smith visited Oslo"]]}}))
+    answer = _mlflow_predict(lab, r.data.tags[MODEL_URI_TAG], request, tmp_path / "n.json")
+    rows = answer["predictions"]
+    assert [row["tokens"] for row in rows] == [["Ann", "went", "to", "New", "York"],
+                                               ["Bob", "Smith", "visited", "Oslo"]]
+    expected = _model(lab, r).predict(pd.DataFrame({"text": ["Ann went to New York",
+                                                             "Bob Smith visited Oslo"]}))
+    assert [row["tags"] for row in rows] == [list(t) for t in expected["tags"]]
