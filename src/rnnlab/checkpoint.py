@@ -87,10 +87,19 @@ def config_differences(stored: dict[str, Any], current: dict[str, Any],
 
 def load_checkpoint(path: str | Path, map_location: str = "cpu",
                     key: str = "checkpoint") -> LoadedModel:
-    """Load a ``.ckpt`` written by this lab, or fail with one sentence saying why."""
-    from rnnlab.build import build_module
+    """Load a ``.ckpt`` written by this lab, or fail with one sentence saying why.
 
-    ckpt = read_checkpoint(path, key, map_location)
+    ``path`` may also be a registered or logged MLflow model, ``models:/rnnlab-ner@champion``
+    (see :mod:`rnnlab.tracking.registry`): its checkpoint is downloaded through MLflow and
+    read the same way, so every command that takes a checkpoint takes such a URI."""
+    from rnnlab.build import build_module
+    from rnnlab.tracking.registry import is_model_uri, model_checkpoint
+
+    if is_model_uri(str(path)):
+        with model_checkpoint(str(path)) as local:
+            ckpt = read_checkpoint(local, key, map_location)
+    else:
+        ckpt = read_checkpoint(path, key, map_location)
     meta = ckpt["rnnlab"]
     cfg = OmegaConf.create(meta["config"])
     if OmegaConf.select(cfg, "task.module.ensemble"):  # test-time partners stay behind

@@ -281,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--since", help="only runs started on or after YYYY-MM-DD")
     parser.add_argument("--out", help="output folder (default reports/<timestamp>)")
     parser.add_argument("--no-log", action="store_true", help="do not log the report to MLflow")
+    parser.add_argument("--register", action="store_true",
+                        help="register each task's best run (by its own metric) as "
+                             "rnnlab-<task> and move the alias champion to it")
     args = parser.parse_args(argv)
     root = project_root()
     try:
@@ -312,6 +315,12 @@ def main(argv: list[str] | None = None) -> int:
             client.log_artifact(run.info.run_id, str(path), "report")
         client.set_terminated(run.info.run_id, "FINISHED")
     print(f"report written to {out_dir}")
+    if args.register:
+        from rnnlab.tracking.registry import register_champions
+
+        return register_champions(client, args.tasks.split(",") if args.tasks else None,
+                                  args.models.split(",") if args.models else None,
+                                  args.sweep_id, since)
     return 0
 
 

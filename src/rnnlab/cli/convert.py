@@ -78,7 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="rnnlab-convert",
         description="Pronounce words (g2p) or translate sentences with a trained checkpoint.")
-    parser.add_argument("checkpoint", help="a .ckpt written by train.py (task=g2p or translate)")
+    parser.add_argument("checkpoint", help="a .ckpt written by train.py (task=g2p or "
+                                           "translate), or a registered model: "
+                                           "models:/rnnlab-g2p@champion")
     parser.add_argument("inputs", nargs="*", help="words or sentences (quote sentences)")
     parser.add_argument("--file", help="read inputs from this file, one per line")
     parser.add_argument("--beam", type=int, default=None,

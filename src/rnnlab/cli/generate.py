@@ -23,7 +23,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="rnnlab-generate", description=__doc__.split("\n\n")[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="a .ckpt written by train.py with task=charlm or "
-                                           "task=names")
+                                           "task=names, or a registered model: "
+                                           "models:/rnnlab-charlm@champion")
     parser.add_argument("--prompt", default=None,
                         help="charlm: text to continue (default: a new line); names: the "
                              "start of every name (default: none)")

@@ -52,7 +52,8 @@ def render(tokens: list[str], tags: list[str], char_level: bool) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rnnlab-tag", description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint", help="a .ckpt written by train.py task=ner")
+    parser.add_argument("checkpoint", help="a .ckpt written by train.py task=ner, or a "
+                                           "registered model: models:/rnnlab-ner@champion")
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", help="one sentence to tag")
     src.add_argument("--file", help="a UTF-8 text file, one sentence per line")

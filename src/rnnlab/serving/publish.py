@@ -46,7 +46,7 @@ def package_requirement() -> str:
 
 
 @contextmanager
-def _tracking(uri: str) -> Iterator[None]:
+def using_tracking_uri(uri: str) -> Iterator[None]:
     """MLflow's model logging reads the global tracking URI; point it at the run's store
     for the call and put back what was there (the environment variable included)."""
     import mlflow
@@ -80,7 +80,7 @@ def _log(logger: Any, flavor: Any, example: Any, what: str, **kwargs: Any) -> st
         created = client.create_logged_model(
             client.get_run(run_id).info.experiment_id, name=MODEL_NAME, source_run_id=run_id,
             tags={k: str(v) for k, v in kwargs.get("metadata", {}).items()})
-        with _tracking(logger._tracking_uri):
+        with using_tracking_uri(logger._tracking_uri):
             info = Model.log(artifact_path=None, name=MODEL_NAME, flavor=flavor, run_id=run_id,
                              model_id=created.model_id, input_example=example, **kwargs)
     finally:

@@ -1,0 +1,205 @@
+"""The model registry: each task's best model as ``rnnlab-<task>@champion``.
+
+``python compare.py --register`` looks at every finished run that logged a model (tag
+``rnnlab.model_uri``), picks each task's best one by the task's own metric and direction
+(params ``task.monitor`` / ``task.mode``, the value ``best/<monitor>``, as compare.py reads
+them), registers its model as a version of the registered model ``rnnlab-<task>`` (once:
+registering again finds the same version) and moves the alias ``champion`` to it. So
+"the current best NER tagger" has a name: ``models:/rnnlab-ner@champion``.
+
+:func:`model_checkpoint` turns such a URI back into a checkpoint file, downloaded
+through MLflow (a local store or a tracking server alike), so every command that takes a
+checkpoint path also takes ``models:/...`` (see :func:`rnnlab.checkpoint.load_checkpoint`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import sys
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rnnlab.errors import UserError
+
+PREFIX = "rnnlab-"
+ALIAS = "champion"
+MODEL_URI_TAG = "rnnlab.model_uri"  # = rnnlab.serving.publish.MODEL_URI_TAG
+SKIPPED_EXPERIMENTS = ("Default", "reports")
+
+
+@dataclass
+class Champion:
+    """One task's best run and the registry version that now carries the alias."""
+
+    task: str
+    name: str
+    version: str
+    run_id: str
+    model: str
+    seed: str
+    monitor: str
+    maximise: bool
+    value: float
+    model_uri: str
+    previous: str | None = None  # the version the alias pointed at before, if another
+
+    def line(self) -> str:
+        moved = "" if self.previous in (None, self.version) else f" (was version {self.previous})"
+        kept = " (unchanged)" if self.previous == self.version else ""
+        return (f"{self.name}@{ALIAS} -> version {self.version}: {self.model} seed {self.seed}, "
+                f"{self.monitor} {self.value:.4f} ({'max' if self.maximise else 'min'}), run "
+                f"{self.run_id[:8]}{moved}{kept}")
+
+
+def _score(run: Any, monitor: str) -> float | None:
+    metrics = run.data.metrics
+    value = metrics.get(f"best/{monitor}", metrics.get(monitor))
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def best_runs(client: Any, tasks: list[str] | None = None, models: list[str] | None = None,
+              sweep_id: str | None = None, since: dt.date | None = None
+              ) -> tuple[dict[str, tuple[Any, str, bool, float]], list[str]]:
+    """``{task: (run, monitor, maximise, value)}`` of each task's best run with a logged
+    model, and notes on the tasks that have none."""
+    notes: list[str] = []
+    chosen: dict[str, tuple[Any, str, bool, float]] = {}
+    for exp in client.search_experiments():
+        if exp.name in SKIPPED_EXPERIMENTS or (tasks and exp.name not in tasks):
+            continue
+        runs = client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'",
+                                  max_results=50_000)
+        runs = [r for r in runs if r.data.tags.get("rnnlab_role") != "sweep_parent"
+                and r.data.tags.get("model") and r.data.tags.get(MODEL_URI_TAG)
+                and (not models or r.data.tags["model"] in models)
+                and (not sweep_id or r.data.tags.get("sweep_id") == sweep_id)
+                and (not since or r.info.start_time >=
+                     dt.datetime.combine(since, dt.time()).timestamp() * 1000)]
+        if not runs:
+            notes.append(f"task {exp.name}: no finished run with a logged model matches "
+                         f"(runs from before models were logged have none).")
+            continue
+        # the task's metric: what its runs monitor (an override of task.monitor on a few
+        # runs makes them incomparable, so they are left out)
+        monitor, _ = Counter(r.data.params.get("task.monitor", "val/loss") for r in runs
+                             ).most_common(1)[0]
+        same = [r for r in runs if r.data.params.get("task.monitor", "val/loss") == monitor]
+        if len(same) < len(runs):
+            notes.append(f"task {exp.name}: {len(runs) - len(same)} run(s) monitor another "
+                         f"metric than {monitor} and were left out.")
+        maximise = same[0].data.params.get("task.mode", "min") == "max"
+        scored = [(v, r) for r in same if (v := _score(r, monitor)) is not None]
+        if not scored:
+            notes.append(f"task {exp.name}: no run with a logged model has {monitor}.")
+            continue
+        # ties go to the earlier run, so registering again never moves the alias for nothing
+        value, best = min(scored, key=lambda t: (-t[0] if maximise else t[0],
+                                                 t[1].info.start_time))
+        chosen[exp.name] = (best, monitor, maximise, value)
+    return chosen, notes
+
+
+def _version_of(client: Any, name: str, model_uri: str, run_id: str) -> Any:
+    """The version of ``name`` that already holds this model, if any."""
+    for v in client.search_model_versions(f"name = '{name}'"):
+        if v.source == model_uri or (v.run_id == run_id and
+                                     getattr(v, "model_id", None) == model_uri.split("/")[-1]):
+            return v
+    return None
+
+
+def register(client: Any, task: str, run: Any, monitor: str, maximise: bool,
+             value: float) -> Champion:
+    """Register ``run``'s model under ``rnnlab-<task>`` and point ``champion`` at it."""
+    from mlflow.exceptions import MlflowException
+
+    name, uri = f"{PREFIX}{task}", run.data.tags[MODEL_URI_TAG]
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(
+            name, tags={"task": task, "monitor": monitor},
+            description=f"The best rnnlab model of task={task} by {monitor} "
+                        f"({'max' if maximise else 'min'}); @{ALIAS} is moved by "
+                        f"python compare.py --register.")
+    try:
+        previous = client.get_model_version_by_alias(name, ALIAS).version
+    except MlflowException:
+        previous = None
+    version = _version_of(client, name, uri, run.info.run_id)
+    if version is None:
+        tags = {"model": run.data.tags.get("model", ""), "seed": run.data.tags.get("seed", ""),
+                "monitor": monitor, "value": f"{value:.6g}"}
+        version = client.create_model_version(
+            name, uri, run_id=run.info.run_id, tags=tags, model_id=uri.split("/")[-1],
+            description=f"{run.info.run_name}: {monitor} = {value:.4f}")
+    client.set_registered_model_alias(name, ALIAS, version.version)
+    return Champion(task, name, str(version.version), run.info.run_id,
+                    run.data.tags.get("model", "?"), run.data.tags.get("seed", "?"), monitor,
+                    maximise, value, uri, None if previous is None else str(previous))
+
+
+def register_champions(client: Any, tasks: list[str] | None = None,
+                       models: list[str] | None = None, sweep_id: str | None = None,
+                       since: dt.date | None = None) -> int:
+    """``compare.py --register``: register each task's best run, print what moved and
+    return the exit code (2 with one sentence when nothing can be registered)."""
+    from rnnlab.serving.publish import using_tracking_uri
+
+    chosen, notes = best_runs(client, tasks, models, sweep_id, since)
+    if not chosen:
+        print("error: no finished run with a logged model matches the filters, so nothing "
+              "was registered; train a model first (every run since models are logged has "
+              "one). " + " ".join(notes), file=sys.stderr)
+        return 2
+    # MLflow resolves a version's models:/m-<id> source through the global store
+    with using_tracking_uri(client.tracking_uri):
+        for task, (run, monitor, maximise, value) in sorted(chosen.items()):
+            print(register(client, task, run, monitor, maximise, value).line())
+    for note in notes:
+        print(f"note: {note}")
+    first = sorted(chosen)[0]
+    print(f"use them as mlflow.pyfunc.load_model('models:/{PREFIX}{first}@{ALIAS}') or pass "
+          f"the URI to rnnlab-tag / rnnlab-generate / rnnlab-convert.")
+    return 0
+
+
+# ---- models:/ URIs where a checkpoint path goes ----------------------------------------------
+def is_model_uri(path: Any) -> bool:
+    return isinstance(path, str) and path.startswith("models:/")
+
+
+@contextmanager
+def model_checkpoint(uri: str, tracking_uri: str | None = None) -> Iterator[Path]:
+    """The checkpoint inside the model ``uri`` (``models:/rnnlab-ner@champion``,
+    ``models:/rnnlab-ner/3``, ``models:/m-<id>``), downloaded from the tracking store
+    (``MLFLOW_TRACKING_URI`` or the project's ``mlflow.db``) into a temporary folder that
+    is removed afterwards. It holds the weights and metadata of the run's best checkpoint."""
+    from mlflow.artifacts import download_artifacts
+
+    from rnnlab.config import project_root
+    from rnnlab.serving.publish import CHECKPOINT_FILE, using_tracking_uri
+    from rnnlab.tracking.mlflow import redact, resolve_tracking_uri
+
+    store = resolve_tracking_uri(tracking_uri, project_root())
+    with tempfile.TemporaryDirectory(prefix="rnnlab-model-") as tmp:
+        try:
+            with using_tracking_uri(store):
+                local = Path(download_artifacts(artifact_uri=uri, dst_path=tmp))
+        except Exception as err:
+            reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+            raise UserError(f"{uri} cannot be read from the MLflow store {redact(store)} "
+                            f"({redact(reason)}); check the name and alias (python compare.py "
+                            f"--register creates rnnlab-<task>@champion) or set "
+                            f"MLFLOW_TRACKING_URI to the store that has it.") from None
+        ckpt = local / "artifacts" / CHECKPOINT_FILE
+        if not ckpt.is_file():
+            raise UserError(f"{uri} is a baseline model without a checkpoint (scikit-learn or "
+                            f"a lookup table); load it with mlflow.pyfunc.load_model instead.")
+        yield ckpt
