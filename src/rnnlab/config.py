@@ -9,25 +9,38 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # <root>/src/rnnlab -> <root>
+PACKAGED_CONF = Path(__file__).resolve().parent / "conf"  # the configs a wheel carries
+
+
+def checkout_root() -> Path | None:
+    """The checkout this module runs from (``python train.py``, an editable install), or
+    None for an installed wheel."""
+    if (PACKAGE_ROOT / "conf" / "config.yaml").is_file() and \
+            (PACKAGE_ROOT / "src" / "rnnlab" / "config.py").resolve() == Path(__file__).resolve():
+        return PACKAGE_ROOT
+    return None
 
 
 def project_root() -> Path:
     """``RNNLAB_ROOT`` if set, else the checkout this package was installed from, else cwd.
 
     The data cache, prepared splits, mlflow.db and outputs all live under it, so runs
-    launched from any directory (or by a Hydra launcher) share one store."""
+    launched from any directory (or by a Hydra launcher) share one store. An installed
+    wheel has no checkout: ``rnnlab-train`` then keeps them under the folder it runs in."""
     env = os.environ.get("RNNLAB_ROOT")
     if env:
         return Path(env).resolve()
-    if (PACKAGE_ROOT / "conf" / "config.yaml").is_file():
-        return PACKAGE_ROOT
-    return Path.cwd().resolve()
+    return checkout_root() or Path.cwd().resolve()
 
 
 def config_dir() -> Path:
-    """The ``conf/`` folder: under the project root if it has one, else the checkout's."""
+    """The ``conf/`` folder: the project root's if it has one (a user's own configs), else
+    the checkout's, else the copy an installed wheel carries (``rnnlab/conf``)."""
     candidate = project_root() / "conf"
-    return candidate if candidate.is_dir() else PACKAGE_ROOT / "conf"
+    if (candidate / "config.yaml").is_file():
+        return candidate
+    checkout = checkout_root()
+    return checkout / "conf" if checkout is not None else PACKAGED_CONF
 
 
 def register_resolvers() -> None:
