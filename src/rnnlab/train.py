@@ -41,13 +41,15 @@ def _interactive() -> bool:
 
 
 def _run_tags(cfg: DictConfig, dm: Any) -> dict[str, str]:
+    from rnnlab.compare import config_tags
     from rnnlab.tracking.mlflow import git_commit
     from rnnlab.tracking.sweep import sweep_tags
 
     return {**sweep_tags(), "task": str(cfg.task.name), "model": str(cfg.model.name),
             "cell": str(cfg.model.get("cell", cfg.model.name)), "seed": str(cfg.seed),
             "family": str(cfg.task.get("family")), "git_commit": git_commit(cfg.paths.root_dir),
-            "data_fingerprint": dm.fingerprint, "rnnlab.output_dir": str(cfg.paths.output_dir)}
+            "data_fingerprint": dm.fingerprint, "rnnlab.output_dir": str(cfg.paths.output_dir),
+            **config_tags(cfg, dm.fingerprint)}
 
 
 def _loggers(cfg: DictConfig, dm: Any, plan: CheckpointPlan) -> list:
@@ -85,6 +87,7 @@ def _log_run_start(loggers: list, cfg: DictConfig, dm: Any, n_params: int,
     gets the resuming command beside it."""
     from pytorch_lightning.loggers import MLFlowLogger
 
+    from rnnlab.tracking.datasets import log_datasets
     from rnnlab.tracking.mlflow import flatten, log_params, redact
     from rnnlab.tracking.record import is_rank_zero
 
@@ -101,6 +104,7 @@ def _log_run_start(loggers: list, cfg: DictConfig, dm: Any, n_params: int,
                 lg.experiment.log_text(lg.run_id, overrides, f"config/resumed-{stamp}.txt")
                 continue
             log_params(lg, params)
+            log_datasets(lg.experiment, lg.run_id, dm, str(cfg.task.name))
             lg.experiment.log_text(lg.run_id, redact(OmegaConf.to_yaml(cfg, resolve=True)),
                                    "config/config.yaml")
             lg.experiment.log_text(lg.run_id, overrides, "config/overrides.txt")

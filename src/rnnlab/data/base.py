@@ -15,7 +15,8 @@ fixed splits once, and after ``setup`` exposes:
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset
@@ -68,6 +69,26 @@ class RnnlabDataModule(pl.LightningDataModule):
                                 f" empty ({sizes} examples); give more data, or other "
                                 f"task.datamodule.split fractions, so every split gets some.")
             self._is_setup = True
+
+    #: the pinned distributions this datamodule's built-in corpora come from, by
+    #: ``self.dataset`` ("" for a datamodule with one corpus); none for generated data
+    CORPORA: ClassVar[dict[str, Any]] = {}
+
+    def data_source(self, split: str) -> tuple[str, str]:
+        """(name, source URI) of a split, for the run's MLflow dataset inputs: the user's
+        file (a split carved from it names that file), else the pinned distribution with
+        its sha256, else ``generated`` data."""
+        data = getattr(self, "data", None) or {}
+        path = data.get(split) or data.get("train") or data.get("path")
+        if path:
+            resolved = Path(str(path)).resolve()
+            return resolved.name, resolved.as_uri()
+        name = str(getattr(self, "dataset", "") or "")
+        dist = self.CORPORA.get(name) or self.CORPORA.get("")
+        if dist is None:
+            return name or type(self).__name__.removesuffix("DataModule").lower(), "generated"
+        return (name or dist.name,
+                f"https://pypi.org/project/{dist.name}/{dist.version}/#sha256={dist.sha256}")
 
     def describe(self) -> dict[str, Any]:
         return {f"n_{k}": len(v) for k, v in self.datasets.items()}

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -224,6 +224,8 @@ class CharLMDataModule(RnnlabDataModule):
             keeps ``trainer.limit_val_batches`` scoring the same characters whatever the
             training batch size, so runs with different batch sizes compare on one subset.
     """
+
+    CORPORA: ClassVar[dict[str, Any]] = {"": SHAKESPEARE}
 
     def __init__(self, corpus: str = "shakespeare", path: str | None = None,
                  data_dir: str = "data", holdout: tuple = (0.05, 0.05), split_seed: int = 1234,

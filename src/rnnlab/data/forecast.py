@@ -20,7 +20,7 @@ import io
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -298,6 +298,17 @@ class ForecastDataModule(RnnlabDataModule):
         season: seasonal period; null takes it from the dataset's frequency.
         transform: ``log`` (targets), ``seasonal_diff``, ``scale`` (standard/minmax/none).
     """
+
+    CORPORA: ClassVar[dict[str, Any]] = {"airline": SKTIME}
+
+    def data_source(self, split: str) -> tuple[str, str]:
+        """The bundled statsmodels series name the installed statsmodels as their source."""
+        if self.data.get("path") or self.dataset in self.CORPORA:
+            return super().data_source(split)
+        import statsmodels
+
+        return self.dataset, (f"https://pypi.org/project/statsmodels/{statsmodels.__version__}/"
+                              f"#datasets/{self.dataset}")
 
     def __init__(self, dataset: str = "airline", data: dict | None = None, data_dir: str = "data",
                  window: int = 24, horizon: int = 12, strategy: str = "direct",

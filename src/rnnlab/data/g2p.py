@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, ClassVar
 
 from rnnlab.data.sources import PinnedDistribution, fetch, file_lock, read_member, write_once
 from rnnlab.data.splits import check_fractions, fingerprint
@@ -63,6 +64,8 @@ class G2PDataModule(PairDataModule):
         max_len: drop words longer than this many letters (or pronunciations longer
             than this many phonemes): a handful of outliers would set the batch width.
     """
+
+    CORPORA: ClassVar[dict[str, Any]] = {"": CMUDICT}
 
     kind = "g2p"
 

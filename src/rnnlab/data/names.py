@@ -29,7 +29,7 @@ import io
 import re
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -204,6 +204,8 @@ class NamesDataModule(RnnlabDataModule):
             builds from ``spec["input_size"]``: a character embedding, plus the category
             embedding when it joins every step.
     """
+
+    CORPORA: ClassVar[dict[str, Any]] = {"": FAKER}
 
     def __init__(self, data: dict | None = None, data_dir: str = "data",
                  split: Sequence[float] = (0.8, 0.1, 0.1), split_seed: int = 1234,

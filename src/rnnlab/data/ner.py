@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -84,6 +84,8 @@ class NerDataModule(RnnlabDataModule):
             character vocabulary in ``spec``) for the tagger's char-CNN; word-level data.
         max_word_len: characters kept per token for the char-CNN.
     """
+
+    CORPORA: ClassVar[dict[str, Any]] = {"msra": MSRA, "wnut16": WNUT16}
 
     def __init__(self, dataset: str = "msra", data: dict | None = None, data_dir: str = "data",
                  split: tuple = (0.8, 0.1, 0.1), split_seed: int = 1234, min_freq: int = 1,

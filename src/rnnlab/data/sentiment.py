@@ -13,7 +13,7 @@ import bz2
 import csv
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -69,6 +69,8 @@ class SentimentDataModule(RnnlabDataModule):
         min_freq, max_vocab: vocabulary pruning; rarer words map to ``<unk>``.
         max_len: truncate texts to this many tokens (long reviews cost time, add little).
     """
+
+    CORPORA: ClassVar[dict[str, Any]] = {"": RT_SNIPPETS}
 
     def __init__(self, dataset: str = "rt_snippets", data: dict | None = None,
                  data_dir: str = "data", split: tuple = (0.8, 0.1, 0.1), split_seed: int = 1234,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -197,6 +197,8 @@ class SpeechDataModule(RnnlabDataModule):
         split_seed: fixes the split; the training seed does not move it.
         normalize: standardise each channel with statistics of the training frames.
     """
+
+    CORPORA: ClassVar[dict[str, Any]] = {"fsdd": FSDD, "japanese_vowels": SKTIME}
 
     def __init__(self, dataset: str = "fsdd", data: dict | None = None, data_dir: str = "data",
                  split: tuple = (0.8, 0.1, 0.1), split_seed: int = 1234, normalize: bool = True,

