@@ -8,6 +8,7 @@ as the source, and the split as the context. Only metadata is logged, never the 
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 SPLITS = ("train", "val", "test")
@@ -31,7 +32,9 @@ def dataset_inputs(dm: Any, task: str) -> list:
         elif uri.startswith("http"):
             source = HTTPDatasetSource(uri)
         else:
-            source = resolve_dataset_source(uri)
+            with warnings.catch_warnings():  # MLflow registers the local source class twice
+                warnings.simplefilter("ignore")
+                source = resolve_dataset_source(uri)
         # MLflow keeps one input per (name, digest) in a run, whatever its context, so the
         # split goes into the digest beside the fingerprint: three inputs, one per split
         digest = f"{dm.fingerprint[:28]}:{split}" if dm.fingerprint else None
