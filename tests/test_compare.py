@@ -97,3 +97,104 @@ def test_empty_and_unreachable_store(tmp_path: Path, capsys) -> None:
     assert "train something first" in capsys.readouterr().err
     assert main(["--tracking-uri", "http://127.0.0.1:9", "--no-log"]) == 2
     assert "cannot read the MLflow tracking store http://127.0.0.1:9" in capsys.readouterr().err
+
+
+# --- entries are configurations -------------------------------------------------------
+
+def _config_params(root: str, out: str, seed: int, max_epochs: int) -> dict[str, str]:
+    """A run's flattened config as train.py logs it (the keys that matter here)."""
+    return {"seed": str(seed), "ckpt_path": "null", "train": "True", "test": "True",
+            "paths.root_dir": root, "paths.data_dir": f"{root}/data",
+            "paths.log_dir": f"{root}/outputs", "paths.output_dir": out,
+            "trainer.default_root_dir": out, "trainer.max_epochs": str(max_epochs),
+            "trainer.log_every_n_steps": "50", "logger.mlflow.tracking_uri": "null",
+            "callbacks.model_checkpoint.dirpath": f"{out}/checkpoints",
+            "model.name": "lstm", "model.hidden_size": "256",
+            "task.monitor": "val/acc", "task.mode": "max",
+            "task.datamodule.data_dir": f"{root}/data", "task.datamodule.seed": str(seed),
+            "task.datamodule.num_workers": "0", "data.n_train": "100",
+            "model.num_parameters": "1000"}
+
+
+def _pooling_store(tmp_path: Path) -> str:
+    """The issue's case: one full lstm run and two one-epoch runs (seeds 31, 32), written
+    from different clones and output folders, plus a gru run."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("sentiment", artifact_location=(tmp_path / "art").as_uri())
+    for model, seed, epochs, root, test in [("lstm", 42, 10, "/home/a/rnnlab", 0.7665),
+                                            ("lstm", 31, 1, "/home/a/rnnlab", 0.50),
+                                            ("lstm", 32, 1, "/scratch/b/rnnlab", 0.48),
+                                            ("gru", 42, 10, "/home/a/rnnlab", 0.70)]:
+        run = client.create_run(exp, tags={"task": "sentiment", "model": model, "seed": str(seed),
+                                           "data_fingerprint": "fp1"})
+        rid = run.info.run_id
+        params = _config_params(root, f"{root}/outputs/run-{seed}", seed, epochs)
+        params["model.name"] = model
+        for k, v in params.items():
+            client.log_param(rid, k, v)
+        client.log_metric(rid, "best/val/acc", test + 0.01)
+        client.log_metric(rid, "test/acc", test)
+        client.set_terminated(rid, "FINISHED")
+    return uri
+
+
+def test_only_seeds_of_one_configuration_are_averaged(tmp_path: Path) -> None:
+    uri = _pooling_store(tmp_path)
+    assert main(["--tracking-uri", uri, "--out", str(tmp_path / "rep"), "--no-log"]) == 0
+    rows = _rows(tmp_path / "rep")
+    lstm = {r["config"]: r for r in rows if r["model"] == "lstm"}
+    # the two one-epoch runs (other clone, other output folder, other seed) are one entry
+    assert set(lstm) == {"trainer.max_epochs=1", "trainer.max_epochs=10"}
+    assert lstm["trainer.max_epochs=10"]["test mean ± std"] == "0.7665"
+    assert lstm["trainer.max_epochs=10"]["seeds"] == "1" and lstm["trainer.max_epochs=10"]["rank"] == "1"
+    assert lstm["trainer.max_epochs=1"]["test mean ± std"] == "0.4900 ± 0.0141"
+    assert lstm["trainer.max_epochs=1"]["seeds"] == "2" and lstm["trainer.max_epochs=1"]["rank"] == "3"
+    gru = next(r for r in rows if r["model"] == "gru")
+    assert gru["config"] == "" and gru["rank"] == "2"  # one entry: nothing to tell apart
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert "| sentiment | test/acc (max) | 0.7 (2) | 0.7665 (1) |" in report  # lstm's best entry
+
+
+def test_group_by_chooses_the_keys(tmp_path: Path, capsys) -> None:
+    uri = _pooling_store(tmp_path)
+    assert main(["--tracking-uri", uri, "--out", str(tmp_path / "m"), "--no-log",
+                 "--group-by", "model"]) == 0
+    lstm = [r for r in _rows(tmp_path / "m") if r["model"] == "lstm"]
+    assert len(lstm) == 1 and lstm[0]["seeds"] == "3"  # the old pooling, on request
+    assert lstm[0]["test mean ± std"].startswith("0.5822 ± ")
+    assert main(["--tracking-uri", uri, "--out", str(tmp_path / "e"), "--no-log",
+                 "--group-by", "trainer.max_epochs"]) == 0
+    assert sorted(r["config"] for r in _rows(tmp_path / "e") if r["model"] == "lstm") == [
+        "trainer.max_epochs=1", "trainer.max_epochs=10"]
+    assert main(["--tracking-uri", uri, "--no-log", "--group-by", "trainer.max_epoch"]) == 2
+    assert "--group-by key 'trainer.max_epoch' is neither a config key" in capsys.readouterr().err
+
+
+def test_config_hash_ignores_seed_and_paths_only(tmp_path: Path) -> None:
+    from rnnlab.compare import config_hash, config_identity
+
+    base = _config_params("/a", "/a/outputs/x", 1, 10)
+    same = _config_params("/b/c", "/tmp/elsewhere", 2, 10)
+    assert config_hash(config_identity(base, "fp")) == config_hash(config_identity(same, "fp"))
+    assert config_identity(base, "fp")["task.datamodule.data_dir"] == "${paths.data_dir}"
+    assert config_identity(base, "fp")["task.monitor"] == "val/acc"  # "/a" is no path here
+    for key, value in [("trainer.max_epochs", "1"), ("model.hidden_size", "128"),
+                       ("task.datamodule.split_seed", "7")]:
+        assert config_hash(config_identity({**base, key: value}, "fp")) != config_hash(
+            config_identity(base, "fp")), key
+    assert config_hash(config_identity(base, "fp2")) != config_hash(config_identity(base, "fp"))
+
+
+def test_run_start_tag_matches_the_hash_of_its_params(make_config, sentiment_csv: Path,
+                                                       lab_root: Path) -> None:
+    """The tag train.py writes equals what compare.py derives from the logged params, so
+    runs logged before the tag group with runs logged after it."""
+    from rnnlab.compare import CONFIG_HASH_TAG, config_hash, config_identity
+    from rnnlab.train import run
+
+    run(make_config("model=tfidf_logreg", f"task.data.train={sentiment_csv}"))
+    client = MlflowClient(f"sqlite:///{lab_root}/mlflow.db")
+    r = client.search_runs([client.get_experiment_by_name("sentiment").experiment_id])[0]
+    derived = config_hash(config_identity(r.data.params, r.data.tags["data_fingerprint"]))
+    assert r.data.tags[CONFIG_HASH_TAG] == derived

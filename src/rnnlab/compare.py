@@ -1,11 +1,15 @@
 """``python compare.py``: one cross-task report from the MLflow store.
 
-For each task (one MLflow experiment each) and each model: the best finished run by
-the task's own monitored metric and direction (read from the run's logged config, so a
-loss is minimised and an accuracy maximised), its test score, mean +- std over every
-finished run of that model (seeds), parameter count, training time and throughput.
-Models are then ranked within each task and the ranks averaged across tasks. Writes
-Markdown, CSV and learning-curve plots, prints the table, and logs the files as
+An entry of the report is one *configuration* of a task: the runs whose resolved config
+is the same apart from the seed and run-local bookkeeping (tag ``rnnlab.config_hash``,
+see :func:`config_identity`), so only seeds of one configuration are averaged; a one-epoch
+smoke test never pools with a full run. ``--group-by`` chooses the keys instead. For each
+entry: the best finished run by the task's own monitored metric and direction (read from
+the run's logged config, so a loss is minimised and an accuracy maximised), its test
+score, mean +- std over the entry's runs (seeds), parameter count, training time and
+throughput, and the config keys that tell it apart from the same model's other entries.
+Entries are ranked within each task, and each model's best entry is ranked across tasks.
+Writes Markdown, CSV and learning-curve plots, prints the table, and logs the files as
 artifacts of a run in the ``reports`` experiment.
 """
 
@@ -14,9 +18,13 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import hashlib
+import json
+import re
 import statistics
 import sys
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +33,83 @@ from rnnlab.config import project_root
 from rnnlab.errors import UserError
 
 REPORT_EXPERIMENT = "reports"
+CONFIG_HASH_TAG = "rnnlab.config_hash"
+MAX_PARAM_LENGTH = 6000  # = rnnlab.tracking.mlflow.MAX_PARAM_LENGTH: params are cut there
+
+# What is not part of a configuration. Seeds (``seed`` and every key named ``seed``, such
+# as the loader's ``task.datamodule.seed``, which follows it) vary within an entry.
+# ``paths.*`` and ``logger.*`` say where a run is written, ``ckpt_path`` where it started
+# from, ``test`` whether it was tested; ``data.*`` and ``model.num_parameters`` are numbers
+# the run measured, not settings. Workers, logging cadence and console output cannot change
+# the weights. Everything else (every trainer limit included: a different max_epochs or
+# limit_train_batches is a different entry) is part of it, with the data fingerprint.
+EXCLUDED_KEYS = frozenset({"ckpt_path", "test", "model.num_parameters",
+                           "trainer.log_every_n_steps", "trainer.enable_progress_bar",
+                           "trainer.enable_model_summary"})
+EXCLUDED_PREFIXES = ("paths.", "logger.", "hydra.", "data.")
+EXCLUDED_LAST_PARTS = frozenset({"seed", "num_workers"})
+# run-local paths inside other values (checkpoint folder, data folder) become these names,
+# so one configuration has one hash in any clone and any output folder; longest first
+PATH_KEYS = ("paths.output_dir", "paths.log_dir", "paths.data_dir", "paths.root_dir")
+
+
+def _excluded(key: str) -> bool:
+    return (key in EXCLUDED_KEYS or key.startswith(EXCLUDED_PREFIXES)
+            or key.rsplit(".", 1)[-1] in EXCLUDED_LAST_PARTS)
+
+
+def config_identity(params: Mapping[str, str], fingerprint: str | None = None) -> dict[str, str]:
+    """The settings that make a configuration, from a run's flattened params (or the
+    flattened config at run start, which is what the params are): seeds, run-local paths
+    and bookkeeping removed, paths inside other values replaced by their key, and the data
+    fingerprint added, so runs on different data are never one entry."""
+    # a path only where it stands whole: "/a" is not replaced inside "val/acc"
+    paths = [(re.compile(r"(?<![\w.~/-])" + re.escape(params[k].rstrip("/")) + r"(?![\w.~-])"),
+              "${" + k + "}") for k in PATH_KEYS if params.get(k) not in (None, "", "null", "/")]
+    out = {}
+    for key, value in params.items():
+        if _excluded(key):
+            continue
+        text = str(value)[:MAX_PARAM_LENGTH]
+        for pattern, name in paths:
+            text = pattern.sub(lambda _, name=name: name, text)
+        out[key] = text
+    if fingerprint:
+        out["data_fingerprint"] = fingerprint
+    return out
+
+
+def config_hash(identity: Mapping[str, str]) -> str:
+    """A short stable digest of :func:`config_identity`."""
+    blob = json.dumps(sorted(identity.items()), ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:12]
+
+
+def config_tags(cfg: Any, fingerprint: str | None) -> dict[str, str]:
+    """``{rnnlab.config_hash: ...}`` for a run about to start from ``cfg`` (a DictConfig):
+    the same digest compare.py derives from the params of runs logged without the tag."""
+    from omegaconf import OmegaConf
+
+    from rnnlab.tracking.mlflow import flatten
+
+    params = flatten(OmegaConf.to_container(cfg, resolve=True))
+    return {CONFIG_HASH_TAG: config_hash(config_identity(params, fingerprint))}
+
+
+def run_config_hash(run: Any) -> str:
+    """A run's configuration digest: its tag, or (runs from before the tag) derived from
+    its logged params and data fingerprint the same way."""
+    tagged = run.data.tags.get(CONFIG_HASH_TAG)
+    if tagged:
+        return tagged
+    return config_hash(config_identity(run.data.params, run.data.tags.get("data_fingerprint")))
+
+
+def _group_value(run: Any, key: str) -> str:
+    """A ``--group-by`` key's value in a run: a param (config key), else a tag."""
+    if key in run.data.params:
+        return run.data.params[key]
+    return run.data.tags.get(key, "(unset)")
 
 
 @dataclass
@@ -44,6 +129,20 @@ class Entry:
     train_seconds: float | None = None
     throughput: float | None = None
     rank: int = 0
+    config_hash: str = ""
+    # the settings of the entry's best run (config_identity), or its --group-by values
+    config: dict[str, str] = field(default_factory=dict)
+    run_ids: list[str] = field(default_factory=list)
+    # what tells this entry apart from the same model's other entries in its task
+    differs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """The model, with the settings that set it apart when the model has several
+        entries in the task."""
+        if not self.differs:
+            return self.model
+        return f"{self.model} ({_short_config(self.differs)})"
 
     @property
     def test_metric(self) -> str:
@@ -84,8 +183,13 @@ def _client(uri: str):
 
 
 def collect(client: Any, tasks: list[str] | None = None, models: list[str] | None = None,
-            sweep_id: str | None = None, since: dt.date | None = None) -> tuple[list[Entry], list[str]]:
-    """Rows of the report and notes on what was skipped."""
+            sweep_id: str | None = None, since: dt.date | None = None,
+            group_by: list[str] | None = None) -> tuple[list[Entry], list[str]]:
+    """Rows of the report and notes on what was skipped.
+
+    Runs of one task form one entry when they share a configuration (their config hash);
+    with ``group_by``, when they share the model and the values of those keys (params such
+    as ``trainer.max_epochs``, or tags), so ``group_by=["model"]`` pools by model name."""
     notes: list[str] = []
     experiments = [e for e in client.search_experiments()
                    if e.name not in ("Default", REPORT_EXPERIMENT)
@@ -94,7 +198,8 @@ def collect(client: Any, tasks: list[str] | None = None, models: list[str] | Non
         raise UserError("the MLflow store has no task experiments"
                         + (f" named {', '.join(tasks)}" if tasks else "")
                         + "; train something first (python train.py ...).")
-    grouped: dict[tuple[str, str], list[Any]] = defaultdict(list)
+    keys = [k for k in (group_by or []) if k != "model"]
+    grouped: dict[tuple[str, str, str], list[Any]] = defaultdict(list)
     for exp in experiments:
         runs = client.search_runs([exp.experiment_id], max_results=50_000)
         finished = [r for r in runs if r.info.status == "FINISHED"
@@ -110,9 +215,19 @@ def collect(client: Any, tasks: list[str] | None = None, models: list[str] | Non
         if not finished:
             notes.append(f"task {exp.name}: no finished runs match the filters.")
         for r in finished:
-            grouped[(exp.name, r.data.tags["model"])].append(r)
+            if group_by is None:
+                key = run_config_hash(r)
+            else:
+                key = json.dumps([_group_value(r, k) for k in keys])
+            grouped[(exp.name, r.data.tags["model"], key)].append(r)
+    considered = [r for runs in grouped.values() for r in runs]
+    for k in keys:
+        if considered and not any(k in r.data.params or k in r.data.tags for r in considered):
+            raise UserError(f"--group-by key {k!r} is neither a config key nor a tag of any "
+                            f"matching run; config keys are written as logged, e.g. "
+                            f"trainer.max_epochs or model.hidden_size.")
     entries = []
-    for (task, model), runs in sorted(grouped.items()):
+    for (task, model, key), runs in sorted(grouped.items()):
         monitor = runs[0].data.params.get("task.monitor", "val/loss")
         maximise = runs[0].data.params.get("task.mode", "min") == "max"
         scored = []
@@ -131,13 +246,48 @@ def collect(client: Any, tasks: list[str] | None = None, models: list[str] | Non
                       best.info.run_id)
         entry.tests = [r.data.metrics[test_key] for _, r in scored if test_key in r.data.metrics]
         entry.seeds = {r.data.tags.get("seed", "?") for _, r in scored}
+        entry.run_ids = [r.info.run_id for _, r in scored]
         entry.n_params = best.data.params.get("model.num_parameters", "")
         if best.info.end_time and best.info.start_time:
             entry.train_seconds = (best.info.end_time - best.info.start_time) / 1000
         entry.throughput = best.data.metrics.get("perf/train_items_per_sec")
+        if group_by is None:
+            entry.config_hash = key
+            entry.config = config_identity(best.data.params, best.data.tags.get("data_fingerprint"))
+        else:
+            entry.config = dict(zip(keys, json.loads(key), strict=True))
+            entry.config_hash = config_hash(entry.config)
         entries.append(entry)
+    _describe_differences(entries)
     _rank(entries)
     return entries, notes
+
+
+def _describe_differences(entries: list[Entry]) -> None:
+    """For each model with several entries in a task: the settings in which they differ
+    (a key one entry lacks counts as a difference)."""
+    by_model: dict[tuple[str, str], list[Entry]] = defaultdict(list)
+    for e in entries:
+        by_model[(e.task, e.model)].append(e)
+    for rows in by_model.values():
+        if len(rows) < 2:
+            continue
+        keys = sorted({k for e in rows for k in e.config})
+        differing = [k for k in keys if len({e.config.get(k) for e in rows}) > 1]
+        for e in rows:
+            e.differs = {k: e.config.get(k, "(unset)") for k in differing}
+            if not e.differs:  # same settings on the shown keys: the digest tells them apart
+                e.differs = {"config": e.config_hash}
+
+
+def _short_config(settings: Mapping[str, str], limit: int = 4, width: int = 40) -> str:
+    """``trainer.max_epochs=1, trainer.limit_train_batches=20 (+2 more)`` for a table cell."""
+    parts = []
+    for k, v in list(settings.items())[:limit]:
+        v = v if len(v) <= width else v[: width - 1] + "…"
+        parts.append(f"{k}={v}")
+    more = len(settings) - limit
+    return ", ".join(parts) + (f" (+{more} more)" if more > 0 else "")
 
 
 def _rank(entries: list[Entry]) -> None:
@@ -153,17 +303,35 @@ def _rank(entries: list[Entry]) -> None:
             e.rank = i
 
 
-def ranking(entries: list[Entry]) -> list[tuple[str, float, int]]:
-    """(model, mean rank across tasks, number of tasks), best first."""
-    ranks: dict[str, list[int]] = defaultdict(list)
+def model_ranks(entries: list[Entry]) -> dict[str, dict[str, tuple[Entry, int]]]:
+    """``{task: {model: (its best entry, rank among the models)}}``: a model with several
+    configurations in a task is represented by its best one across tasks."""
+    out: dict[str, dict[str, tuple[Entry, int]]] = {}
+    by_task: dict[str, list[Entry]] = defaultdict(list)
     for e in entries:
-        ranks[e.model].append(e.rank)
+        by_task[e.task].append(e)
+    for task, rows in by_task.items():
+        best: dict[str, Entry] = {}
+        for e in sorted(rows, key=lambda e: e.rank):
+            best.setdefault(e.model, e)
+        ordered = sorted(best.values(), key=lambda e: e.rank)
+        out[task] = {e.model: (e, i) for i, e in enumerate(ordered, start=1)}
+    return out
+
+
+def ranking(entries: list[Entry]) -> list[tuple[str, float, int]]:
+    """(model, mean rank across tasks, number of tasks), best first; each model ranked by
+    its best entry of each task."""
+    ranks: dict[str, list[int]] = defaultdict(list)
+    for row in model_ranks(entries).values():
+        for model, (_, rank) in row.items():
+            ranks[model].append(rank)
     return sorted(((m, statistics.mean(r), len(r)) for m, r in ranks.items()),
                   key=lambda t: (t[1], -t[2], t[0]))
 
 
-COLUMNS = ["task", "model", "rank", "metric", "best val", "test (best run)", "test mean ± std",
-           "seeds", "params", "train s", "items/s"]
+COLUMNS = ["task", "model", "config", "rank", "metric", "best val", "test (best run)",
+           "test mean ± std", "seeds", "params", "train s", "items/s", "config hash"]
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -172,26 +340,25 @@ def _fmt(value: float | None, spec: str) -> str:
 
 def _row(e: Entry) -> list[str]:
     fmt = _fmt
-    return [e.task, e.model, str(e.rank), f"{e.monitor} ({'max' if e.maximise else 'min'})",
+    return [e.task, e.model, _short_config(e.differs), str(e.rank),
+            f"{e.monitor} ({'max' if e.maximise else 'min'})",
             f"{e.best_val:.4f}", fmt(e.best_test, ".4f"), e.mean_std(), str(len(e.seeds)),
-            e.n_params, fmt(e.train_seconds, ".0f"), fmt(e.throughput, ".0f")]
+            e.n_params, fmt(e.train_seconds, ".0f"), fmt(e.throughput, ".0f"), e.config_hash]
 
 
 def task_by_model(entries: list[Entry]) -> list[str]:
-    """Markdown rows: one line per task, the mean test score of every model (rank)."""
+    """Markdown rows: one line per task, the mean test score of every model's best entry
+    (its rank among the models)."""
     models = sorted({e.model for e in entries})
-    by_task: dict[str, dict[str, Entry]] = defaultdict(dict)
-    for e in entries:
-        by_task[e.task][e.model] = e
     lines = ["| task | test metric | " + " | ".join(models) + " |",
              "|" + "---|" * (len(models) + 2)]
-    for task, row in sorted(by_task.items()):
-        any_entry = next(iter(row.values()))
+    for task, row in sorted(model_ranks(entries).items()):
+        any_entry = next(iter(row.values()))[0]
         cells = []
         for m in models:
-            e = row.get(m)
+            e, rank = row.get(m, (None, 0))
             score = e.test_mean if e else None
-            cells.append("" if score is None else f"{score:.4g} ({e.rank})")
+            cells.append("" if score is None else f"{score:.4g} ({rank})")
         metric = f"{any_entry.test_metric} ({'max' if any_entry.maximise else 'min'})"
         lines.append(f"| {task} | {metric} | " + " | ".join(cells) + " |")
     return lines
@@ -199,9 +366,13 @@ def task_by_model(entries: list[Entry]) -> list[str]:
 
 def to_markdown(entries: list[Entry], notes: list[str]) -> str:
     lines = ["# rnnlab comparison", "", f"Generated {dt.datetime.now():%Y-%m-%d %H:%M}.", "",
+             "An entry is one configuration of a model: its runs differ only in the seed "
+             "(or, with --group-by, share the chosen keys). `config` shows what sets it apart "
+             "from the same model's other entries.", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(_row(e)) + " |" for e in entries]
-    lines += ["", "## Task x model (mean test score over seeds, rank in brackets)", "",
+    lines += ["", "## Task x model (each model's best configuration: mean test score over "
+              "seeds, rank in brackets)", "",
               *task_by_model(entries)]
     lines += ["", "## Ranking across tasks (mean rank; 1 is best)", "",
               "| model | mean rank | tasks |", "|---|---|---|"]
@@ -225,7 +396,7 @@ def learning_curves(client: Any, entries: list[Entry], out_dir: Path) -> list[Pa
                              key=lambda m: (m.step, m.timestamp))
             if len(history) > 1:
                 ax.plot(range(1, len(history) + 1), [m.value for m in history], marker=".",
-                        label=e.model)
+                        label=e.label)
                 drawn += 1
         if not drawn:
             plt.close(fig)
@@ -270,6 +441,16 @@ def _print(entries: list[Entry], notes: list[str]) -> None:
         print(to_markdown(entries, notes))
 
 
+def _keys(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    keys = [k.strip() for k in text.split(",") if k.strip()]
+    if not keys:
+        raise UserError("--group-by is empty; give comma-separated config keys such as "
+                        "trainer.max_epochs, or leave it out to group by the whole config.")
+    return keys
+
+
 def main(argv: list[str] | None = None) -> int:
     from rnnlab.tracking.mlflow import ensure_experiment, local_artifact_root, resolve_tracking_uri
 
@@ -281,6 +462,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--since", help="only runs started on or after YYYY-MM-DD")
     parser.add_argument("--out", help="output folder (default reports/<timestamp>)")
     parser.add_argument("--no-log", action="store_true", help="do not log the report to MLflow")
+    parser.add_argument("--group-by", metavar="KEYS",
+                        help="comma-separated config keys (e.g. trainer.max_epochs,"
+                             "model.hidden_size) or tags: runs of one model with equal values "
+                             "form one entry (default: the whole config but the seed; "
+                             "--group-by model pools every run of a model)")
     parser.add_argument("--register", action="store_true",
                         help="register each task's best run (by its own metric) as "
                              "rnnlab-<task> and move the alias champion to it")
@@ -296,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
         client = _client(uri)
         entries, notes = collect(client, args.tasks.split(",") if args.tasks else None,
                                  args.models.split(",") if args.models else None,
-                                 args.sweep_id, since)
+                                 args.sweep_id, since, _keys(args.group_by))
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
