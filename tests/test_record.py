@@ -397,3 +397,12 @@ def test_length_filters_say_what_they_drop(tmp_path: Path, capsys: pytest.Captur
     assert kept < 60
     assert "examples: word or every pronunciation longer than task.datamodule.max_len=6" in err
     assert sum(int(n) for n in re.findall(r"(\d+) of \d+ \w+", err)) == 60 - kept
+
+
+def test_data_parallel_without_our_sharding_is_refused_before_any_run(make_config, lab_root: Path,
+                                                                     sentiment_csv: Path) -> None:
+    with pytest.raises(ConfigError, match=r"needs trainer.use_distributed_sampler=false \(use "
+                                          r"trainer=ddp or trainer=ddp_cpu"):
+        run(make_config(f"task.data.train={sentiment_csv}", *FAST, "trainer=cpu",
+                        "trainer.devices=2", "+trainer.strategy=ddp"))
+    assert _runs(lab_root) == []

@@ -52,6 +52,14 @@ def preflight(cfg: DictConfig) -> None:
         if key.rsplit(".", 1)[-1].endswith("batch_size") and value is not None and (
                 isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ConfigError(f"{key}={value} must be a whole number of at least 1.")
+    trainer = cfg.get("trainer") or {}
+    devices, nodes = trainer.get("devices"), trainer.get("num_nodes") or 1
+    parallel = ("ddp" in str(trainer.get("strategy") or "")
+                or (isinstance(devices, int) and devices > 1) or int(nodes) > 1)
+    if parallel and trainer.get("use_distributed_sampler", True) is not False:
+        raise ConfigError("rnnlab's loaders shard batches across processes themselves, so a "
+                          "data-parallel run needs trainer.use_distributed_sampler=false (use "
+                          "trainer=ddp or trainer=ddp_cpu, which set it).")
     if not is_rank_zero():
         return
     check_writable(Path(cfg.paths.output_dir), "paths.output_dir")

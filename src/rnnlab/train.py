@@ -34,6 +34,9 @@ log = logging.getLogger("rnnlab")
 logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
     lambda record: "litlogger" not in record.getMessage())
 warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
+# under DDP, train/* and perf/* are rank zero's own figures by design (every val/test metric
+# is reduced across ranks by the tasks themselves): no per-key advice to sync them
+warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('(train|perf)/")
 
 
 def _interactive() -> bool:

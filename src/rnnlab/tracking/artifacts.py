@@ -34,7 +34,11 @@ def log_file(trainer, local_path: str | Path, artifact_dir: str | None = None) -
     if ml is not None:
         ml.experiment.log_artifact(ml.run_id, str(local_path), artifact_dir)
         return
-    log_dir = getattr(trainer, "log_dir", None)
+    # the logger's own folder: Trainer.log_dir is a collective under DDP, and only rank
+    # zero gets here, so asking the trainer would wait for ranks that never ask
+    log_dir = next((lg.log_dir for lg in getattr(trainer, "loggers", None) or []
+                    if getattr(lg, "log_dir", None)), None) or getattr(
+        trainer, "default_root_dir", None) or getattr(trainer, "log_dir", None)
     if log_dir:
         dest = Path(log_dir) / (artifact_dir or "") / Path(local_path).name
         dest.parent.mkdir(parents=True, exist_ok=True)
