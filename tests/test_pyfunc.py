@@ -280,6 +280,29 @@ def test_a_model_that_cannot_predict_fails_the_run_with_the_reason(
     assert MODEL_URI_TAG not in r.data.tags
 
 
+def test_a_failed_upload_fails_the_run_and_marks_the_model_failed(
+        lab: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow.models import Model
+
+    def no_room(*args: Any, **kwargs: Any) -> None:
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(Model, "log", no_room)
+    csv = write_sentiment_csv(lab / "reviews_full.csv", n=60)
+    cfg = compose_config([f"paths.root_dir={lab}", f"paths.output_dir={lab}/outputs/full",
+                          f"logger.mlflow.tracking_uri=sqlite:///{lab}/mlflow.db",
+                          "model=gru", "trainer=debug", f"task.data.train={csv}", *SMALL])
+    with pytest.raises(OSError, match="No space left"):
+        run(cfg)
+    client = MlflowClient(f"sqlite:///{lab}/mlflow.db")
+    (r,) = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                              f"tags.`rnnlab.output_dir` = '{lab}/outputs/full'")
+    assert r.info.status == "FAILED" and "No space left" in r.data.tags["rnnlab.failure"]
+    (model,) = [m for m in client.search_logged_models([r.info.experiment_id])
+                if m.source_run_id == r.info.run_id]
+    assert str(model.status) == "FAILED"
+
+
 def test_translate_model_translates_sentences_as_rnnlab_convert(lab: Path) -> None:
     from rnnlab.cli.convert import convert
 

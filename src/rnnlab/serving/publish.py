@@ -62,13 +62,14 @@ def using_tracking_uri(uri: str) -> Iterator[None]:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
-def _log(logger: Any, flavor: Any, example: Any, what: str, **kwargs: Any) -> str:
-    """Log one model to the logger's run, tag and print its URI; returns the URI."""
+def _log(logger: Any, flavor: Any, example: Any, what: str, start: float, **kwargs: Any
+         ) -> str:
+    """Log one model to the logger's run, tag and print its URI (with the seconds since
+    ``start``, when the caller began preparing it); returns the URI."""
     import logging
 
     from mlflow.models import Model
 
-    start = time.perf_counter()
     quiet = logging.getLogger("mlflow")
     level = quiet.level
     quiet.setLevel(logging.WARNING)  # MLflow's progress bars and notes would fill the log
@@ -80,9 +81,14 @@ def _log(logger: Any, flavor: Any, example: Any, what: str, **kwargs: Any) -> st
         created = client.create_logged_model(
             client.get_run(run_id).info.experiment_id, name=MODEL_NAME, source_run_id=run_id,
             tags={k: str(v) for k, v in kwargs.get("metadata", {}).items()})
-        with using_tracking_uri(logger._tracking_uri):
-            info = Model.log(artifact_path=None, name=MODEL_NAME, flavor=flavor, run_id=run_id,
-                             model_id=created.model_id, input_example=example, **kwargs)
+        try:
+            with using_tracking_uri(logger._tracking_uri):
+                info = Model.log(artifact_path=None, name=MODEL_NAME, flavor=flavor,
+                                 run_id=run_id, model_id=created.model_id,
+                                 input_example=example, **kwargs)
+        except BaseException:  # no half-logged model left PENDING in the Models tab
+            client.finalize_logged_model(created.model_id, "FAILED")
+            raise
     finally:
         quiet.setLevel(level)
         if progress is None:
@@ -116,6 +122,7 @@ def log_servable_model(logger: Any, cfg: DictConfig, checkpoint: str | Path) -> 
     from rnnlab.serving.predictors import predictor_for
     from rnnlab.serving.pyfunc import CHECKPOINT_ARTIFACT
 
+    start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="rnnlab-model-") as tmp:
         path = slim_checkpoint(checkpoint, Path(tmp) / CHECKPOINT_FILE)
         predictor = predictor_for(load_checkpoint(path, key="best checkpoint"))
@@ -123,7 +130,7 @@ def log_servable_model(logger: Any, cfg: DictConfig, checkpoint: str | Path) -> 
         predictor(example, params)  # raises here, with the reason, if it cannot predict
         size = path.stat().st_size / 1e6
         return _log(logger, mlflow.pyfunc, (example, params) if params else example,
-                    f"{predictor.kind}, {size:.1f} MB",
+                    f"{predictor.kind}, {size:.1f} MB", start,
                     python_model=str(MODEL_CODE), artifacts={CHECKPOINT_ARTIFACT: str(path)},
                     signature=predictor.signature(), pip_requirements=[package_requirement()],
                     metadata={"rnnlab_kind": predictor.kind, "task": str(cfg.task.name),
@@ -178,6 +185,7 @@ def _log_tfidf(logger: Any, baseline: Any, dm: Any, metrics: dict[str, float]) -
     C chosen on validation) -> the class name; refitted on the training split exactly as
     the baseline was, with the class names as labels."""
     import mlflow.sklearn
+    import sklearn
     from mlflow.models.signature import ModelSignature
     from mlflow.types.schema import ColSpec, Schema
     from sklearn.feature_extraction.text import TfidfVectorizer
@@ -188,6 +196,7 @@ def _log_tfidf(logger: Any, baseline: Any, dm: Any, metrics: dict[str, float]) -
     from rnnlab.data.text import tokenize
     from rnnlab.serving.pyfunc import select_text
 
+    start = time.perf_counter()
     texts, labels = dm.texts("train")
     names = list(dm.class_names)
     pipeline = make_pipeline(
@@ -201,10 +210,8 @@ def _log_tfidf(logger: Any, baseline: Any, dm: Any, metrics: dict[str, float]) -
     pipeline.predict(example)
     signature = ModelSignature(Schema([ColSpec("string", "text")]),
                                Schema([ColSpec("string")]))
-    import sklearn
-
-    return _log(logger, mlflow.sklearn, example, "scikit-learn pipeline", sk_model=pipeline,
-                signature=signature, serialization_format="cloudpickle",
+    return _log(logger, mlflow.sklearn, example, "scikit-learn pipeline", start,
+                sk_model=pipeline, signature=signature, serialization_format="cloudpickle",
                 pip_requirements=[package_requirement(), f"scikit-learn=={sklearn.__version__}"])
 
 
@@ -218,6 +225,7 @@ def _log_table(logger: Any, cfg: DictConfig, kind: str, spec: dict[str, Any],
     from rnnlab.serving.predictors import Tagger
     from rnnlab.serving.pyfunc import BASELINE_ARTIFACT, baseline_predictor
 
+    start = time.perf_counter()
     spec = {"kind": kind, **spec}
     baseline_predictor(spec)(example, params)  # raises here if it cannot predict
     if kind == "majority_tag":  # the networks' tagging schema
@@ -231,7 +239,7 @@ def _log_table(logger: Any, cfg: DictConfig, kind: str, spec: dict[str, Any],
         path = Path(tmp) / "baseline.json"
         path.write_text(json.dumps(spec), encoding="utf-8")
         return _log(logger, mlflow.pyfunc, (example, params) if params else example,
-                    f"{cfg.model.name} baseline", python_model=str(MODEL_CODE),
+                    f"{cfg.model.name} baseline", start, python_model=str(MODEL_CODE),
                     artifacts={BASELINE_ARTIFACT: str(path)},
                     signature=signature,
                     pip_requirements=[package_requirement()],
