@@ -56,7 +56,9 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     import urllib.request
 
     try:
-        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
+        # the health page needs no login, and urllib cannot parse user:password@ anyway
+        bare = _CREDENTIALS.sub(r"\g<scheme>", uri)
+        urllib.request.urlopen(bare.rstrip("/") + "/health", timeout=timeout).close()
     except urllib.error.HTTPError:
         return  # something answers; the MLflow client reports anything else precisely
     except (OSError, ValueError) as err:
