@@ -17,6 +17,12 @@ from rnnlab.metrics.distributed import WeightedMean
 from rnnlab.models.heads import ClassifierHead
 from rnnlab.tasks.base import OptimizerFactory, RnnlabTask
 from rnnlab.tracking.artifacts import confusion_matrix_figure, log_figure
+from rnnlab.tracking.predictions import DEFAULT_MAX_ROWS, PredictionRows
+
+# how test/acc, test/f1 and test/loss follow from predictions/test.parquet (rnnlab.stats)
+PREDICTION_METRICS = {"test/acc": {"kind": "mean", "column": "score"},
+                      "test/f1": {"kind": "macro_f1", "gold": "gold", "prediction": "prediction"},
+                      "test/loss": {"kind": "mean", "column": "loss"}}
 
 
 def classification_metrics(num_classes: int) -> MetricCollection:
@@ -32,7 +38,8 @@ class ClassificationTask(RnnlabTask):
 
     def __init__(self, backbone: nn.Module, spec: dict[str, Any], optimizer: OptimizerFactory,
                  scheduler: Any = None, monitor: str = "val/acc", pooling: str = "last",
-                 dropout: float = 0.0, label_smoothing: float = 0.0) -> None:
+                 dropout: float = 0.0, label_smoothing: float = 0.0,
+                 max_predictions: int = DEFAULT_MAX_ROWS) -> None:
         super().__init__(backbone, optimizer, scheduler, monitor)
         self.num_classes = int(spec["num_classes"])
         self.class_names = list(spec.get("class_names") or range(self.num_classes))
@@ -43,6 +50,7 @@ class ClassificationTask(RnnlabTask):
         self.test_metrics = metrics.clone(prefix="test/")
         self.val_loss, self.test_loss = WeightedMean(), WeightedMean()
         self.test_confusion = MulticlassConfusionMatrix(self.num_classes)
+        self.predictions = PredictionRows(max_predictions)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         enc = self.backbone(x, lengths)
@@ -71,6 +79,25 @@ class ClassificationTask(RnnlabTask):
         self.test_metrics.update(logits, batch["y"])
         self.test_confusion.update(logits, batch["y"])
         self.test_loss.update(loss, len(batch["y"]))
+        self._collect_predictions(batch, batch_idx, logits)
+
+    def _collect_predictions(self, batch: dict, batch_idx: int, logits: Tensor) -> None:
+        """One row per example: text, gold and predicted class, correct (0/1), its loss."""
+        if not self.predictions.enabled:
+            return
+        y = batch["y"]
+        nll = F.cross_entropy(logits.float(), y, reduction="none",
+                              label_smoothing=self.label_smoothing).tolist()
+        pred = logits.argmax(-1).tolist()
+        ids = self.predictions.example_ids(self, batch_idx, len(y))
+        inputs = self.predictions.inputs(self, batch, ids)
+        for i, (g, p) in enumerate(zip(y.tolist(), pred, strict=True)):
+            row = {"input": inputs[i], "gold": str(self.class_names[g]),
+                   "prediction": str(self.class_names[p]), "score": float(g == p),
+                   "loss": nll[i]}
+            if ids is not None:
+                row["example"] = ids[i]
+            self.predictions.add(self, batch_idx, i, row)
 
     def _log_epoch(self, split: str) -> None:
         """Accuracy, F1 (torchmetrics states summed over ranks) and the example-weighted
@@ -89,5 +116,6 @@ class ClassificationTask(RnnlabTask):
         self._log_epoch("test")
         matrix = self.test_confusion.compute().cpu().numpy()  # counts summed over ranks
         self.test_confusion.reset()
+        self.predictions.write(self, PREDICTION_METRICS)
         log_figure(self.trainer, confusion_matrix_figure(matrix, [str(c) for c in self.class_names]),
                    "plots/confusion_matrix_test.png")

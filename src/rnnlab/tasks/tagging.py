@@ -23,12 +23,30 @@ from torch import Tensor, nn
 
 from rnnlab.errors import ConfigError
 from rnnlab.metrics.distributed import WeightedMean, gather_objects
-from rnnlab.metrics.spans import SpanScorer, format_tagged
+from rnnlab.metrics.spans import SpanScorer, bio_spans, format_tagged
 from rnnlab.models.crf import LinearChainCRF
 from rnnlab.tasks.base import OptimizerFactory, RnnlabTask
 from rnnlab.tracking.artifacts import log_text
+from rnnlab.tracking.predictions import DEFAULT_MAX_ROWS, PredictionRows
 
 TAG_PAD = -100
+# how the test scores follow from predictions/test.parquet (rnnlab.stats): entity counts
+# per sentence, so F1 is recomputed from resampled sentences, never averaged
+PREDICTION_METRICS = {"test/f1": {"kind": "f1", "tp": "tp", "fp": "fp", "fn": "fn"},
+                      "test/precision": {"kind": "precision", "tp": "tp", "fp": "fp", "fn": "fn"},
+                      "test/recall": {"kind": "recall", "tp": "tp", "fp": "fp", "fn": "fn"},
+                      "test/acc": {"kind": "ratio", "num": "correct_tokens", "den": "tokens"}}
+
+
+def sentence_counts(gold: list[str], pred: list[str]) -> dict[str, float]:
+    """Entity tp / fp / fn of one sentence (strict spans, as SpanScorer counts them), its
+    F1 (1.0 when it has no entity and none is predicted) and token counts."""
+    gs, ps = set(bio_spans(gold)), set(bio_spans(pred))
+    tp = len(gs & ps)
+    fp, fn = len(ps) - tp, len(gs) - tp
+    f1 = 2 * tp / (2 * tp + fp + fn) if (tp + fp + fn) else 1.0
+    return {"score": f1, "tp": tp, "fp": fp, "fn": fn, "tokens": len(gold),
+            "correct_tokens": sum(a == b for a, b in zip(gold, pred, strict=True))}
 
 
 def length_mask(lengths: Tensor, steps: int) -> Tensor:
@@ -72,7 +90,7 @@ class TaggingTask(RnnlabTask):
     def __init__(self, backbone: nn.Module, spec: dict[str, Any], optimizer: OptimizerFactory,
                  scheduler: Any = None, monitor: str = "val/f1", crf: bool = False,
                  dropout: float = 0.5, num_examples: int = 8, char_features: bool = False,
-                 char_filters: int = 30) -> None:
+                 char_filters: int = 30, max_predictions: int = DEFAULT_MAX_ROWS) -> None:
         super().__init__(backbone, optimizer, scheduler, monitor)
         self.char_cnn: CharCNN | None = None
         features = backbone.output_size
@@ -95,6 +113,7 @@ class TaggingTask(RnnlabTask):
         # ((batch, row) in single-process order, token count, text) of test sentences with
         # entities, gathered from every rank before picking
         self.examples: list[tuple[tuple[int, int], int, str]] = []
+        self.predictions = PredictionRows(max_predictions)
 
     def emissions(self, x: Tensor, lengths: Tensor, chars: Tensor | None = None) -> Tensor:
         """(B, T, K) tag scores."""
@@ -143,6 +162,8 @@ class TaggingTask(RnnlabTask):
         gold = [[self.tag_names[i] for i in row[:n]]
                 for row, n in zip(batch["y"].tolist(), batch["lengths"].tolist(), strict=True)]
         self.scorers[split].update(gold, pred)
+        if split == "test":
+            self._collect_predictions(batch, batch_idx, gold, pred)
         if split == "test" and self.num_examples > 0:
             tokens = batch.get("tokens") or [[str(i) for i in row] for row in batch["x"].tolist()]
             joiner = "" if self.char_level else " "
@@ -151,6 +172,21 @@ class TaggingTask(RnnlabTask):
                                  for i, (toks, p, g) in enumerate(zip(tokens, pred, gold,
                                                                       strict=False))
                                  if any(t != "O" for t in g))
+
+    def _collect_predictions(self, batch: dict, batch_idx: int, gold: list[list[str]],
+                             pred: list[list[str]]) -> None:
+        """One row per sentence: its text, gold and predicted tags, entity counts."""
+        if not self.predictions.enabled:
+            return
+        joiner = "" if self.char_level else " "
+        ids = self.predictions.example_ids(self, batch_idx, len(gold))
+        inputs = self.predictions.inputs(self, batch, ids, joiner=joiner)
+        for i, (g, p) in enumerate(zip(gold, pred, strict=True)):
+            row = {"input": inputs[i], "gold": " ".join(g), "prediction": " ".join(p),
+                   **sentence_counts(g, p)}
+            if ids is not None:
+                row["example"] = ids[i]
+            self.predictions.add(self, batch_idx, i, row)
 
     def _pick_examples(self) -> list[str]:
         """Evenly spaced sentences with entities, preferring ones of 8+ tokens (test batches
@@ -197,6 +233,7 @@ class TaggingTask(RnnlabTask):
     def on_test_epoch_end(self) -> None:
         scorer = self._log_scores("test")  # collectives first, on every rank
         examples = self._pick_examples()
+        self.predictions.write(self, PREDICTION_METRICS)
         head = "crf" if self.crf is not None else "softmax"
         log_text(self.trainer, f"entity-level scores on test ({head} head)\n" + scorer.table(),
                  "ner/test_per_type.txt")

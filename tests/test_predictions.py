@@ -1,0 +1,87 @@
+"""predictions/test.parquet: one row per test example, whose scores give the logged metric."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from rnnlab.stats import metric_value
+from rnnlab.train import run
+
+COLUMNS = {"example", "input", "gold", "prediction", "score"}
+
+
+def _predictions(root: Path, experiment: str) -> tuple[pd.DataFrame, dict, dict]:
+    """The newest run's predictions table, its JSON description and the run's metrics."""
+    client = MlflowClient(f"sqlite:///{root}/mlflow.db")
+    exp = client.get_experiment_by_name(experiment)
+    r = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"])[0]
+    out = root / "downloaded"
+    table = pd.read_parquet(client.download_artifacts(r.info.run_id, "predictions/test.parquet",
+                                                      str(out)))
+    meta = json.loads(Path(client.download_artifacts(r.info.run_id, "predictions/test.json",
+                                                     str(out))).read_text())
+    return table, meta, r.data.metrics
+
+
+def _check(table: pd.DataFrame, meta: dict, metrics: dict, n_test: int | None) -> None:
+    assert set(table.columns) >= COLUMNS
+    if n_test is not None:
+        assert len(table) == n_test == meta["examples"] and not meta["sampled"]
+    assert table["example"].is_unique
+    for name, spec in meta["metrics"].items():
+        assert metric_value(table, spec) == pytest.approx(metrics[name], rel=1e-5, abs=1e-6), name
+
+
+SENTIMENT_FAST = ["trainer.max_epochs=1", "task.datamodule.batch_size=16", "model.hidden_size=16",
+                  "model.embedding_dim=16", "task.datamodule.min_freq=1"]
+
+
+def test_sentiment_rows_reproduce_test_acc_f1_and_loss(make_config, sentiment_csv: Path,
+                                                       lab_root: Path) -> None:
+    run(make_config("model=gru", f"task.data.train={sentiment_csv}", *SENTIMENT_FAST))
+    table, meta, metrics = _predictions(lab_root, "sentiment")
+    _check(table, meta, metrics, 16)
+    assert set(meta["metrics"]) == {"test/acc", "test/f1", "test/loss"}
+    assert table["score"].mean() == pytest.approx(metrics["test/acc"])
+    texts = pd.read_csv(sentiment_csv)["text"]
+    assert set(table["input"]) <= set(texts)  # the raw snippet, not ids
+    assert set(table["gold"]) <= {"positive", "negative"}
+
+
+def test_tfidf_baseline_writes_the_same_table(make_config, sentiment_csv: Path,
+                                              lab_root: Path) -> None:
+    run(make_config("model=tfidf_logreg", f"task.data.train={sentiment_csv}"))
+    table, meta, metrics = _predictions(lab_root, "sentiment")
+    _check(table, meta, metrics, 16)
+    assert set(meta["metrics"]) == {"test/acc", "test/f1"} and "loss" in table
+    assert sorted(table["example"]) == list(range(16))
+
+
+def test_ner_rows_count_spans_per_sentence(make_config, tmp_path: Path, lab_root: Path) -> None:
+    from test_ner import write_conll
+
+    data = write_conll(tmp_path / "train.conll", n=200)
+    run(make_config("task=ner", "model=bilstm", "task.crf=true", "model.hidden_size=16",
+                    "model.embedding_dim=16", "trainer.max_epochs=4", "task.optimizer.lr=0.01",
+                    "task.datamodule.batch_size=16", "task.module.dropout=0.0",
+                    f"task.data.train={data}"))
+    table, meta, metrics = _predictions(lab_root, "ner")
+    _check(table, meta, metrics, 20)
+    assert {"tp", "fp", "fn", "tokens", "correct_tokens"} <= set(table.columns)
+    assert table["tp"].sum() > 0 and metrics["test/f1"] > 0  # F1 really recomputed from spans
+    first = table.iloc[0]
+    assert len(first["gold"].split()) == len(first["input"].split()) == first["tokens"]
+
+
+def test_rows_are_bounded_by_max_predictions(make_config, sentiment_csv: Path,
+                                             lab_root: Path) -> None:
+    run(make_config("model=gru", f"task.data.train={sentiment_csv}", *SENTIMENT_FAST,
+                    "+task.module.max_predictions=5"))
+    table, meta, metrics = _predictions(lab_root, "sentiment")
+    assert len(table) == meta["rows"] == 5 and meta["examples"] == 16 and meta["sampled"]
+    assert table["example"].is_unique
