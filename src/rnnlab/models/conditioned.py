@@ -39,20 +39,11 @@ CONDITIONS = ("init", "every_step", "both", "none")
 State = Tensor | tuple[Tensor, Tensor] | None
 
 
-def backbone_input_size(backbone: nn.Module) -> int | None:
-    """The width of real-valued inputs a backbone was built for (None: it embeds ids)."""
-    layer = getattr(backbone, "input", None)
-    if layer is None or getattr(layer, "tokens", False):
-        return None
-    inner = getattr(layer, "layer", None)
-    return int(inner.in_features) if isinstance(inner, nn.Linear) else int(layer.output_size)
-
-
 class ConditionedGenerator(nn.Module):
     """Character embedding (+ category) -> backbone -> dropout -> linear over characters.
 
     Args:
-        backbone: unidirectional ``RecurrentEncoder`` or causal ``TransformerEncoder``
+        backbone: a unidirectional recurrent or causal Transformer ``Backbone``
             built with ``input_size = char_dim (+ category_dim for every_step/both)``.
         num_chars, num_categories: the vocabulary and the number of categories.
         condition: ``init``, ``every_step``, ``both`` or ``none``.
@@ -71,23 +62,23 @@ class ConditionedGenerator(nn.Module):
                                          f"of {', '.join(CONDITIONS)}.")
         require(0.0 <= float(dropout) < 1.0,
                 f"task.module.dropout must be in [0, 1), got {dropout!r}.")
-        if getattr(backbone, "bidirectional", False):
+        if backbone.bidirectional:
             raise ConfigError("task=names generates left to right, so a bidirectional model "
                               "cannot be used; pick a unidirectional one such as model=gru.")
         self.condition = condition
         self.init_state = condition in ("init", "both")
         self.every_step = condition in ("every_step", "both")
         expected = char_dim + (category_dim if self.every_step else 0)
-        got = backbone_input_size(backbone)
+        got = backbone.input_size
         if got != expected:
             raise ConfigError(
                 f"the backbone reads inputs of width {got}, but task.condition={condition} "
                 f"with task.char_dim={char_dim} and task.category_dim={category_dim} feeds "
                 f"{expected}; build it from the names datamodule's spec (input_size).")
         self.backbone = backbone
-        self.recurrent = backbone.init_hidden(1) is not None
-        self.cell = getattr(backbone, "cell", None)
-        self.num_layers = int(getattr(backbone, "num_layers", 1))
+        self.recurrent = backbone.is_recurrent
+        self.cell = backbone.cell
+        self.num_layers = int(backbone.state_layers)
         self.hidden_size = int(backbone.output_size)
         self.num_chars, self.num_categories = num_chars, num_categories
         self.bos_id, self.eos_id, self.padding_idx = bos_id, eos_id, padding_idx
@@ -97,7 +88,7 @@ class ConditionedGenerator(nn.Module):
         self.bridge_h = self.bridge_c = self.start = None
         if self.init_state and self.recurrent:
             self.bridge_h = nn.Linear(category_dim, self.num_layers * self.hidden_size)
-            if self.cell == "lstm":
+            if len(backbone.state_names) > 1:  # an LSTM's cell state gets its own map
                 self.bridge_c = nn.Linear(category_dim, self.num_layers * self.hidden_size)
         elif self.init_state:  # a Transformer: the category is its first input instead of <s>
             self.start = nn.Linear(category_dim, char_dim)

@@ -1,30 +1,34 @@
-"""The recurrent backbone: one class for every cell type.
+"""The backbone interface, and the recurrent backbone: one class for every cell.
 
-``RecurrentEncoder`` wraps PyTorch's fused ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` (cuDNN on
-GPU, oneDNN on CPU), so time is never a Python loop. It reads either token ids (through
-an embedding) or real-valued frames (through a linear projection), and returns every
-step's output, the state after each sequence's *last real* step, and the final hidden
-state for stateful use or for bridging into a decoder.
+:class:`Backbone` is what tasks, the seq2seq decoder, the conditioned generator and
+gradient flow may use of a backbone; nothing else. ``RecurrentEncoder`` builds any cell
+of the registry (:mod:`rnnlab.models.cells`): for PyTorch's fused ``nn.RNN`` /
+``nn.LSTM`` / ``nn.GRU`` (cuDNN on GPU, oneDNN on CPU) time is never a Python loop. It
+reads either token ids (through an embedding) or real-valued frames (through a linear
+projection), and returns every step's output, the state after each sequence's *last
+real* step, and the final hidden state for stateful use or for bridging into a decoder.
 
 Variable lengths: a unidirectional pass over a right-padded batch is exact for every
 real step, so the padded fast path is used and padding is simply ignored downstream. A
 bidirectional pass would read padding first in its backward direction, so those batches
 are packed (``pack="auto"``); the same holds when the caller needs the final state.
+Cells that cannot read packed sequences are given the lengths instead.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rnnlab.errors import ConfigError, require
+from rnnlab.models.cells import INITS, LayerArgs, cell_names, get_cell
 
-CELLS = ("rnn", "rnn_relu", "lstm", "gru")
-INITS = ("default", "xavier", "orthogonal", "identity")
-Hidden = Tensor | tuple[Tensor, Tensor]
+CELLS = cell_names()
+Hidden = Tensor | tuple[Tensor, ...]
 
 
 @dataclass
@@ -66,11 +70,63 @@ class InputLayer(nn.Module):
         return self.layer(x)
 
 
-class RecurrentEncoder(nn.Module):
-    """A stack of fused RNN/LSTM/GRU layers over embedded or projected inputs.
+class Backbone(nn.Module):
+    """The interface every backbone offers; callers use nothing else.
+
+    output_size:  width D of ``EncoderOutput.outputs`` / ``last``.
+    is_recurrent: it carries a state from step to step (stateful streams, one-step
+                  generation, a decoder bridge); the Transformer does not.
+    bidirectional: it reads each sequence both ways (never on a causal task).
+    cell:         the registry name of its cell (None: not a recurrent cell).
+    state_names:  the names of its state tensors (``("h", "c")`` for an LSTM).
+    state_layers: the layers of its state (a decoder after it gets as many).
+    embedding:    its token embedding table (None: it reads real-valued frames).
+    input_size:   the width of real-valued frames it reads (None: it reads token ids).
+    """
+
+    output_size: int
+    is_recurrent: bool = False
+    bidirectional: bool = False
+    cell: str | None = None
+    state_names: tuple[str, ...] = ()
+    state_layers: int = 1
+    input: InputLayer
+
+    @property
+    def embedding(self) -> nn.Embedding | None:
+        layer = self.input.layer
+        return layer if isinstance(layer, nn.Embedding) else None
+
+    @property
+    def input_size(self) -> int | None:
+        if self.input.tokens:
+            return None
+        inner = self.input.layer
+        return int(inner.in_features) if isinstance(inner, nn.Linear) else int(self.input.output_size)
+
+    def init_state(self, batch_size: int, device: torch.device | None = None) -> Hidden | None:
+        """The zero state for ``batch_size`` sequences (None: no state)."""
+        return None
+
+    def step(self, x: Tensor, state: Hidden | None = None) -> tuple[Tensor, Hidden | None]:
+        """One step: (B,) ids or (B, F) frames -> (B, D) output and the next state."""
+        out = self(x.unsqueeze(1), hidden=state)
+        return out.outputs[:, 0], out.hidden
+
+    def forward_steps(self, x: Tensor, lengths: Tensor | None, states: list[Tensor],
+                      hidden: Hidden | None = None) -> EncoderOutput:
+        """The forward pass one step at a time, appending each step's top-layer state (a
+        graph node every later step depends on) to ``states``: gradient flow
+        differentiates the loss with respect to them. Recurrent backbones only."""
+        raise NotImplementedError(f"{type(self).__name__} has no per-step state")
+
+
+class RecurrentEncoder(Backbone):
+    """A stack of recurrent layers of one registered cell over embedded or projected inputs.
 
     Args:
-        cell: ``rnn`` (tanh), ``rnn_relu``, ``lstm`` or ``gru``.
+        cell: a name in the cell registry (``rnn`` (tanh), ``rnn_relu``, ``lstm``,
+            ``gru``, ...).
         hidden_size, num_layers, bidirectional: the usual.
         dropout: between stacked layers (inside the fused kernel) and on the inputs.
         input_dropout: dropout on the embedded inputs only, if it should differ from
@@ -81,18 +137,22 @@ class RecurrentEncoder(nn.Module):
             recipe of Le et al. 2015 for ``rnn_relu``).
         forget_bias: LSTM forget-gate bias (1.0 helps long memories; Jozefowicz 2015).
         pack: ``auto`` packs only when correctness needs it; ``always`` / ``never``.
+        cell_options: options of the cell itself (see its registry entry).
         vocab_size / input_size: filled in from the datamodule at build time.
         causal: asked for by causal tasks; a bidirectional encoder cannot honour it.
     """
+
+    is_recurrent = True
 
     def __init__(self, cell: str = "lstm", hidden_size: int = 256, num_layers: int = 1,
                  bidirectional: bool = False, dropout: float = 0.0, embedding_dim: int = 128,
                  init: str = "default", forget_bias: float = 1.0, pack: str = "auto",
                  project_inputs: bool = False, vocab_size: int | None = None,
                  input_size: int | None = None, padding_idx: int = 0, causal: bool = False,
-                 input_dropout: float | None = None) -> None:
+                 input_dropout: float | None = None,
+                 cell_options: dict[str, Any] | None = None) -> None:
         super().__init__()
-        require(cell in CELLS, f"model.cell={cell!r} is unknown; use one of {', '.join(CELLS)}.")
+        spec = get_cell(cell)
         require(isinstance(hidden_size, int) and hidden_size > 0,
                 f"model.hidden_size must be a positive integer, got {hidden_size!r}.")
         require(isinstance(num_layers, int) and num_layers > 0,
@@ -104,6 +164,8 @@ class RecurrentEncoder(nn.Module):
         require(isinstance(embedding_dim, int) and embedding_dim > 0,
                 f"model.embedding_dim must be a positive integer, got {embedding_dim!r}.")
         require(init in INITS, f"model.init={init!r} is unknown; use one of {', '.join(INITS)}.")
+        require(init in spec.inits, f"model.init={init!r} does not apply to model.cell={cell}; "
+                f"use one of {', '.join(spec.inits)}.")
         require(pack in ("auto", "always", "never"),
                 f"model.pack={pack!r} is unknown; use auto, always or never.")
         if causal and bidirectional:
@@ -112,23 +174,19 @@ class RecurrentEncoder(nn.Module):
                 "model cannot be used; pick a unidirectional one such as model=lstm or model=gru."
             )
         self.cell = cell
+        self.spec = spec
+        self.state_names = spec.state
         self.hidden_size = hidden_size
         self.num_layers = num_layers
+        self.state_layers = num_layers
         self.bidirectional = bidirectional
         self.num_directions = 2 if bidirectional else 1
         self.pack = pack
         self.input = InputLayer(vocab_size, input_size, embedding_dim, padding_idx, project_inputs)
         self.input_dropout = nn.Dropout(input_dropout)
-        kwargs = dict(input_size=self.input.output_size, hidden_size=hidden_size,
-                      num_layers=num_layers, batch_first=True, bidirectional=bidirectional,
-                      dropout=dropout if num_layers > 1 else 0.0)
-        if cell in ("rnn", "rnn_relu"):
-            self.rnn: nn.RNNBase = nn.RNN(nonlinearity="relu" if cell == "rnn_relu" else "tanh",
-                                          **kwargs)
-        elif cell == "lstm":
-            self.rnn = nn.LSTM(**kwargs)
-        else:
-            self.rnn = nn.GRU(**kwargs)
+        self.rnn = spec.build(LayerArgs(
+            input_size=self.input.output_size, hidden_size=hidden_size, num_layers=num_layers,
+            bidirectional=bidirectional, dropout=dropout, options=dict(cell_options or {})))
         self.reset_parameters(init, forget_bias)
 
     @property
@@ -136,28 +194,11 @@ class RecurrentEncoder(nn.Module):
         return self.hidden_size * self.num_directions
 
     def reset_parameters(self, init: str, forget_bias: float) -> None:
-        for name, param in self.rnn.named_parameters():
-            if name.startswith("weight_ih") and init == "xavier":
-                nn.init.xavier_uniform_(param)
-            elif name.startswith("weight_hh"):
-                if init == "orthogonal":
-                    for block in param.data.chunk(param.shape[0] // self.hidden_size, 0):
-                        nn.init.orthogonal_(block)
-                elif init == "identity":
-                    for block in param.data.chunk(param.shape[0] // self.hidden_size, 0):
-                        block.copy_(torch.eye(self.hidden_size))
-            elif name.startswith("bias"):
-                if init == "identity":
-                    nn.init.zeros_(param)
-                if self.cell == "lstm":  # gates are ordered input, forget, cell, output
-                    h = self.hidden_size
-                    # both bias_ih and bias_hh exist; split the forget bias between them
-                    param.data[h:2 * h] = forget_bias / 2.0
+        self.spec.init(self.rnn, init, forget_bias, self.hidden_size)
 
-    def init_hidden(self, batch_size: int, device: torch.device | None = None) -> Hidden:
-        shape = (self.num_layers * self.num_directions, batch_size, self.hidden_size)
-        h = torch.zeros(shape, device=device)
-        return (h, torch.zeros_like(h)) if self.cell == "lstm" else h
+    def init_state(self, batch_size: int, device: torch.device | None = None) -> Hidden:
+        return self.spec.initial_state(self.num_layers * self.num_directions, batch_size,
+                                       self.hidden_size, device)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None, hidden: Hidden | None = None,
                 need_state: bool = False) -> EncoderOutput:
@@ -174,7 +215,11 @@ class RecurrentEncoder(nn.Module):
         ragged = lengths is not None and bool((lengths < steps).any())
         packed = self.pack == "always" or (
             self.pack == "auto" and ragged and (self.bidirectional or need_state))
-        if packed and lengths is not None:
+        if packed and lengths is not None and not self.spec.packable:
+            # the cell ignores padding itself and stops each state at its last real step
+            outputs, hidden = self.rnn(emb, hidden, lengths=lengths)
+            outputs = outputs * length_mask(lengths, steps, outputs).unsqueeze(-1)
+        elif packed and lengths is not None:
             seq = pack_padded_sequence(emb, lengths.cpu(), batch_first=True, enforce_sorted=False)
             out, hidden = self.rnn(seq, hidden)
             outputs, _ = pad_packed_sequence(out, batch_first=True, total_length=steps)
@@ -182,11 +227,27 @@ class RecurrentEncoder(nn.Module):
             outputs, hidden = self.rnn(emb, hidden)
             if ragged:
                 hidden = None
-                mask = torch.arange(steps, device=outputs.device)[None, :] < lengths.to(
-                    outputs.device)[:, None]
-                outputs = outputs * mask.unsqueeze(-1).to(outputs.dtype)
+                outputs = outputs * length_mask(lengths, steps, outputs).unsqueeze(-1)
         last = self._last(outputs, lengths)
         return EncoderOutput(outputs=outputs, last=last, hidden=hidden)
+
+    def forward_steps(self, x: Tensor, lengths: Tensor | None, states: list[Tensor],
+                      hidden: Hidden | None = None) -> EncoderOutput:
+        require(not self.bidirectional, "a bidirectional backbone has no single per-step state")
+        emb = self.input_dropout(self.input(x))
+        steps = emb.shape[1]
+        for t in range(steps):
+            _, hidden = self.spec.step(self.rnn, emb[:, t], hidden)
+            h = hidden[0] if isinstance(hidden, tuple) else hidden
+            layers = list(h.unbind(0))
+            states.append(layers[-1])
+            h = torch.stack(layers)  # the next step reads the same node the output does
+            hidden = (h, *hidden[1:]) if isinstance(hidden, tuple) else h
+        outputs = torch.stack(states[-steps:], dim=1)
+        if lengths is not None and bool((lengths < steps).any()):
+            outputs = outputs * length_mask(lengths, steps, outputs).unsqueeze(-1)
+            hidden = None
+        return EncoderOutput(outputs=outputs, last=self._last(outputs, lengths), hidden=hidden)
 
     def _last(self, outputs: Tensor, lengths: Tensor | None) -> Tensor:
         batch, steps, _ = outputs.shape
@@ -199,3 +260,9 @@ class RecurrentEncoder(nn.Module):
             return fwd
         bwd = outputs[:, 0, self.hidden_size:]  # the backward direction ends at step 0
         return torch.cat([fwd, bwd], dim=-1)
+
+
+def length_mask(lengths: Tensor, steps: int, like: Tensor) -> Tensor:
+    """(B, steps) in ``like``'s dtype and device: 1 at real steps, 0 at padding."""
+    return (torch.arange(steps, device=like.device)[None, :]
+            < lengths.to(like.device)[:, None]).to(like.dtype)

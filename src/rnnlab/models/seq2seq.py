@@ -1,9 +1,11 @@
 """Encoder-decoder (N->M) around any backbone: bridge, recurrent decoder, attention, search.
 
-The backbone from ``model=`` is the encoder, used as is (it may be bidirectional). Its
-final states are bridged to the decoder's size by a learned linear layer (per layer;
-for an LSTM the cell state gets its own bridge). The decoder is unidirectional and uses
-the encoder's cell type (a GRU after a Transformer unless ``decoder_cell`` says otherwise).
+The backbone from ``model=`` is the encoder, used as is (it may be bidirectional), through
+the :class:`~rnnlab.models.encoder.Backbone` interface only. Its final states are bridged
+to the decoder's size by a learned linear layer (per layer; a second state such as an
+LSTM's cell state gets its own bridge). The decoder is unidirectional and is built from
+the cell registry with the encoder's cell (a GRU after a Transformer unless
+``decoder_cell`` says otherwise); it steps through the cell's single-step form.
 
 Attention modes, and what the decoder sees at step t:
 
@@ -31,12 +33,12 @@ from torch import Tensor, nn
 
 from rnnlab.errors import require
 from rnnlab.models.attention import ATTENTIONS, Attention
+from rnnlab.models.cells import LayerArgs, get_cell
 from rnnlab.models.heads import pool
 
 CONTEXTS = ("last", "projected", "pooled")
 CONTEXT_FEEDS = ("both", "init", "steps")
-DECODER_CELLS = ("rnn", "rnn_relu", "lstm", "gru")
-State = Tensor | tuple[Tensor, Tensor]
+State = Tensor | tuple[Tensor, ...]
 
 
 @dataclass
@@ -58,16 +60,6 @@ class Encoded:
                        hidden=_select_state(self.hidden, index))
 
 
-def _rnn(cell: str, input_size: int, hidden_size: int, num_layers: int, dropout: float) -> nn.RNNBase:
-    kwargs = dict(input_size=input_size, hidden_size=hidden_size, num_layers=num_layers,
-                  batch_first=True, dropout=dropout if num_layers > 1 else 0.0)
-    if cell == "lstm":
-        return nn.LSTM(**kwargs)
-    if cell == "gru":
-        return nn.GRU(**kwargs)
-    return nn.RNN(nonlinearity="relu" if cell == "rnn_relu" else "tanh", **kwargs)
-
-
 def _select_state(hidden: State, index: Tensor) -> State:
     if isinstance(hidden, tuple):
         return tuple(h.index_select(1, index) for h in hidden)  # type: ignore[return-value]
@@ -78,7 +70,7 @@ class Seq2Seq(nn.Module):
     """Backbone encoder + bridged recurrent decoder with optional attention.
 
     Args:
-        encoder: the backbone (RecurrentEncoder or TransformerEncoder).
+        encoder: the backbone (any :class:`~rnnlab.models.encoder.Backbone`).
         tgt_vocab_size, bos_id, eos_id, pad_id: the target side's vocabulary.
         attention: ``none``, ``bahdanau``, ``luong_dot`` or ``luong_general``.
         context: with ``attention=none``: ``last``, ``projected`` or ``pooled``.
@@ -105,9 +97,8 @@ class Seq2Seq(nn.Module):
                 f"{', '.join(CONTEXTS)}.")
         require(context_feed in CONTEXT_FEEDS, f"task.context_feed={context_feed!r} is "
                 f"unknown; use one of {', '.join(CONTEXT_FEEDS)}.")
-        cell = decoder_cell or getattr(encoder, "cell", None) or "gru"
-        require(cell in DECODER_CELLS, f"task.module.decoder_cell={cell!r} is unknown; use one "
-                f"of {', '.join(DECODER_CELLS)}.")
+        cell = decoder_cell or encoder.cell or "gru"
+        self.cell_spec = get_cell(cell, key="task.module.decoder_cell")
         require(0.0 <= float(dropout) < 1.0,
                 f"task.module.dropout must be in [0, 1), got {dropout!r}.")
         require(0.0 <= float(encoder_dropout) < 1.0,
@@ -122,7 +113,7 @@ class Seq2Seq(nn.Module):
         self.vocab_size = tgt_vocab_size
         enc_size = int(encoder.output_size)
         self.hidden_size = int(decoder_hidden_size or enc_size)
-        self.num_layers = int(decoder_layers or getattr(encoder, "num_layers", 1))
+        self.num_layers = int(decoder_layers or encoder.state_layers)
         require(self.hidden_size > 0 and self.num_layers > 0,
                 "task.module.decoder_hidden_size and decoder_layers must be positive.")
         self.embedding = nn.Embedding(tgt_vocab_size, embedding_dim, padding_idx=pad_id)
@@ -133,13 +124,14 @@ class Seq2Seq(nn.Module):
         bridged = self.context_feed != "steps"
         self.bridge_h = nn.Linear(enc_size, self.hidden_size) if bridged else None
         self.bridge_c = nn.Linear(enc_size, self.hidden_size) \
-            if bridged and cell == "lstm" else None
+            if bridged and len(self.cell_spec.state) > 1 else None
         self.project = nn.Linear(enc_size, enc_size) if context == "projected" else None
         # context in the decoder's input: Bahdanau's, or the fixed one unless it only starts it
         self.input_context = attention == "bahdanau" or (attention == "none" and
                                                          self.context_feed != "init")
-        self.rnn = _rnn(cell, embedding_dim + (enc_size if self.input_context else 0),
-                        self.hidden_size, self.num_layers, float(dropout))
+        self.rnn = self.cell_spec.build(LayerArgs(
+            input_size=embedding_dim + (enc_size if self.input_context else 0),
+            hidden_size=self.hidden_size, num_layers=self.num_layers, dropout=float(dropout)))
         self.attention = None if attention == "none" else Attention(
             attention, self.hidden_size, enc_size, attention_size)
         # context in the readout: always, but for a fixed context that only starts the decoder
@@ -151,7 +143,7 @@ class Seq2Seq(nn.Module):
     # ---- encoding ----------------------------------------------------------------------
     def _layers(self, states: Tensor) -> Tensor:
         """(layers*dirs, B, H) encoder states -> (decoder layers, B, dirs*H)."""
-        dirs = 2 if getattr(self.encoder, "bidirectional", False) else 1
+        dirs = 2 if self.encoder.bidirectional else 1
         layers = states.shape[0] // dirs
         merged = states.view(layers, dirs, states.shape[1], states.shape[2]).permute(0, 2, 1, 3)
         merged = merged.reshape(layers, states.shape[1], dirs * states.shape[2])
@@ -185,7 +177,7 @@ class Seq2Seq(nn.Module):
         else:
             h0 = torch.tanh(self.bridge_h(source)).contiguous()
         init: State = h0
-        if self.cell == "lstm":
+        if len(self.cell_spec.state) > 1:
             if self.bridge_c is not None and self.attention_kind == "none":
                 c0 = self.bridge_c(source)  # c is the only link: it starts the cell too
             elif self.bridge_c is not None and cell_state is not None:
@@ -215,8 +207,7 @@ class Seq2Seq(nn.Module):
             inp = torch.cat([emb, src.static], -1)
         else:
             inp = emb
-        out, hidden = self.rnn(inp.unsqueeze(1), hidden)
-        s = out[:, 0]
+        s, hidden = self.cell_spec.step(self.rnn, inp, hidden)
         if self.attention_kind.startswith("luong"):
             context, weights = self.attention(s, src.memory, src.mask, src.keys)
         elif self.attention_kind == "none":

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnlab.errors import require
-from rnnlab.models.encoder import EncoderOutput, InputLayer
+from rnnlab.models.encoder import Backbone, EncoderOutput, InputLayer
 
 
 class SinusoidalPositions(nn.Module):
@@ -33,7 +33,7 @@ class SinusoidalPositions(nn.Module):
         return x + self.pe[: x.shape[1]].unsqueeze(0).to(x.dtype)
 
 
-class TransformerEncoder(nn.Module):
+class TransformerEncoder(Backbone):
     """Pre-norm Transformer encoder over embedded tokens or projected frames."""
 
     def __init__(self, d_model: int = 128, nhead: int = 4, num_layers: int = 2,
@@ -51,7 +51,6 @@ class TransformerEncoder(nn.Module):
         require(0.0 <= float(dropout) < 1.0, f"model.dropout must be in [0, 1), got {dropout!r}.")
         self.causal = causal
         self.hidden_size = d_model
-        self.bidirectional = False
         self.input = InputLayer(vocab_size, input_size, d_model, padding_idx, project_inputs=True)
         self.scale = math.sqrt(d_model) if vocab_size is not None else 1.0
         self.positions = SinusoidalPositions(d_model, max_len)
@@ -67,9 +66,6 @@ class TransformerEncoder(nn.Module):
     @property
     def output_size(self) -> int:
         return self.hidden_size
-
-    def init_hidden(self, batch_size: int, device: torch.device | None = None) -> None:
-        return None
 
     def forward(self, x: Tensor, lengths: Tensor | None = None, hidden: None = None,
                 need_state: bool = False) -> EncoderOutput:

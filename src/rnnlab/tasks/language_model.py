@@ -43,11 +43,6 @@ def detach_hidden(hidden: Hidden) -> Hidden:
     return hidden.detach()
 
 
-def is_recurrent(backbone: nn.Module) -> bool:
-    """Backbones with a carried state (RNN/LSTM/GRU) return one from ``init_hidden``."""
-    return backbone.init_hidden(1) is not None
-
-
 def encode_prompt(prompt: str, itos: Sequence[str], unk_id: int | None) -> list[int]:
     """Prompt -> ids; characters never seen in training map to ``<unk>`` with a warning."""
     stoi = {c: i for i, c in enumerate(itos)}
@@ -91,7 +86,7 @@ class LanguageModelTask(RnnlabTask):
         self.itos = list(spec.get("itos") or [])
         self.unk_id = spec.get("unk_id")
         self.context = int(spec.get("seq_len") or 128)
-        self.recurrent = is_recurrent(backbone)
+        self.recurrent = backbone.is_recurrent
         if stateful and not self.recurrent:
             raise ConfigError("task.stateful=true carries a recurrent state across batches, and "
                               "this model has none (a Transformer); use task.stateful=false.")
@@ -115,8 +110,8 @@ class LanguageModelTask(RnnlabTask):
         self.test_metrics = nn.ModuleDict({k: PerCharLoss(k) for k in PerCharLoss.KINDS})
 
     def _tie(self, backbone: nn.Module) -> None:
-        embedding = getattr(getattr(backbone, "input", None), "layer", None)
-        if not isinstance(embedding, nn.Embedding):
+        embedding = backbone.embedding
+        if embedding is None:
             raise ConfigError("task.module.tie_weights=true needs a backbone that embeds token "
                               "ids; this one has no embedding table to share.")
         if embedding.embedding_dim != backbone.output_size:

@@ -41,43 +41,27 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from rnnlab.models.encoder import EncoderOutput, RecurrentEncoder
+from rnnlab.models.encoder import Backbone, EncoderOutput
 from rnnlab.tracking.artifacts import log_figure, log_text, plt
 
 log = logging.getLogger("rnnlab")
 
 
 # ---- measuring -----------------------------------------------------------------------
-def unrolled_forward(backbone: RecurrentEncoder, states: list[Tensor]) -> Callable[..., Any]:
+def unrolled_forward(backbone: Backbone, states: list[Tensor]) -> Callable[..., Any]:
     """A stand-in for ``backbone.forward`` that runs the recurrence step by step and appends
-    each step's top-layer state (a graph node that every later step depends on) to
-    ``states``. Only for probing: one small batch, a few times per run."""
+    each step's top-layer state to ``states`` (:meth:`Backbone.forward_steps`). Only for
+    probing: one small batch, a few times per run."""
 
     def forward(x: Tensor, lengths: Tensor | None = None, hidden: Any = None,
                 need_state: bool = False) -> EncoderOutput:
-        emb = backbone.input_dropout(backbone.input(x))
-        steps = emb.shape[1]
-        for t in range(steps):
-            _, hidden = backbone.rnn(emb[:, t: t + 1], hidden)
-            h = hidden[0] if isinstance(hidden, tuple) else hidden
-            layers = list(h.unbind(0))
-            states.append(layers[-1])
-            h = torch.stack(layers)  # the next step reads the same node the output does
-            hidden = (h, hidden[1]) if isinstance(hidden, tuple) else h
-        outputs = torch.stack(states[-steps:], dim=1)
-        if lengths is not None and bool((lengths < steps).any()):
-            mask = torch.arange(steps, device=outputs.device)[None, :] < lengths.to(
-                outputs.device)[:, None]
-            outputs = outputs * mask.unsqueeze(-1).to(outputs.dtype)
-            hidden = None
-        return EncoderOutput(outputs=outputs, last=backbone._last(outputs, lengths),
-                             hidden=hidden)
+        return backbone.forward_steps(x, lengths, states, hidden)
 
     return forward
 
 
 def can_unroll(backbone: nn.Module) -> bool:
-    return isinstance(backbone, RecurrentEncoder) and not backbone.bidirectional
+    return bool(getattr(backbone, "is_recurrent", False)) and not backbone.bidirectional
 
 
 def _loss_of(module: pl.LightningModule, batch: Any) -> Tensor:
@@ -245,7 +229,7 @@ class GradientFlow(pl.Callback):
         if trainer.global_rank != 0 or not self.curves:
             return
         backbone = pl_module.backbone
-        name = getattr(backbone, "cell", type(backbone).__name__)
+        name = getattr(backbone, "cell", None) or type(backbone).__name__
         title = f"{name}: gradient flow through time ({'total' if can_unroll(backbone) else 'direct'} dL/dh_t)"
         log_figure(trainer, curve_figure(self.curves, title), "plots/gradient_flow.png")
         log_text(trainer, json.dumps({"model": str(name), "curves": self.curves}),
