@@ -85,3 +85,25 @@ def test_rows_are_bounded_by_max_predictions(make_config, sentiment_csv: Path,
     table, meta, metrics = _predictions(lab_root, "sentiment")
     assert len(table) == meta["rows"] == 5 and meta["examples"] == 16 and meta["sampled"]
     assert table["example"].is_unique
+
+
+@pytest.mark.parametrize("task", ["g2p", "translate"])
+def test_seq2seq_rows_reproduce_wer_per_and_corpus_bleu(task: str, make_config, tmp_path: Path,
+                                                        lab_root: Path) -> None:
+    if task == "g2p":
+        from test_g2p import FAST, write_cmudict
+
+        data = write_cmudict(tmp_path / "tiny.dict")
+    else:
+        from test_translate import FAST, write_pairs
+
+        data = write_pairs(tmp_path / "pairs.tsv")
+    run(make_config(f"task={task}", "model=gru", f"task.data.path={data}", *FAST))
+    table, meta, metrics = _predictions(lab_root, task)
+    _check(table, meta, metrics, None)
+    assert len(table) == meta["examples"] >= 10
+    if task == "g2p":
+        assert set(meta["metrics"]) == {"test/wer", "test/per"} and table["ref_len"].min() > 0
+    else:
+        assert set(meta["metrics"]) == {"test/bleu"} and metrics["test/bleu"] > 0
+        assert table["bleu_sys_len"].sum() == sum(len(p.split()) for p in table["prediction"])

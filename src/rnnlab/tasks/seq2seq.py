@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from rnnlab.errors import ConfigError, UserError, require
 from rnnlab.metrics.distributed import WeightedMean, gather_objects
 from rnnlab.metrics.seq2seq import (
+    closest_reference,
     g2p_scores,
     stressless_g2p_scores,
     strip_stress,
@@ -31,6 +32,33 @@ from rnnlab.models.ensemble import Ensemble
 from rnnlab.models.seq2seq import Seq2Seq, beam_search
 from rnnlab.tasks.base import OptimizerFactory, RnnlabTask
 from rnnlab.tracking.artifacts import log_figure, log_text
+from rnnlab.tracking.predictions import DEFAULT_MAX_ROWS, PredictionRows
+
+BLEU_ORDER = 4
+# how the test scores follow from predictions/test.parquet (rnnlab.stats): g2p per word
+# (wrong 0/1, edits against the closest variant), translation per sentence (BLEU's n-gram
+# matches and totals, summed over the resampled sentences before BLEU is computed)
+PREDICTION_METRICS = {
+    "g2p": {"test/wer": {"kind": "mean", "column": "score"},
+            "test/per": {"kind": "ratio", "num": "edits", "den": "ref_len"}},
+    "translate": {"test/bleu": {"kind": "bleu"}},
+}
+
+
+def sentence_bleu_stats(hyp: str, ref: str) -> dict[str, float]:
+    """BLEU's sufficient statistics of one sentence (sacrebleu, as translation_scores
+    tokenizes) and its own smoothed sentence BLEU as the score."""
+    import sacrebleu
+    from sacrebleu.metrics import BLEU
+
+    b = sacrebleu.corpus_bleu([hyp], [[ref]], force=True)
+    row: dict[str, float] = {"bleu_sys_len": b.sys_len, "bleu_ref_len": b.ref_len}
+    for i in range(BLEU_ORDER):
+        row[f"bleu_correct_{i + 1}"] = b.counts[i]
+        row[f"bleu_total_{i + 1}"] = b.totals[i]
+    row["score"] = float(BLEU.compute_bleu(list(b.counts), list(b.totals), b.sys_len, b.ref_len,
+                                           smooth_method="exp", effective_order=True).score)
+    return row
 
 
 def teacher_forcing_schedule(value: float | Mapping[str, float]) -> tuple[float, float]:
@@ -98,7 +126,8 @@ class Seq2SeqTask(RnnlabTask):
                  decay_epochs: int | None = None, beam_size: int = 1,
                  length_penalty: float = 1.0, max_decode_len: int = 40,
                  label_smoothing: float = 0.0, num_examples: int = 25,
-                 num_heatmaps: int = 4, ensemble: Sequence[str] | None = None) -> None:
+                 num_heatmaps: int = 4, ensemble: Sequence[str] | None = None,
+                 max_predictions: int = DEFAULT_MAX_ROWS) -> None:
         super().__init__(backbone, optimizer, scheduler, monitor)
         if not isinstance(beam_size, int) or beam_size < 1:
             raise ConfigError(f"task.beam_size must be an integer of at least 1 (1 = "
@@ -131,6 +160,7 @@ class Seq2SeqTask(RnnlabTask):
         self._outputs: dict[str, list] = {"val": [], "test": []}
         self.losses = nn.ModuleDict({"val": WeightedMean(), "test": WeightedMean()})
         self._heatmaps: list[tuple[int, np.ndarray, list[str], list[str]]] = []
+        self.predictions = PredictionRows(max_predictions)
 
     # ---- helpers ----------------------------------------------------------------------
     def teacher_forcing_ratio(self) -> float:
@@ -211,6 +241,8 @@ class Seq2SeqTask(RnnlabTask):
         self._outputs[split].extend(((where, i), hyp, refs, src) for i, (hyp, refs, src) in
                                     enumerate(zip(hyps, batch["refs"], batch["src_tokens"],
                                                   strict=True)))
+        if test:
+            self._collect_predictions(batch_idx, hyps, batch["refs"], batch["src_tokens"])
         if test and len(self._heatmaps) < self.num_heatmaps and self.model.attention is not None:
             ids, weights = self.model.greedy(batch["x"][:1], batch["lengths"][:1],
                                              self.max_decode_len)
@@ -218,6 +250,27 @@ class Seq2SeqTask(RnnlabTask):
             src = batch["src_tokens"][0]
             self._heatmaps.append((where, weights[0, : len(out), : len(src)].cpu().numpy(),
                                    src, out))
+
+    def _collect_predictions(self, batch_idx: int, hyps: list[list[str]],
+                             refs: list[list[list[str]]], srcs: list[list[str]]) -> None:
+        """One row per word (g2p: wrong 0/1, edits, closest reference length) or sentence
+        (translation: BLEU statistics)."""
+        if not self.predictions.enabled:
+            return
+        ids = self.predictions.example_ids(self, batch_idx, len(hyps))
+        sep = "" if self.kind == "g2p" else " "
+        for i, (hyp, variants, src) in enumerate(zip(hyps, refs, srcs, strict=True)):
+            row: dict[str, Any] = {"input": sep.join(src),
+                                   "gold": " | ".join(" ".join(r) for r in variants),
+                                   "prediction": " ".join(hyp)}
+            if self.kind == "g2p":
+                edits, length = closest_reference(hyp, variants)
+                row.update(score=float(edits > 0), edits=edits, ref_len=length)
+            else:
+                row.update(sentence_bleu_stats(" ".join(hyp), " ".join(variants[0])))
+            if ids is not None:
+                row["example"] = ids[i]
+            self.predictions.add(self, batch_idx, i, row)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._eval_step(batch, batch_idx, "val")
@@ -254,6 +307,7 @@ class Seq2SeqTask(RnnlabTask):
 
     def on_test_epoch_end(self) -> None:
         outputs = self._epoch_end("test")
+        self.predictions.write(self, PREDICTION_METRICS.get(self.kind, {}))
         heatmaps = sorted((h for part in gather_objects(self._heatmaps) for h in part),
                           key=lambda h: h[0])[: self.num_heatmaps]
         if not outputs:
