@@ -30,19 +30,24 @@ class LoadedModel:
     data_state: dict[str, Any]  # vocabularies etc. from the datamodule
 
 
-def read_checkpoint(path: str | Path, key: str = "checkpoint",
-                    map_location: str = "cpu") -> dict[str, Any]:
-    """The checkpoint's contents, loaded as data only (``weights_only=True``).
-
-    ``key`` names where the path came from (``ckpt_path``, ``task.module.ensemble[1]``) so
-    the one-sentence error points at what the user typed."""
+def check_checkpoint_file(path: str | Path, key: str = "checkpoint",
+                          error: type[UserError] = UserError) -> Path:
+    """``path`` as a Path if it is a file; else one sentence naming ``key`` (where the path
+    came from: ``ckpt_path``, ``task.module.ensemble[1]``) and what to give instead."""
     path = Path(path)
     if path.is_dir():
-        raise UserError(f"{key}={path} is a directory; give the .ckpt file inside it "
-                        f"(e.g. {path}/checkpoints/last.ckpt).")
+        raise error(f"{key}={path} is a directory; give the .ckpt file inside it "
+                    f"(e.g. {path}/checkpoints/last.ckpt).")
     if not path.is_file():
-        raise UserError(f"{key}={path} does not exist; pass the .ckpt path printed by "
-                        f"train.py (or logged under the MLflow run's checkpoints/ artifacts).")
+        raise error(f"{key}={path} does not exist; pass the .ckpt path printed by train.py "
+                    f"(saved under outputs/.../checkpoints/ and in the MLflow run's artifacts).")
+    return path
+
+
+def read_checkpoint(path: str | Path, key: str = "checkpoint",
+                    map_location: str = "cpu") -> dict[str, Any]:
+    """The checkpoint's contents, loaded as data only (``weights_only=True``)."""
+    path = check_checkpoint_file(path, key)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:

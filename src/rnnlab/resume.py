@@ -20,7 +20,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from rnnlab.checkpoint import config_differences, load_state, read_checkpoint
+from rnnlab.checkpoint import (
+    check_checkpoint_file,
+    config_differences,
+    load_state,
+    read_checkpoint,
+)
 from rnnlab.errors import ConfigError
 
 AUTO = "auto"
@@ -49,13 +54,7 @@ def check_ckpt_path(cfg: DictConfig) -> None:
             raise ConfigError("ckpt_path=auto resumes training; a test-only run "
                               "(train=false) needs the path of the checkpoint to test.")
         return
-    p = Path(str(path))
-    if p.is_dir():
-        raise ConfigError(f"ckpt_path={p} is a directory; give the .ckpt file inside it "
-                          f"(e.g. {p}/checkpoints/last.ckpt).")
-    if not p.is_file():
-        raise ConfigError(f"ckpt_path={p} does not exist; give the path of a .ckpt file (they "
-                          f"are saved under outputs/.../checkpoints/), or ckpt_path=auto.")
+    check_checkpoint_file(str(path), "ckpt_path", ConfigError)
 
 
 def _identity(config: dict[str, Any]) -> dict[str, Any]:
