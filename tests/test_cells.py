@@ -1,0 +1,95 @@
+"""Cells of the registry: the log-space scan, padding, lengths, steps and state.
+
+Every test here runs for every registered cell, so a cell added to
+``rnnlab.models.cells`` is checked without editing this file.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import token_batch
+from rnnlab.models import CELLS, RecurrentEncoder
+from rnnlab.models.cells.scan import reverse_within, scan, scan_sequential
+
+
+def test_parallel_scan_equals_the_recurrence_with_a_signed_start() -> None:
+    torch.manual_seed(0)
+    log_a = -torch.rand(3, 50, 4) * 2
+    log_b = torch.randn(3, 50, 4)
+    h0 = torch.randn(3, 4)  # a decoder bridge gives tanh: negative starts must work
+    torch.testing.assert_close(scan(log_a, log_b, h0), scan_sequential(log_a, log_b, h0),
+                               atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(scan(log_a, log_b), scan_sequential(log_a, log_b),
+                               atol=1e-5, rtol=1e-4)
+
+
+def test_scan_stays_finite_over_long_sequences() -> None:
+    log_a = torch.full((1, 4096, 2), -0.7, requires_grad=True)
+    log_b = torch.zeros(1, 4096, 2, requires_grad=True)
+    h = scan(log_a, log_b)
+    h.sum().backward()
+    assert torch.isfinite(h).all() and torch.isfinite(log_a.grad).all()
+    # the fixed point of h = a h + b with a = exp(-0.7), b = 1
+    assert h[0, -1, 0].item() == pytest.approx(1 / (1 - torch.exp(torch.tensor(-0.7)).item()),
+                                               rel=1e-3)
+
+
+def test_reverse_within_keeps_padding_in_place() -> None:
+    x = torch.arange(10.0).view(2, 5, 1)
+    out = reverse_within(x, torch.tensor([5, 3]))
+    assert out[0, :, 0].tolist() == [4, 3, 2, 1, 0]
+    assert out[1, :, 0].tolist() == [7, 6, 5, 8, 9]
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_need_state_is_the_state_after_the_last_real_step(cell: str, bidirectional: bool) -> None:
+    torch.manual_seed(0)
+    enc = RecurrentEncoder(cell, hidden_size=5, num_layers=2, bidirectional=bidirectional,
+                           embedding_dim=4, vocab_size=20).eval()
+    x, lengths = token_batch([6, 2, 4])
+    out = enc(x, lengths, need_state=True)
+    for i, n in enumerate(lengths.tolist()):
+        alone = enc(x[i: i + 1, :n], need_state=True)
+        h, h_alone = (out.hidden, alone.hidden)
+        if isinstance(h, tuple):
+            h, h_alone = h[0], h_alone[0]
+        torch.testing.assert_close(h[:, i], h_alone[:, 0], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_padding_values_change_nothing(cell: str) -> None:
+    torch.manual_seed(0)
+    enc = RecurrentEncoder(cell, hidden_size=5, bidirectional=True, embedding_dim=4,
+                           vocab_size=20).eval()
+    x, lengths = token_batch([6, 3])
+    noisy = x.clone()
+    noisy[1, 3:] = 7  # garbage where the padding was
+    a, b = enc(x, lengths, need_state=True), enc(noisy, lengths, need_state=True)
+    torch.testing.assert_close(a.outputs, b.outputs)
+    torch.testing.assert_close(a.last, b.last)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_stateful_continuation_equals_one_pass(cell: str) -> None:
+    """Two chunks with the carried state give the numbers of one pass (charlm streams)."""
+    torch.manual_seed(0)
+    enc = RecurrentEncoder(cell, hidden_size=6, num_layers=2, input_size=3).eval()
+    x = torch.randn(2, 9, 3)
+    whole = enc(x)
+    first = enc(x[:, :4])
+    second = enc(x[:, 4:], hidden=first.hidden)
+    torch.testing.assert_close(second.outputs, whole.outputs[:, 4:], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_a_step_of_training_changes_every_layer(cell: str) -> None:
+    torch.manual_seed(0)
+    enc = RecurrentEncoder(cell, hidden_size=6, num_layers=2, bidirectional=True,
+                           embedding_dim=4, vocab_size=20)
+    x, lengths = token_batch([5, 3])
+    enc(x, lengths).last.pow(2).sum().backward()
+    for name, p in enc.rnn.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
