@@ -62,21 +62,35 @@ def using_tracking_uri(uri: str) -> Iterator[None]:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
+@contextmanager
+def quiet_mlflow() -> Iterator[None]:
+    """No progress bars and INFO notes from MLflow while the block runs (they would fill
+    a run's log and the CLIs' stderr); warnings still show."""
+    import logging
+
+    quiet = logging.getLogger("mlflow")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    progress = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    try:
+        yield
+    finally:
+        quiet.setLevel(level)
+        if progress is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = progress
+
+
 def _log(logger: Any, flavor: Any, example: Any, what: str, start: float, **kwargs: Any
          ) -> str:
     """Log one model to the logger's run, tag and print its URI (with the seconds since
     ``start``, when the caller began preparing it); returns the URI."""
-    import logging
-
     from mlflow.models import Model
 
-    quiet = logging.getLogger("mlflow")
-    level = quiet.level
-    quiet.setLevel(logging.WARNING)  # MLflow's progress bars and notes would fill the log
-    progress = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
-    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
-    try:
-        client, run_id = logger.experiment, logger.run_id
+    client, run_id = logger.experiment, logger.run_id
+    with quiet_mlflow():
         # the run's own experiment (MLflow would otherwise file it under the active one)
         created = client.create_logged_model(
             client.get_run(run_id).info.experiment_id, name=MODEL_NAME, source_run_id=run_id,
@@ -89,12 +103,6 @@ def _log(logger: Any, flavor: Any, example: Any, what: str, start: float, **kwar
         except BaseException:  # no half-logged model left PENDING in the Models tab
             client.finalize_logged_model(created.model_id, "FAILED")
             raise
-    finally:
-        quiet.setLevel(level)
-        if progress is None:
-            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
-        else:
-            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = progress
     logger.experiment.set_tag(logger.run_id, MODEL_URI_TAG, info.model_uri)
     seconds = time.perf_counter() - start
     print(f"model: {info.model_uri} ({what}; logged in {seconds:.1f} s); serve it with "

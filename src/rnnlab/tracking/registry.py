@@ -150,7 +150,7 @@ def register_champions(client: Any, tasks: list[str] | None = None,
                        since: dt.date | None = None) -> int:
     """``compare.py --register``: register each task's best run, print what moved and
     return the exit code (2 with one sentence when nothing can be registered)."""
-    from rnnlab.serving.publish import using_tracking_uri
+    from rnnlab.serving.publish import quiet_mlflow, using_tracking_uri
 
     chosen, notes = best_runs(client, tasks, models, sweep_id, since)
     if not chosen:
@@ -159,7 +159,7 @@ def register_champions(client: Any, tasks: list[str] | None = None,
               "one). " + " ".join(notes), file=sys.stderr)
         return 2
     # MLflow resolves a version's models:/m-<id> source through the global store
-    with using_tracking_uri(client.tracking_uri):
+    with using_tracking_uri(client.tracking_uri), quiet_mlflow():
         for task, (run, monitor, maximise, value) in sorted(chosen.items()):
             print(register(client, task, run, monitor, maximise, value).line())
     for note in notes:
@@ -184,13 +184,13 @@ def model_checkpoint(uri: str, tracking_uri: str | None = None) -> Iterator[Path
     from mlflow.artifacts import download_artifacts
 
     from rnnlab.config import project_root
-    from rnnlab.serving.publish import CHECKPOINT_FILE, using_tracking_uri
+    from rnnlab.serving.publish import CHECKPOINT_FILE, quiet_mlflow, using_tracking_uri
     from rnnlab.tracking.mlflow import redact, resolve_tracking_uri
 
     store = resolve_tracking_uri(tracking_uri, project_root())
     with tempfile.TemporaryDirectory(prefix="rnnlab-model-") as tmp:
         try:
-            with using_tracking_uri(store):
+            with using_tracking_uri(store), quiet_mlflow():
                 local = Path(download_artifacts(artifact_uri=uri, dst_path=tmp))
         except Exception as err:
             reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
