@@ -8,6 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+from test_names import TINY as NAMES_TINY
+from test_names import fake_faker  # noqa: F401  (a fixture)
 
 from rnnlab.stats import metric_value
 from rnnlab.train import run
@@ -107,3 +109,26 @@ def test_seq2seq_rows_reproduce_wer_per_and_corpus_bleu(task: str, make_config, 
     else:
         assert set(meta["metrics"]) == {"test/bleu"} and metrics["test/bleu"] > 0
         assert table["bleu_sys_len"].sum() == sum(len(p.split()) for p in table["prediction"])
+
+
+@pytest.mark.parametrize("stateful", [False, True])
+def test_charlm_rows_sum_to_test_nats_per_char(stateful: bool, make_config, tmp_path: Path,
+                                               lab_root: Path) -> None:
+    from test_charlm import _overrides, write_text
+
+    data = write_text(tmp_path / "book.txt")
+    run(make_config(*_overrides("gru", data, f"task.stateful={str(stateful).lower()}")))
+    table, meta, metrics = _predictions(lab_root, "charlm")
+    _check(table, meta, metrics, None)
+    assert set(meta["metrics"]) == {"test/loss", "test/bpc"} and len(table) > 1
+    assert (table["input"].str.len() == table["chars"]).all()
+    assert table["input"].iloc[0][1:] == table["gold"].iloc[0][:-1]  # the next characters
+
+
+@pytest.mark.usefixtures("fake_faker")
+def test_names_rows_sum_to_test_nats_per_symbol(make_config, lab_root: Path) -> None:
+    run(make_config("experiment=names_tiny", "model=gru", "task.condition=both", *NAMES_TINY))
+    table, meta, metrics = _predictions(lab_root, "names")
+    _check(table, meta, metrics, None)
+    assert table["input"].nunique() >= 2  # the category is the input
+    assert (table["gold"].str.len() + 1 == table["symbols"]).all()  # the name and its end

@@ -30,6 +30,13 @@ from torchmetrics import Metric
 from rnnlab.errors import ConfigError, UserError, require
 from rnnlab.tasks.base import OptimizerFactory, RnnlabTask
 from rnnlab.tracking.artifacts import log_text
+from rnnlab.tracking.predictions import DEFAULT_MAX_ROWS, PredictionRows
+
+# how the test scores follow from predictions/test.parquet (rnnlab.stats): summed nats
+# and characters of each scored sequence (a row of a test batch)
+PREDICTION_METRICS = {"test/loss": {"kind": "ratio", "num": "nats", "den": "chars"},
+                      "test/bpc": {"kind": "ratio", "num": "nats", "den": "chars",
+                                   "scale": 1 / math.log(2)}}
 
 Hidden = Tensor | tuple[Tensor, Tensor] | None
 
@@ -80,7 +87,8 @@ class LanguageModelTask(RnnlabTask):
                  scheduler: Any = None, monitor: str = "val/loss", tie_weights: bool = False,
                  dropout: float = 0.0, stateful: bool = False, sample_length: int = 300,
                  sample_temperatures: Sequence[float] = (0.5, 1.0),
-                 sample_prompts: Sequence[str] = ("\n",), sample_seed: int = 1) -> None:
+                 sample_prompts: Sequence[str] = ("\n",), sample_seed: int = 1,
+                 max_predictions: int = DEFAULT_MAX_ROWS) -> None:
         super().__init__(backbone, optimizer, scheduler, monitor)
         self.vocab_size = int(spec["vocab_size"])
         self.itos = list(spec.get("itos") or [])
@@ -108,6 +116,9 @@ class LanguageModelTask(RnnlabTask):
         self._eval_hidden: Hidden = None
         self.val_metrics = nn.ModuleDict({k: PerCharLoss(k) for k in PerCharLoss.KINDS})
         self.test_metrics = nn.ModuleDict({k: PerCharLoss(k) for k in PerCharLoss.KINDS})
+        # test batches come whole to every rank, each keeping its rows (RowShard)
+        self.predictions = PredictionRows(max_predictions, whole_batches=True)
+        self._test_logits: Tensor | None = None
 
     def _tie(self, backbone: nn.Module) -> None:
         embedding = backbone.embedding
@@ -135,6 +146,8 @@ class LanguageModelTask(RnnlabTask):
         elif _batch_of(hidden) != batch["x"].shape[0]:
             hidden = None  # a shorter batch cannot continue the streams
         logits, new_hidden = self(batch["x"], hidden)
+        if not self.training and self.predictions.enabled:  # read by test_step's rows
+            self._test_logits = logits.detach()
         loss = F.cross_entropy(logits.reshape(-1, self.vocab_size), batch["y"].reshape(-1),
                                reduction="sum")
         return loss, detach_hidden(new_hidden) if self.stateful else None
@@ -182,9 +195,30 @@ class LanguageModelTask(RnnlabTask):
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._eval_step(batch, self.test_metrics)
+        if not self.skip(batch):
+            self._collect_predictions(batch, batch_idx)
+
+    def _collect_predictions(self, batch: dict, batch_idx: int) -> None:
+        """One row per scored sequence (a row of the batch): its text, the next
+        characters, the model's most likely next characters, and its summed nats."""
+        logits, self._test_logits = self._test_logits, None
+        if not self.predictions.enabled or logits is None:
+            return
+        x, y = batch["x"], batch["y"]
+        nats = F.cross_entropy(logits.float().reshape(-1, self.vocab_size), y.reshape(-1),
+                               reduction="none").view(y.shape).sum(1).tolist()
+        best = logits.argmax(-1).tolist()
+        for i, (xs, ys, ps) in enumerate(zip(x.tolist(), y.tolist(), best, strict=True)):
+            chars = len(ys)
+            self.predictions.add(self, batch_idx, i, {
+                "input": self.decode(xs) if self.itos else " ".join(map(str, xs)),
+                "gold": self.decode(ys) if self.itos else " ".join(map(str, ys)),
+                "prediction": self.decode(ps) if self.itos else " ".join(map(str, ps)),
+                "score": nats[i] / max(chars, 1), "nats": nats[i], "chars": chars})
 
     def on_test_epoch_end(self) -> None:
         self._eval_end(self.test_metrics, "test")
+        self.predictions.write(self, PREDICTION_METRICS)
 
     # ---- generation --------------------------------------------------------------------
     @torch.no_grad()

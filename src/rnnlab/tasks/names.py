@@ -46,6 +46,11 @@ from rnnlab.models.conditioned import ConditionedGenerator
 from rnnlab.tasks.base import OptimizerFactory, RnnlabTask
 from rnnlab.tasks.language_model import PerCharLoss
 from rnnlab.tracking.artifacts import confusion_matrix_figure, log_figure, log_text
+from rnnlab.tracking.predictions import DEFAULT_MAX_ROWS, PredictionRows
+
+# how the test loss follows from predictions/test.parquet (rnnlab.stats): summed nats and
+# predicted symbols (characters and the end of the name) of each test name
+PREDICTION_METRICS = {"test/loss": {"kind": "ratio", "num": "nats", "den": "symbols"}}
 
 
 def fit_category_classifier(names: Sequence[str], categories: Sequence[str],
@@ -89,7 +94,7 @@ class NamesTask(RnnlabTask):
                  sample_count: int = 5, sample_temperatures: Sequence[float] = (0.5, 1.0),
                  sample_seed: int = 1, eval_samples: int = 100, eval_temperature: float = 1.0,
                  eval_seed: int = 1, classifier_ngrams: Sequence[int] = (1, 3),
-                 classifier_c: float = 1.0) -> None:
+                 classifier_c: float = 1.0, max_predictions: int = DEFAULT_MAX_ROWS) -> None:
         super().__init__(backbone, optimizer, scheduler, monitor)
         self.itos = list(spec["itos"])
         self.categories = list(spec["categories"])
@@ -124,6 +129,7 @@ class NamesTask(RnnlabTask):
         # the test names scored under another category than their own: how much the
         # model leans on the category (test/category_gain = this minus test/loss)
         self.other_category = PerCharLoss("loss")
+        self.predictions = PredictionRows(max_predictions)
 
     # ---- loss --------------------------------------------------------------------------
     def forward(self, x: Tensor, category: Tensor, lengths: Tensor | None = None) -> Tensor:
@@ -164,6 +170,29 @@ class NamesTask(RnnlabTask):
             shift = 1 + torch.arange(len(batch["category"]), device=self.device) % (k - 1)
             other = {**batch, "category": (batch["category"] + shift) % k}
             self.other_category.update(*self._nats(other))
+        if not self.skip(batch):
+            self._collect_predictions(batch, batch_idx)
+
+    @torch.no_grad()
+    def _collect_predictions(self, batch: dict, batch_idx: int) -> None:
+        """One row per test name: its category (the input), the name, the model's most
+        likely next symbol at each step, and its summed nats."""
+        if not self.predictions.enabled:
+            return
+        logits = self(batch["x"], batch["category"], batch["lengths"]).float()
+        y = batch["y"]
+        nats = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
+                               ignore_index=self.pad_id, reduction="none").view(y.shape).sum(1)
+        best = logits.argmax(-1).tolist()
+        lengths = batch["lengths"].tolist()
+        ids = self.predictions.example_ids(self, batch_idx, len(lengths))
+        for i, (n, cat) in enumerate(zip(lengths, batch["category"].tolist(), strict=True)):
+            row = {"input": self.categories[cat], "gold": self.decode(y[i, : n - 1].tolist()),
+                   "prediction": self.decode(best[i][: n - 1]),
+                   "score": float(nats[i]) / max(n, 1), "nats": float(nats[i]), "symbols": n}
+            if ids is not None:
+                row["example"] = ids[i]
+            self.predictions.add(self, batch_idx, i, row)
 
     # ---- generation --------------------------------------------------------------------
     def category_index(self, name: str) -> int:
@@ -233,6 +262,7 @@ class NamesTask(RnnlabTask):
     def on_test_epoch_end(self) -> None:
         loss = self.test_metrics["loss"].compute()
         self._eval_end(self.test_metrics, "test")
+        self.predictions.write(self, PREDICTION_METRICS)
         if self.model.category_embedding is not None:
             other = self.other_category.compute()
             self.other_category.reset()
