@@ -93,3 +93,16 @@ def test_a_step_of_training_changes_every_layer(cell: str) -> None:
     enc(x, lengths).last.pow(2).sum().backward()
     for name, p in enc.rnn.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_mingru_step_is_its_formula() -> None:
+    """h_t = (1 - z) h_{t-1} + z g(h~), z and h~ from the input only (Feng et al. 2024)."""
+    torch.manual_seed(0)
+    enc = RecurrentEncoder("mingru", hidden_size=3, input_size=2).eval()
+    x, h0 = torch.randn(4, 2), torch.randn(1, 4, 3)
+    k, cand = enc.rnn.layers[0].linear(x).chunk(2, -1)
+    z = torch.sigmoid(k)
+    g = torch.where(cand >= 0, cand + 0.5, torch.sigmoid(cand))
+    out, state = enc.step(x, h0)
+    torch.testing.assert_close(out, (1 - z) * h0[0] + z * g)
+    torch.testing.assert_close(state[0], out)

@@ -1,0 +1,47 @@
+"""minGRU (Feng et al. 2024, "Were RNNs All We Needed?").
+
+The GRU with its gates cut loose from the previous state:
+
+    z_t = sigmoid(W_z x_t + b_z),   h~_t = g(W_h x_t + b_h),
+    h_t = (1 - z_t) * h_{t-1} + z_t * h~_t,
+
+with ``g`` positive (``x + 0.5`` above zero, ``sigmoid`` below) so the recurrence can be
+scanned in log space. Training reads all steps at once (:mod:`.scan`); decoding and
+generation advance one step with the same weights. ``model.init=xavier`` sets the
+input weights; there is no recurrent weight matrix, so ``orthogonal`` and ``identity``
+do not apply.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnnlab.models.cells import Cell, LayerArgs, register
+from rnnlab.models.cells.scan import ScanLayer, ScanStack, log_g
+
+
+class MinGRULayer(ScanLayer):
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(input_size, 2 * hidden_size)  # [gate z | candidate]
+
+    def coefficients(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        k, cand = self.linear(x).chunk(2, dim=-1)
+        # log(1 - z) = -softplus(k), log z = -softplus(-k)
+        return -F.softplus(k), -F.softplus(-k) + log_g(cand)
+
+
+def _init(layer: nn.Module, init: str, forget_bias: float, hidden_size: int) -> None:
+    if init == "xavier":
+        for module in layer.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+
+
+def _make(args: LayerArgs) -> nn.Module:
+    return ScanStack(args, MinGRULayer)
+
+
+register(Cell("mingru", _make, "minGRU: input-only gates, parallel log-space scan",
+              packable=False, init=_init, inits=("default", "xavier")))
