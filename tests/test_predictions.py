@@ -132,3 +132,24 @@ def test_names_rows_sum_to_test_nats_per_symbol(make_config, lab_root: Path) -> 
     _check(table, meta, metrics, None)
     assert table["input"].nunique() >= 2  # the category is the input
     assert (table["gold"].str.len() + 1 == table["symbols"]).all()  # the name and its end
+
+
+@pytest.mark.parametrize("task", ["adding", "copy", "forecast"])
+def test_regression_copy_and_forecast_rows(task: str, make_config, tmp_path: Path,
+                                           lab_root: Path) -> None:
+    if task == "forecast":
+        from test_forecast import seasonal_values, write_series_csv
+        from test_forecast_train import FAST
+
+        data = write_series_csv(tmp_path / "sales.csv", {"sales": list(seasonal_values(96))})
+        overrides = ["task=forecast", "model=gru", f"task.data.path={data}",
+                     "task.data.target=sales", "task.data.date_column=month", *FAST]
+    else:
+        from test_synthetic import FAST
+
+        extra = "task.seq_len=6" if task == "adding" else "task.delay=3"
+        overrides = [f"task={task}", *FAST, extra, "trainer.max_epochs=1"]
+    run(make_config(*overrides))
+    table, meta, metrics = _predictions(lab_root, task)
+    _check(table, meta, metrics, 64 if task != "forecast" else None)
+    assert "test/loss" in meta["metrics"]

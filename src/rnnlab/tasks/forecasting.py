@@ -22,6 +22,11 @@ from rnnlab.metrics.distributed import WeightedMean
 from rnnlab.metrics.forecast import forecast_metrics
 from rnnlab.tasks.base import OptimizerFactory, RnnlabTask
 from rnnlab.tracking.artifacts import log_figure
+from rnnlab.tracking.predictions import DEFAULT_MAX_ROWS, PredictionRows
+
+# how the test window loss follows from predictions/test.parquet (rnnlab.stats): each test
+# window's mean squared error over its steps and columns (model space)
+PREDICTION_METRICS = {"test/loss": {"kind": "mean", "column": "score"}}
 
 
 def forecast_figure(dates: list[str] | None, history: np.ndarray, truth: np.ndarray,
@@ -65,7 +70,8 @@ class ForecastTask(RnnlabTask):
     """Backbone over a window -> last state -> the next ``steps`` x ``features`` values."""
 
     def __init__(self, backbone: nn.Module, spec: dict[str, Any], optimizer: OptimizerFactory,
-                 scheduler: Any = None, monitor: str = "val/loss", dropout: float = 0.0) -> None:
+                 scheduler: Any = None, monitor: str = "val/loss", dropout: float = 0.0,
+                 max_predictions: int = DEFAULT_MAX_ROWS) -> None:
         super().__init__(backbone, optimizer, scheduler, monitor)
         self.steps = int(spec["steps"])
         self.features = int(spec["num_features"])
@@ -73,6 +79,7 @@ class ForecastTask(RnnlabTask):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(backbone.output_size, self.steps * self.features)
         self.losses = nn.ModuleDict({"val": WeightedMean(), "test": WeightedMean()})
+        self.predictions = PredictionRows(max_predictions)
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, window, F) -> (B, steps, F)."""
@@ -93,6 +100,25 @@ class ForecastTask(RnnlabTask):
     def test_step(self, batch: dict, batch_idx: int) -> None:
         if not self.skip(batch):
             self.losses["test"].update(self._loss(batch), len(batch["x"]))
+            self._collect_predictions(batch, batch_idx)
+
+    @torch.no_grad()
+    def _collect_predictions(self, batch: dict, batch_idx: int) -> None:
+        """One row per test window: the next ``steps`` values (model space, every column)
+        and the model's, and their mean squared error."""
+        if not self.predictions.enabled:
+            return
+        pred, y = self(batch["x"]).float(), batch["y"].float()
+        errors = ((pred - y) ** 2).mean(dim=(1, 2)).tolist()
+        ids = self.predictions.example_ids(self, batch_idx, len(errors))
+        for i, err in enumerate(errors):
+            row = {"input": f"window of {batch['x'].shape[1]} steps",
+                   "gold": " ".join(f"{v:.5g}" for v in y[i].flatten().tolist()),
+                   "prediction": " ".join(f"{v:.5g}" for v in pred[i].flatten().tolist()),
+                   "score": err}
+            if ids is not None:
+                row["example"] = ids[i]
+            self.predictions.add(self, batch_idx, i, row)
 
     @torch.no_grad()
     def rollout(self, history: Tensor, horizon: int) -> Tensor:
@@ -133,3 +159,4 @@ class ForecastTask(RnnlabTask):
 
     def on_test_epoch_end(self) -> None:
         self._period_metrics("test", plot=True)
+        self.predictions.write(self, PREDICTION_METRICS)

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnlab.metrics.distributed import WeightedMean
 from rnnlab.models.heads import ClassifierHead
 from rnnlab.tasks.base import OptimizerFactory, RnnlabTask
+from rnnlab.tracking.predictions import DEFAULT_MAX_ROWS, PredictionRows
+
+# how the test loss follows from predictions/test.parquet: each example's squared error
+PREDICTION_METRICS = {"test/loss": {"kind": "mean", "column": "score"}}
 
 
 def against_baseline(stage: str, loss: float, baseline: float | None,
@@ -40,8 +45,10 @@ class RegressionTask(RnnlabTask):
 
     def __init__(self, backbone: nn.Module, spec: dict[str, Any], optimizer: OptimizerFactory,
                  scheduler: Any = None, monitor: str = "val/loss", pooling: str = "last",
-                 dropout: float = 0.0, solved_fraction: float = 0.1) -> None:
+                 dropout: float = 0.0, solved_fraction: float = 0.1,
+                 max_predictions: int = DEFAULT_MAX_ROWS) -> None:
         super().__init__(backbone, optimizer, scheduler, monitor)
+        self.predictions = PredictionRows(max_predictions, whole_batches=True)
         self.output_size = int(spec.get("output_size", 1))
         self.head = ClassifierHead(backbone.output_size, self.output_size, pooling, dropout)
         self.baseline = spec.get("baseline_loss")
@@ -61,10 +68,25 @@ class RegressionTask(RnnlabTask):
         loss = self._loss(batch)
         return self.log_train_loss(loss, len(batch["y"]))
 
-    def _eval_step(self, batch: dict, split: str) -> None:
+    def _eval_step(self, batch: dict, split: str, batch_idx: int = 0) -> None:
         if self.skip(batch):
             return
         self.losses[split].update(self._loss(batch), len(batch["y"]))
+        if split == "test" and self.predictions.enabled:
+            self._collect_predictions(batch, batch_idx)
+
+    @torch.no_grad()
+    def _collect_predictions(self, batch: dict, batch_idx: int) -> None:
+        """One row per test sequence: target, prediction, squared error."""
+        pred = self(batch["x"], batch.get("lengths")).float()
+        y = batch["y"].to(pred.dtype)
+        err = (pred - y) ** 2
+        err = err.reshape(len(err), -1).mean(1).tolist()
+        steps = batch["lengths"].tolist() if "lengths" in batch else [batch["x"].shape[1]] * len(err)
+        for i, e in enumerate(err):
+            self.predictions.add(self, batch_idx, i, {
+                "input": f"{steps[i]} steps", "gold": _numbers(y[i]),
+                "prediction": _numbers(pred[i]), "score": e})
 
     def _eval_end(self, split: str) -> None:
         """The example-weighted MSE over every rank (also logged as ``mse``: ``loss`` is
@@ -82,7 +104,12 @@ class RegressionTask(RnnlabTask):
         self._eval_end("val")
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
+        self._eval_step(batch, "test", batch_idx)
 
     def on_test_epoch_end(self) -> None:
         self._eval_end("test")
+        self.predictions.write(self, PREDICTION_METRICS)
+
+
+def _numbers(t: Tensor) -> str:
+    return " ".join(f"{v:.5g}" for v in t.reshape(-1).tolist())
