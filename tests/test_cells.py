@@ -106,3 +106,17 @@ def test_mingru_step_is_its_formula() -> None:
     out, state = enc.step(x, h0)
     torch.testing.assert_close(out, (1 - z) * h0[0] + z * g)
     torch.testing.assert_close(state[0], out)
+
+
+def test_minlstm_step_is_its_formula_and_honours_the_forget_bias() -> None:
+    """h_t = f' h_{t-1} + i' g(h~), f' + i' = 1, gates from the input only."""
+    torch.manual_seed(0)
+    enc = RecurrentEncoder("minlstm", hidden_size=3, input_size=2, forget_bias=2.0).eval()
+    layer = enc.rnn.layers[0]
+    assert layer.linear.bias[:3].tolist() == [2.0, 2.0, 2.0]
+    x, h0 = torch.randn(4, 2), torch.randn(1, 4, 3)
+    kf, ki, cand = layer.linear(x).chunk(3, -1)
+    f, i = torch.sigmoid(kf), torch.sigmoid(ki)
+    g = torch.where(cand >= 0, cand + 0.5, torch.sigmoid(cand))
+    out, _ = enc.step(x, h0)
+    torch.testing.assert_close(out, f / (f + i) * h0[0] + i / (f + i) * g)
