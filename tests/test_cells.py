@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from conftest import token_batch
+from rnnlab.errors import ConfigError
 from rnnlab.models import CELLS, RecurrentEncoder
 from rnnlab.models.cells.scan import reverse_within, scan, scan_sequential
 
@@ -120,3 +121,18 @@ def test_minlstm_step_is_its_formula_and_honours_the_forget_bias() -> None:
     g = torch.where(cand >= 0, cand + 0.5, torch.sigmoid(cand))
     out, _ = enc.step(x, h0)
     torch.testing.assert_close(out, f / (f + i) * h0[0] + i / (f + i) * g)
+
+
+def test_indrnn_is_element_wise_and_its_recurrent_weight_is_bounded() -> None:
+    torch.manual_seed(0)
+    enc = RecurrentEncoder("indrnn", hidden_size=3, input_size=2,
+                           cell_options={"recurrent_max": 0.5}).eval()
+    layer = enc.rnn.layers[0]
+    with torch.no_grad():
+        layer.recurrent.copy_(torch.tensor([3.0, -3.0, 0.2]))  # as if an update overshot
+    x, h0 = torch.randn(4, 2), torch.rand(1, 4, 3)
+    out, _ = enc.step(x, h0)
+    u = torch.tensor([0.5, -0.5, 0.2])
+    torch.testing.assert_close(out, torch.relu(layer.linear(x) + u * h0[0]))
+    with pytest.raises(ConfigError, match="recurrent_max must be greater than 0"):
+        RecurrentEncoder("indrnn", hidden_size=3, input_size=2, cell_options={"recurrent_max": 0})
