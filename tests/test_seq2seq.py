@@ -14,7 +14,7 @@ from rnnlab.metrics.seq2seq import (
     strip_stress,
     translation_scores,
 )
-from rnnlab.models import RecurrentEncoder, TransformerEncoder
+from rnnlab.models import CELLS, RecurrentEncoder, TransformerEncoder
 from rnnlab.models.attention import ATTENTIONS, Attention, masked_softmax
 from rnnlab.models.seq2seq import Seq2Seq
 from rnnlab.tasks.seq2seq import Seq2SeqTask, teacher_forcing_schedule
@@ -86,7 +86,7 @@ def test_padded_batch_equals_each_sequence_alone(attention: str) -> None:
 
 # ---- teacher forcing ----------------------------------------------------------------
 @pytest.mark.parametrize("attention", ATTENTIONS)
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("cell", CELLS)
 def test_fused_teacher_forcing_equals_the_step_loop(attention: str, cell: str) -> None:
     model = _model(attention, cell, layers=2)
     x, lengths = _batch([5, 2, 4])
@@ -124,7 +124,7 @@ def test_teacher_forcing_schedule_parses_and_validates() -> None:
 
 # ---- search -------------------------------------------------------------------------
 @pytest.mark.parametrize("attention", ATTENTIONS)
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("cell", CELLS)
 def test_beam_one_equals_greedy(attention: str, cell: str) -> None:
     model = _model(attention, cell)
     x, lengths = _batch([6, 3, 1, 4])
@@ -168,7 +168,7 @@ def test_no_attention_contexts(context: str) -> None:
     assert (model.project is not None) == (context == "projected")
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("cell", CELLS)
 def test_context_feed_decides_where_the_fixed_context_goes(cell: str) -> None:
     torch.manual_seed(1)
     enc = RecurrentEncoder(cell, hidden_size=8, embedding_dim=6, vocab_size=20)

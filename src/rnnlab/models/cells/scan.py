@@ -85,6 +85,7 @@ class ScanStack(nn.Module):
 
     def __init__(self, args: LayerArgs, make_layer: Callable[[int, int], ScanLayer]) -> None:
         super().__init__()
+        self.input_size = args.input_size
         self.hidden_size = args.hidden_size
         self.num_layers = args.num_layers
         self.dirs = 2 if args.bidirectional else 1
