@@ -25,6 +25,7 @@ from test_translate import write_pairs
 from conftest import compose_config, write_sentiment_csv
 from rnnlab.build import build_datamodule
 from rnnlab.checkpoint import load_checkpoint
+from rnnlab.data.speech import read_frames_npz
 from rnnlab.metrics.spans import SpanScorer
 from rnnlab.serving.publish import MODEL_URI_TAG, package_requirement
 from rnnlab.train import run
@@ -75,10 +76,6 @@ def _labels(module: Any, loader: Any, names: list[str]) -> list[str]:
     return out
 
 
-def _gold(loader: Any, names: list[str]) -> list[str]:
-    return [names[int(y)] for batch in loader for y in batch["y"]]
-
-
 def test_sentiment_model_labels_raw_text_as_the_checkpoint(lab: Path) -> None:
     csv = write_sentiment_csv(lab / "reviews.csv", n=200)
     metrics, cfg, r = _train(lab, "sentiment", "model=gru", f"task.data.train={csv}",
@@ -89,10 +86,10 @@ def test_sentiment_model_labels_raw_text_as_the_checkpoint(lab: Path) -> None:
     served = model.predict(pd.DataFrame({"text": texts}))
     assert list(served.columns) == ["label", "probability"]
     assert ((served["probability"] >= 0.5) & (served["probability"] <= 1.0)).all()
-    # the checkpoint's own predictions, through the training pipeline's batches
+    # the checkpoint's own predictions on the training pipeline's encoded test split
     loaded = load_checkpoint(metrics["ckpt_path"])
-    loader = dm.test_dataloader()
-    assert sorted(_labels(loaded.module, loader, dm.class_names)) == sorted(served["label"])
+    batch = dm.collate(dm.datasets["test"].items)  # one batch, in the order of the texts
+    assert _labels(loaded.module, [batch], dm.class_names) == served["label"].tolist()
     accuracy = np.mean([p == dm.class_names[y] for p, y in zip(served["label"], ids, strict=True)])
     assert accuracy == pytest.approx(metrics["test/acc"], abs=1e-6)
     # what a user of the Models tab sees: signature, example, the package as requirement
@@ -204,22 +201,19 @@ def test_speech_model_labels_frames_as_the_checkpoint(lab: Path) -> None:
                              "task.datamodule.batch_size=16", "model.hidden_size=16")
     model = _model(lab, r)
     dm = _datamodule(cfg)
-    from rnnlab.data.speech import read_frames_npz
-
-    # the raw test utterances: the split is fixed by split_seed, so rebuild it from the file
-    raw, labels = read_frames_npz(frames, str(frames))
+    # the raw test utterances: the split is fixed by split_seed, so find them in the file
+    raw, _ = read_frames_npz(frames, str(frames))
     loaded = load_checkpoint(metrics["ckpt_path"])
     mean, std = (np.asarray(loaded.data_state[k], np.float32) for k in ("mean", "std"))
     test_items = [item[0].numpy() for item in dm.datasets["test"].items]
-    utterances = [next(u for u in raw if u.shape == x.shape and np.allclose((u - mean) / std, x, atol=1e-5))
-                  for x in test_items]
+    utterances = [next(u for u in raw if u.shape == x.shape
+                       and np.allclose((u - mean) / std, x, atol=1e-5)) for x in test_items]
     served = model.predict(pd.DataFrame({"frames": [u.tolist() for u in utterances]}))
     own = _labels(loaded.module, [dm.collate(dm.datasets["test"].items)], dm.class_names)
     assert served["label"].tolist() == own
-    gold = _gold([dm.collate(dm.datasets["test"].items)], dm.class_names)
+    gold = [dm.class_names[int(y)] for y in dm.collate(dm.datasets["test"].items)["y"]]
     assert np.mean([a == b for a, b in zip(own, gold, strict=True)]) == \
         pytest.approx(metrics["test/acc"], abs=1e-6)
-    assert len(labels) == 90
 
 
 def test_tfidf_baseline_is_a_scikit_learn_model_of_the_runs_accuracy(lab: Path) -> None:
