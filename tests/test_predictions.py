@@ -153,3 +153,49 @@ def test_regression_copy_and_forecast_rows(task: str, make_config, tmp_path: Pat
     table, meta, metrics = _predictions(lab_root, task)
     _check(table, meta, metrics, 64 if task != "forecast" else None)
     assert "test/loss" in meta["metrics"]
+
+
+@pytest.mark.parametrize("task", ["sentiment", "ner", "g2p", "charlm", "copy"])
+def test_two_processes_write_the_rows_one_does(task: str, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every rank collects its shard; rank zero writes the gathered rows, in the order and
+    with the example indices of a single process (forked gloo processes, uneven shards)."""
+    import pickle
+
+    import pytorch_lightning as pl
+    from test_ddp import _task_overrides
+
+    from conftest import compose_config
+    from rnnlab.build import build_datamodule, build_module
+    from rnnlab.tracking import artifacts, predictions
+
+    monkeypatch.setattr(artifacts, "log_file", lambda *args, **kwargs: None)
+    written = tmp_path / "rows.pkl"
+
+    def capture(run, rows, metrics, max_rows=0):  # rank zero only, in its own process
+        written.write_bytes(pickle.dumps(rows))
+
+    monkeypatch.setattr(predictions, "write_rows", capture)
+    cfg = compose_config([*_task_overrides(task, tmp_path), "model.hidden_size=16",
+                          "task.datamodule.batch_size=7"], tmp_path)
+    pl.seed_everything(0)
+    dm = build_datamodule(cfg)
+    dm.prepare_data()
+    dm.setup()
+    module = build_module(cfg, dm.spec)
+    common = {"accelerator": "cpu", "logger": False, "enable_progress_bar": False,
+              "enable_model_summary": False, "enable_checkpointing": False,
+              "use_distributed_sampler": False, "inference_mode": False}
+    pl.Trainer(max_epochs=1, **common).fit(module, datamodule=dm)
+    pl.Trainer(devices=1, **common).test(module, datamodule=dm, verbose=False)
+    one = pickle.loads(written.read_bytes())
+    written.unlink()
+    pl.Trainer(devices=2, strategy="ddp_fork", **common).test(module, datamodule=dm,
+                                                               verbose=False)
+    two = pickle.loads(written.read_bytes())
+    assert len(one) == len(two) > 1
+    text = ("example", "input", "gold", "prediction")
+    assert [[r[k] for k in text] for r in one] == [[r[k] for k in text] for r in two]
+    assert [r["score"] for r in one] == pytest.approx([r["score"] for r in two], abs=1e-5)
+    if task in ("sentiment", "ner", "g2p"):  # bucketed: indices of the test split
+        assert sorted(r["example"] for r in one) == list(range(30))
