@@ -24,7 +24,7 @@ from rnnlab.data.charlm import (
 )
 from rnnlab.data.sources import PinnedDistribution, sha256_of
 from rnnlab.errors import ConfigError, DataError, UserError
-from rnnlab.models import RecurrentEncoder
+from rnnlab.models import CELLS, RecurrentEncoder
 from rnnlab.tasks.language_model import LanguageModelTask, encode_prompt
 from rnnlab.train import run
 
@@ -223,7 +223,7 @@ def test_weight_tying_and_its_size_check() -> None:
 
 
 # ---- end to end --------------------------------------------------------------------------
-@pytest.mark.parametrize("model", ["rnn", "rnn_relu", "lstm", "gru", "transformer"])
+@pytest.mark.parametrize("model", [*CELLS, "transformer"])
 def test_training_reduces_loss(model: str, make_config, text_file: Path, lab_root: Path) -> None:
     metrics = run(make_config(*_overrides(model, text_file)))
     history = _history(lab_root, "train/loss_epoch")

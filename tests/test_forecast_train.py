@@ -10,6 +10,7 @@ from test_forecast import seasonal_values, write_series_csv
 
 from conftest import compose_config
 from rnnlab.errors import UserError
+from rnnlab.models import CELLS
 from rnnlab.train import run
 
 FAST = ["task.window=12", "task.horizon=6", "task.test_size=12", "task.val_size=12",
@@ -54,7 +55,7 @@ def _assert_tracked(client: MlflowClient, r, model: str) -> None:
     assert "plots/forecast_test.png" in plots
 
 
-@pytest.mark.parametrize("model", ["rnn", "rnn_relu", "lstm", "gru", "transformer"])
+@pytest.mark.parametrize("model", [*CELLS, "transformer"])
 def test_each_backbone_trains_and_logs_a_forecast(model: str, series_csv: Path,
                                                   shared_root: Path) -> None:
     small = SMALL.get(model, ["model.hidden_size=16"])

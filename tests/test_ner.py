@@ -14,6 +14,8 @@ from mlflow.tracking import MlflowClient
 from rnnlab.cli.tag import main as tag_main
 from rnnlab.data.ner import NerDataModule
 from rnnlab.errors import ConfigError, DataError
+from rnnlab.models import CELLS
+from rnnlab.models.presets import recurrent_presets
 from rnnlab.train import run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,7 +78,7 @@ def test_both_heads_learn(make_config, lab_root: Path, conll_file: Path, crf: bo
     assert {"ner/test_per_type.txt", "ner/test_examples.txt"} <= set(arts)
 
 
-@pytest.mark.parametrize("model", ["rnn", "rnn_relu", "lstm", "gru", "bigru", "transformer"])
+@pytest.mark.parametrize("model", [*CELLS, *recurrent_presets(bidirectional=True), "transformer"])
 def test_every_model_trains(make_config, conll_file: Path, model: str) -> None:
     sizes = ["model.d_model=16", "model.dim_feedforward=32"] if model == "transformer" else SMALL
     cfg = make_config(*FAST, *sizes, f"model={model}", "trainer.max_epochs=1", "task.crf=true",

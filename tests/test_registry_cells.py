@@ -54,3 +54,15 @@ def test_interface_of_the_transformer() -> None:
     assert tr.init_state(2) is None and tr.embedding is None and tr.input_size == 5
     # a decoder after it starts from one bridged layer, whatever its depth
     assert tr.state_layers == 1
+
+
+def test_every_registered_cell_has_its_own_model_preset() -> None:
+    """Test parameters and sweeps read cells from the registry: each needs ``model=<cell>``."""
+    from rnnlab.models.presets import recurrent_presets
+
+    presets = recurrent_presets()
+    for cell in cell_names():
+        assert presets[cell]["cell"] == cell
+    assert presets["bigru"]["cell"] == "gru" and presets["bigru"]["bidirectional"] is True
+    assert set(recurrent_presets(bidirectional=True)) == {"bilstm", "bigru"}
+    assert "transformer" not in presets and "irnn" in recurrent_presets(bidirectional=False)

@@ -12,11 +12,14 @@ from conftest import write_sentiment_csv
 from rnnlab.data.batching import BucketBatchSampler
 from rnnlab.data.sentiment import SentimentDataModule
 from rnnlab.errors import ConfigError, DataError
+from rnnlab.models.cells import cell_names
+from rnnlab.models.presets import recurrent_presets
 from rnnlab.train import run
 
 FAST = ["trainer.max_epochs=3", "task.datamodule.batch_size=16", "model.hidden_size=16",
         "model.embedding_dim=16", "task.datamodule.min_freq=1", "task.backbone.input_dropout=0.1"]
-CELLS = ["rnn", "rnn_relu", "lstm", "gru", "bilstm", "bigru"]
+# every registered cell, and the bidirectional presets of conf/model
+CELLS = [*cell_names(), *recurrent_presets(bidirectional=True)]
 
 
 def _mlflow_run(root: Path, experiment: str = "sentiment"):
