@@ -135,6 +135,12 @@ class Entry:
     run_ids: list[str] = field(default_factory=list)
     # what tells this entry apart from the same model's other entries in its task
     differs: dict[str, str] = field(default_factory=dict)
+    fingerprint: str = ""  # the data fingerprint of the best run
+    # significance (filled by significance()): the best run's bootstrap interval, the
+    # t interval over seeds, the paired test against the task's best entry
+    ci: Any = None
+    seed_ci: Any = None
+    p_value: float | None = None
 
     @property
     def label(self) -> str:
@@ -251,6 +257,7 @@ def collect(client: Any, tasks: list[str] | None = None, models: list[str] | Non
         if best.info.end_time and best.info.start_time:
             entry.train_seconds = (best.info.end_time - best.info.start_time) / 1000
         entry.throughput = best.data.metrics.get("perf/train_items_per_sec")
+        entry.fingerprint = best.data.tags.get("data_fingerprint", "")
         if group_by is None:
             entry.config_hash = key
             entry.config = config_identity(best.data.params, best.data.tags.get("data_fingerprint"))
@@ -331,7 +338,8 @@ def ranking(entries: list[Entry]) -> list[tuple[str, float, int]]:
 
 
 COLUMNS = ["task", "model", "config", "rank", "metric", "best val", "test (best run)",
-           "test mean ± std", "seeds", "params", "train s", "items/s", "config hash"]
+           "test 95% CI", "test mean ± std", "seeds 95% CI", "p vs best", "seeds", "params",
+           "train s", "items/s", "config hash"]
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -340,10 +348,14 @@ def _fmt(value: float | None, spec: str) -> str:
 
 def _row(e: Entry) -> list[str]:
     fmt = _fmt
+    ci = f"[{e.ci.low:.4f}, {e.ci.high:.4f}]" if e.ci is not None else ""
+    seed_ci = f"[{e.seed_ci.low:.4f}, {e.seed_ci.high:.4f}]" if e.seed_ci is not None else ""
+    p = "best" if e.rank == 1 and e.ci is not None else _fmt(e.p_value, ".3g")
     return [e.task, e.model, _short_config(e.differs), str(e.rank),
             f"{e.monitor} ({'max' if e.maximise else 'min'})",
-            f"{e.best_val:.4f}", fmt(e.best_test, ".4f"), e.mean_std(), str(len(e.seeds)),
-            e.n_params, fmt(e.train_seconds, ".0f"), fmt(e.throughput, ".0f"), e.config_hash]
+            f"{e.best_val:.4f}", fmt(e.best_test, ".4f"), ci, e.mean_std(), seed_ci, p,
+            str(len(e.seeds)), e.n_params, fmt(e.train_seconds, ".0f"), fmt(e.throughput, ".0f"),
+            e.config_hash]
 
 
 def task_by_model(entries: list[Entry]) -> list[str]:
@@ -364,7 +376,207 @@ def task_by_model(entries: list[Entry]) -> list[str]:
     return lines
 
 
-def to_markdown(entries: list[Entry], notes: list[str]) -> str:
+# ---- significance ----------------------------------------------------------------------
+PREDICTIONS_DIR = "predictions"
+
+
+@dataclass
+class Significance:
+    """What the report says about noise: sentences per task and across tasks, and the
+    critical-difference diagram."""
+
+    alpha: float
+    resamples: int
+    by_task: dict[str, list[str]] = field(default_factory=dict)
+    across: list[str] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)
+
+
+def load_predictions(client: Any, run_id: str, cache: Path) -> tuple[Any, dict] | None:
+    """A run's ``predictions/test.parquet`` and its description, or None when the run has
+    none (runs from before the lab wrote them, or ``max_predictions=0``)."""
+    import pandas as pd
+
+    try:
+        names = {a.path for a in client.list_artifacts(run_id, PREDICTIONS_DIR)}
+        if {f"{PREDICTIONS_DIR}/test.parquet", f"{PREDICTIONS_DIR}/test.json"} - names:
+            return None
+        dest = cache / run_id
+        dest.mkdir(parents=True, exist_ok=True)
+        local = Path(client.download_artifacts(run_id, PREDICTIONS_DIR, str(dest)))
+        meta = json.loads((local / "test.json").read_text(encoding="utf-8"))
+        return pd.read_parquet(local / "test.parquet"), meta
+    except Exception:  # an unreadable artifact is reported as missing, not as a crash
+        return None
+
+
+def _better(a: float, b: float, maximise: bool) -> bool:
+    return a > b if maximise else a < b
+
+
+def _task_significance(client: Any, rows: list[Entry], cache: Path, resamples: int,
+                       alpha: float, seed: int) -> list[str]:
+    """Intervals for each entry of one task, the paired test of each against the task's
+    best entry, and the sentences that say what they mean."""
+    from rnnlab.stats import align, bootstrap_interval, randomisation_test, t_interval
+
+    rows = sorted(rows, key=lambda e: e.rank)
+    metric = rows[0].test_metric
+    loaded: dict[str, tuple[Any, dict, dict] | None] = {}
+    missing = []
+    for e in rows:
+        e.seed_ci = t_interval(e.tests, alpha)
+        found = load_predictions(client, e.best_run_id, cache)
+        spec = (found[1].get("metrics") or {}).get(metric) if found else None
+        if found is None or spec is None:
+            loaded[e.label] = None
+            missing.append(e.label)
+            continue
+        loaded[e.label] = (found[0], found[1], spec)
+        e.ci = bootstrap_interval(found[0], spec, resamples, alpha, seed)
+    best = rows[0]
+    out = []
+    direction = "higher" if best.maximise else "lower"
+    if best.ci is not None:
+        sampled = " (a sample of the test set)" if loaded[best.label][1].get("sampled") else ""
+        out.append(f"Best: **{best.label}**, {metric} {best.ci.value:.4f} with 95% bootstrap "
+                   f"interval [{best.ci.low:.4f}, {best.ci.high:.4f}] over {best.ci.n} test "
+                   f"examples{sampled} ({direction} is better).")
+    else:
+        out.append(f"Best: **{best.label}** ({metric}); it has no per-example predictions, so "
+                   f"no interval and no paired test against it.")
+    for e in rows:
+        if e.seed_ci is not None:
+            out.append(f"{e.label} over {e.seed_ci.n} seeds: mean {e.seed_ci.value:.4f}, 95% "
+                       f"t interval [{e.seed_ci.low:.4f}, {e.seed_ci.high:.4f}].")
+    for e in rows[1:]:
+        if loaded[best.label] is None or loaded[e.label] is None:
+            continue
+        if e.fingerprint != best.fingerprint:
+            out.append(f"{e.label} was tested on other data (fingerprint {e.fingerprint or '?'} "
+                       f"vs {best.fingerprint or '?'}): no paired test.")
+            continue
+        a, b, dropped = align(loaded[best.label][0], loaded[e.label][0])
+        if len(a) < 2:
+            out.append(f"{e.label} and {best.label} share fewer than two test examples: no "
+                       f"paired test.")
+            continue
+        test = randomisation_test(a, b, loaded[best.label][2], resamples, seed)
+        e.p_value = test.p_value
+        extra = f"; {dropped} examples only one of them has were left out" if dropped else ""
+        where = f"the same {test.n} test examples{extra}"
+        if test.p_value < alpha:
+            word = "worse" if _better(test.a, test.b, best.maximise) else "better"
+            out.append(f"{e.label} ({test.b:.4f}) is **significantly {word}** than {best.label} "
+                       f"({test.a:.4f}) on {where}: paired randomisation test p = "
+                       f"{test.p_value:.3g} < {alpha}.")
+        else:
+            out.append(f"{e.label} ({test.b:.4f}) and {best.label} ({test.a:.4f}) are **not "
+                       f"significantly different** on {where}: p = {test.p_value:.3g} >= "
+                       f"{alpha}, so their order may be noise.")
+    missing = [m for m in missing if m != best.label]  # said above
+    if missing:
+        out.append(f"No per-example predictions for {', '.join(missing)} (runs logged before "
+                   f"predictions/test.parquet, or max_predictions=0): no interval or paired "
+                   f"test.")
+    return out
+
+
+def _across_tasks(entries: list[Entry], out_dir: Path, alpha: float) -> tuple[list[str], list[Path]]:
+    """The Friedman test over the models' ranks on the tasks they all ran, the Nemenyi
+    critical difference, and the CD diagram."""
+    import numpy as np
+
+    from rnnlab.stats import average_ranks, cd_diagram, cliques, friedman
+
+    table = model_ranks(entries)
+    tasks = sorted(table)
+    scored = {t: {m: e for m, (e, _) in row.items()
+                  if (e.test_mean if e.tests else None) is not None} for t, row in table.items()}
+    every = sorted(set.intersection(*(set(r) for r in scored.values()))) if scored else []
+    left_out = sorted({m for r in scored.values() for m in r} - set(every))
+    if len(tasks) < 2 or len(every) < 2:
+        return ([f"The Friedman test needs at least two tasks and two models that ran on all "
+                 f"of them; here {len(tasks)} task(s) and {len(every)} such model(s)."], [])
+    scores = np.array([[scored[t][m].test_mean for m in every] for t in tasks])
+    ranks = average_ranks(scores, [scored[t][every[0]].maximise for t in tasks])
+    fr = friedman(ranks, alpha)
+    verdict = ("the models' ranks differ significantly" if fr.p_value < alpha else
+               "no significant difference between the models' ranks")
+    lines = [f"Friedman test over {fr.n_tasks} tasks ({', '.join(tasks)}) and {fr.n_models} "
+             f"models, each model by its best configuration's mean test score: chi² = "
+             f"{fr.statistic:.3f}, p = {fr.p_value:.3g}: {verdict} at {alpha}."]
+    if left_out:
+        lines.append(f"Left out (not run on every task): {', '.join(left_out)}.")
+    lines.append(f"Nemenyi critical difference at {alpha}: CD = {fr.cd:.3f} in mean rank "
+                 f"(Demšar 2006).")
+    pairs_sig, pairs_not = [], []
+    for i in range(len(every)):
+        for j in range(i + 1, len(every)):
+            d = abs(fr.mean_ranks[i] - fr.mean_ranks[j])
+            text = f"{every[i]} vs {every[j]} (|ΔR| = {d:.2f})"
+            (pairs_sig if d > fr.cd else pairs_not).append(text)
+    if fr.p_value >= alpha:
+        lines.append("As the Friedman test does not reject equal ranks, no pair is called "
+                     "significantly different.")
+        pairs_not, pairs_sig = pairs_sig + pairs_not, []
+    if pairs_sig:
+        lines.append("Significantly different (mean ranks further apart than the CD): "
+                     + "; ".join(pairs_sig) + ".")
+    if pairs_not:
+        lines.append("Not significantly different: " + "; ".join(pairs_not) + ".")
+    if fr.n_tasks < 10:
+        lines.append(f"With {fr.n_tasks} tasks the test has little power (Demšar suggests 10 "
+                     f"or more), so a non-significant result is weak evidence of no difference.")
+    fig = cd_diagram(every, list(fr.mean_ranks), fr.cd,
+                     f"critical difference (Nemenyi, alpha={alpha}), {fr.n_tasks} tasks")
+    path = out_dir / "cd_diagram.png"
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    from rnnlab.tracking.artifacts import plt
+
+    plt.close(fig)
+    groups = cliques(every, list(fr.mean_ranks), fr.cd)
+    if groups:
+        lines.append("Groups whose members do not differ significantly (the bars of the "
+                     "diagram): " + "; ".join("{" + ", ".join(g) + "}" for g in groups) + ".")
+    return lines, [path]
+
+
+def significance(client: Any, entries: list[Entry], out_dir: Path,
+                 resamples: int = 1000, alpha: float = 0.05, seed: int = 0) -> Significance:
+    """Intervals, paired tests and the cross-task Friedman/Nemenyi analysis."""
+    import tempfile
+
+    sig = Significance(alpha, resamples)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    by_task: dict[str, list[Entry]] = defaultdict(list)
+    for e in entries:
+        by_task[e.task].append(e)
+    with tempfile.TemporaryDirectory() as tmp:
+        for task, rows in sorted(by_task.items()):
+            sig.by_task[task] = _task_significance(client, rows, Path(tmp), resamples, alpha,
+                                                   seed)
+    sig.across, sig.figures = _across_tasks(entries, out_dir, alpha)
+    return sig
+
+
+def significance_markdown(sig: Significance) -> list[str]:
+    lines = ["", "## What is significant", "",
+             f"Intervals: 95% percentile bootstrap over the best run's test examples "
+             f"({sig.resamples} resamples; sentences are resampled whole, and F1, BLEU and "
+             f"error rates are recomputed from the resampled counts), and the Student t "
+             f"interval over seeds. `p vs best`: paired approximate randomisation test "
+             f"({sig.resamples} shuffles) of each entry's best run against the task's best "
+             f"entry's best run on the same test examples; not corrected for multiple "
+             f"comparisons."]
+    for task, sentences in sig.by_task.items():
+        lines += ["", f"### {task}", ""] + [f"- {s}" for s in sentences]
+    lines += ["", "### Across tasks", ""] + [f"- {s}" for s in sig.across]
+    lines += ["", *(f"![critical difference diagram]({p.name})" for p in sig.figures)]
+    return lines
+
+
+def to_markdown(entries: list[Entry], notes: list[str], sig: Significance | None = None) -> str:
     lines = ["# rnnlab comparison", "", f"Generated {dt.datetime.now():%Y-%m-%d %H:%M}.", "",
              "An entry is one configuration of a model: its runs differ only in the seed "
              "(or, with --group-by, share the chosen keys). `config` shows what sets it apart "
@@ -377,6 +589,8 @@ def to_markdown(entries: list[Entry], notes: list[str]) -> str:
     lines += ["", "## Ranking across tasks (mean rank; 1 is best)", "",
               "| model | mean rank | tasks |", "|---|---|---|"]
     lines += [f"| {m} | {r:.2f} | {n} |" for m, r, n in ranking(entries)]
+    if sig is not None:
+        lines += significance_markdown(sig)
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
@@ -412,19 +626,21 @@ def learning_curves(client: Any, entries: list[Entry], out_dir: Path) -> list[Pa
     return paths
 
 
-def write_report(client: Any, entries: list[Entry], notes: list[str], out_dir: Path) -> list[Path]:
+def write_report(client: Any, entries: list[Entry], notes: list[str], out_dir: Path,
+                 sig: Significance | None = None) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     md = out_dir / "report.md"
-    md.write_text(to_markdown(entries, notes), encoding="utf-8")
+    md.write_text(to_markdown(entries, notes, sig), encoding="utf-8")
     table = out_dir / "report.csv"
     with open(table, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(COLUMNS)
         writer.writerows(_row(e) for e in entries)
-    return [md, table, *learning_curves(client, entries, out_dir)]
+    figures = sig.figures if sig is not None else []
+    return [md, table, *figures, *learning_curves(client, entries, out_dir)]
 
 
-def _print(entries: list[Entry], notes: list[str]) -> None:
+def _print(entries: list[Entry], notes: list[str], sig: Significance | None = None) -> None:
     if sys.stdout.isatty():
         from rich.console import Console
         from rich.table import Table
@@ -435,10 +651,12 @@ def _print(entries: list[Entry], notes: list[str]) -> None:
         for e in entries:
             table.add_row(*_row(e))
         Console().print(table)
+        if sig is not None:
+            print("\n".join(significance_markdown(sig)[1:]))
         for n in notes:
             print(f"note: {n}")
     else:
-        print(to_markdown(entries, notes))
+        print(to_markdown(entries, notes, sig))
 
 
 def _keys(text: str | None) -> list[str] | None:
@@ -467,6 +685,9 @@ def main(argv: list[str] | None = None) -> int:
                              "model.hidden_size) or tags: runs of one model with equal values "
                              "form one entry (default: the whole config but the seed; "
                              "--group-by model pools every run of a model)")
+    parser.add_argument("--resamples", type=int, default=1000, metavar="N",
+                        help="bootstrap resamples and randomisation-test shuffles (default "
+                             "1000; 0 skips intervals and tests)")
     parser.add_argument("--register", action="store_true",
                         help="register each task's best run (by its own metric) as "
                              "rnnlab-<task> and move the alias champion to it")
@@ -491,8 +712,13 @@ def main(argv: list[str] | None = None) -> int:
               + " ".join(notes), file=sys.stderr)
         return 2
     out_dir = Path(args.out) if args.out else root / "reports" / f"{dt.datetime.now():%Y-%m-%d_%H-%M-%S}"
-    files = write_report(client, entries, notes, out_dir)
-    _print(entries, notes)
+    if args.resamples < 0:
+        print(f"error: --resamples={args.resamples} must be 0 (no tests) or a positive count.",
+              file=sys.stderr)
+        return 2
+    sig = significance(client, entries, out_dir, args.resamples) if args.resamples else None
+    files = write_report(client, entries, notes, out_dir, sig)
+    _print(entries, notes, sig)
     if not args.no_log:
         exp_id = ensure_experiment(client, REPORT_EXPERIMENT, local_artifact_root(uri, root))
         run = client.create_run(exp_id, run_name=f"report {out_dir.name}",
