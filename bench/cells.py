@@ -7,7 +7,7 @@ time. This measures what that buys on this machine's CPU: training tokens per se
 full-length batches) at several sequence lengths, side by side in one run, with the
 machine load printed (shared machines move these numbers).
 
-    python bench/cells.py [--lengths 128 512 2048] [--batch 32] [--hidden 256] [--repeats 2]
+    python bench/cells.py [--lengths 128 512 2048] [--batch 32] [--hidden 256] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import argparse
 import os
 import platform
 import time
+from collections.abc import Callable
 from datetime import date
 
 import torch
@@ -27,21 +28,35 @@ SCANNED = ("mingru", "minlstm")
 FUSED = ("lstm", "gru")
 
 
-def tokens_per_second(cell: str, steps: int, batch: int, hidden: int, repeats: int) -> float:
-    """Tokens per second of the best of ``repeats`` timed training steps, after a warm-up."""
+def training_step(cell: str, steps: int, batch: int, hidden: int) -> Callable[[], float]:
+    """A closure that runs one training step of ``cell`` and returns its wall time."""
     torch.manual_seed(0)
     enc = RecurrentEncoder(cell, hidden_size=hidden, input_size=hidden)
     opt = torch.optim.Adam(enc.parameters(), lr=1e-3)
     x = torch.randn(batch, steps, hidden)
-    best = float("inf")
-    for i in range(repeats + 1):
+
+    def step() -> float:
         start = time.perf_counter()
         opt.zero_grad()
         enc(x).outputs.pow(2).mean().backward()
         opt.step()
-        if i > 0:  # the first step warms up allocators and kernels
-            best = min(best, time.perf_counter() - start)
-    return batch * steps / best
+        return time.perf_counter() - start
+
+    return step
+
+
+def tokens_per_second(cells: list[str], steps: int, batch: int, hidden: int,
+                      repeats: int) -> dict[str, float]:
+    """Best of ``repeats`` timed steps per cell, after a warm-up; the cells take turns in
+    every round, so a burst of load from elsewhere hits them alike."""
+    runs = {c: training_step(c, steps, batch, hidden) for c in cells}
+    for run in runs.values():
+        run()  # warm-up: allocators and kernels
+    best = dict.fromkeys(cells, float("inf"))
+    for _ in range(repeats):
+        for cell, run in runs.items():
+            best[cell] = min(best[cell], run())
+    return {c: batch * steps / best[c] for c in cells}
 
 
 def main() -> None:
@@ -49,7 +64,7 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[128, 512, 2048])
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     cells = [*SCANNED, *FUSED]
     for cell in cells:
@@ -62,8 +77,7 @@ def main() -> None:
     print(f"| {'T':>5} | " + " | ".join(f"{c:>9}" for c in cells) + " | minGRU/GRU | minLSTM/LSTM |")
     print("|" + "---:|" * (len(cells) + 3))
     for steps in args.lengths:
-        speed = {c: tokens_per_second(c, steps, args.batch, args.hidden, args.repeats)
-                 for c in cells}
+        speed = tokens_per_second(cells, steps, args.batch, args.hidden, args.repeats)
         print(f"| {steps:>5} | " + " | ".join(f"{speed[c]:>9.0f}" for c in cells)
               + f" | {speed['mingru'] / speed['gru']:>10.2f} | "
               f"{speed['minlstm'] / speed['lstm']:>12.2f} |", flush=True)
