@@ -44,6 +44,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from rnnlab.config import config_dir, register_resolvers  # noqa: E402
+from rnnlab.models.cells import cell_names  # noqa: E402
 
 EVAL_STREAMS = 64
 Forward = Callable[[torch.Tensor, object], tuple[torch.Tensor, object]]
@@ -115,7 +116,7 @@ def pipeline(cfg: DictConfig) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="lstm", choices=["rnn", "rnn_relu", "lstm", "gru"])
+    parser.add_argument("--model", default="lstm", choices=cell_names())
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=42)

@@ -38,6 +38,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from rnnlab.config import config_dir, register_resolvers  # noqa: E402
+from rnnlab.models.cells import cell_names  # noqa: E402
 
 
 def make_config(args: argparse.Namespace, store: Path) -> DictConfig:
@@ -113,7 +114,7 @@ def pipeline(cfg: DictConfig) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="lstm", choices=["rnn", "rnn_relu", "lstm", "gru"])
+    parser.add_argument("--model", default="lstm", choices=cell_names())
     parser.add_argument("--hidden", type=int, default=512)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--batch", type=int, default=64)
