@@ -198,3 +198,123 @@ def test_run_start_tag_matches_the_hash_of_its_params(make_config, sentiment_csv
     r = client.search_runs([client.get_experiment_by_name("sentiment").experiment_id])[0]
     derived = config_hash(config_identity(r.data.params, r.data.tags["data_fingerprint"]))
     assert r.data.tags[CONFIG_HASH_TAG] == derived
+
+
+# --- what is significant: a store with planted differences --------------------------------
+
+def _planted_tables(task: str) -> dict[str, tuple[object, dict]]:
+    """Per-example tables of three models on one task's 400 test examples: lstm best, gru
+    a hair from it (must not come out significant), rnn clearly worse (must)."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(len(task))
+    n = 400
+    if task in ("sentiment", "speech", "g2p"):
+        good = np.zeros(n)
+        good[: int(0.85 * n)] = 1
+        rng.shuffle(good)
+        hair = good.copy()
+        hair[np.flatnonzero(good)[:2]] = 0
+        hair[np.flatnonzero(good == 0)[:1]] = 1
+        bad = good.copy()
+        bad[np.flatnonzero(good)[:60]] = 0
+        if task == "g2p":  # the word error rate: 1 - correct, lower is better
+            good, hair, bad = 1 - good, 1 - hair, 1 - bad
+        spec = {"kind": "mean", "column": "score"}
+        cols = {m: {"score": v} for m, v in (("lstm", good), ("gru", hair), ("rnn", bad))}
+    elif task == "ner":
+        gold = rng.integers(1, 4, n)
+        tp = np.minimum(gold, rng.binomial(gold, 0.9))
+        fp = rng.binomial(1, 0.1, n)
+        tp_hair = tp.copy()
+        tp_hair[np.flatnonzero(tp)[:1]] -= 1
+        tp_bad = np.minimum(gold, rng.binomial(gold, 0.6))
+        spec = {"kind": "f1", "tp": "tp", "fp": "fp", "fn": "fn"}
+        cols = {m: {"tp": t, "fp": fp, "fn": gold - t}
+                for m, t in (("lstm", tp), ("gru", tp_hair), ("rnn", tp_bad))}
+    else:  # charlm: nats per character, lower is better
+        chars = np.full(n, 64)
+        nats = chars * (1.5 + 0.3 * rng.standard_normal(n) / 8)
+        hair = nats.copy()
+        hair[:3] += 0.5
+        bad = chars * (1.9 + 0.3 * rng.standard_normal(n) / 8)
+        spec = {"kind": "ratio", "num": "nats", "den": "chars"}
+        cols = {m: {"nats": v, "chars": chars} for m, v in (("lstm", nats), ("gru", hair),
+                                                            ("rnn", bad))}
+    out = {}
+    for model, values in cols.items():
+        table = pd.DataFrame({"example": np.arange(n), "input": [f"x{i}" for i in range(n)],
+                              "gold": "g", "prediction": "p", **values})
+        out[model] = (table, spec)
+    return out
+
+
+PLANTED = {"sentiment": ("val/acc", "max"), "speech": ("val/acc", "max"), "ner": ("val/f1", "max"),
+           "g2p": ("val/wer", "min"), "charlm": ("val/loss", "min")}
+
+
+def _planted_store(tmp_path: Path) -> str:
+    import json
+
+    from rnnlab.stats import metric_value
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    for task, (monitor, mode) in PLANTED.items():
+        exp = client.create_experiment(task, artifact_location=(tmp_path / "art" / task).as_uri())
+        test_key = monitor.replace("val/", "test/")
+        for model, (table, spec) in _planted_tables(task).items():
+            value = metric_value(table, spec)
+            seeds = [(1, value, True)]
+            if task == "sentiment" and model == "lstm":  # seeds without predictions
+                seeds += [(2, value - 0.01, False), (3, value + 0.01, False)]
+            for seed, test, with_predictions in seeds:
+                run = client.create_run(exp, tags={"task": task, "model": model,
+                                                   "seed": str(seed), "data_fingerprint": "fp"})
+                rid = run.info.run_id
+                for k, v in {"seed": seed, "task.monitor": monitor, "task.mode": mode,
+                             "model.name": model}.items():
+                    client.log_param(rid, k, str(v))
+                # the first seed has the best validation score, so it is the best run
+                client.log_metric(rid, f"best/{monitor}", test + (0.05 if seed == 1 else 0)
+                                  * (1 if mode == "max" else -1))
+                client.log_metric(rid, test_key, test)
+                if with_predictions:
+                    folder = tmp_path / "pred" / rid
+                    folder.mkdir(parents=True)
+                    table.to_parquet(folder / "test.parquet", index=False)
+                    (folder / "test.json").write_text(json.dumps(
+                        {"rows": len(table), "examples": len(table), "sampled": False,
+                         "metrics": {test_key: spec}}))
+                    client.log_artifacts(rid, str(folder), "predictions")
+                client.set_terminated(rid, "FINISHED")
+    return uri
+
+
+def test_report_says_which_differences_are_significant(tmp_path: Path) -> None:
+    uri = _planted_store(tmp_path)
+    out = tmp_path / "rep"
+    assert main(["--tracking-uri", uri, "--out", str(out)]) == 0
+    rows = {(r["task"], r["model"]): r for r in _rows(out)}
+    for task in PLANTED:
+        best, hair, worse = rows[(task, "lstm")], rows[(task, "gru")], rows[(task, "rnn")]
+        assert best["rank"] == "1" and best["p vs best"] == "best"
+        low, high = (float(v) for v in best["test 95% CI"].strip("[]").split(", "))
+        assert low < float(best["test (best run)"]) < high, task
+        assert float(worse["p vs best"]) < 0.01, task  # planted: clearly worse
+        assert float(hair["p vs best"]) > 0.2, task  # planted: within the noise
+    seeds = rows[("sentiment", "lstm")]
+    assert seeds["seeds"] == "3" and seeds["seeds 95% CI"].startswith("[0.82")
+    report = (out / "report.md").read_text()
+    assert "rnn (0.7000) is **significantly worse** than lstm (0.8500) on the same 400" in report
+    assert "gru (0.8475) and lstm (0.8500) are **not significantly different**" in report
+    assert "p = 0.00674: the models' ranks differ significantly at 0.05" in report
+    assert "Significantly different (mean ranks further apart than the CD): lstm vs rnn" in report
+    assert "Not significantly different: gru vs lstm (|ΔR| = 1.00); gru vs rnn" in report
+    assert "![critical difference diagram](cd_diagram.png)" in report
+    assert (out / "cd_diagram.png").stat().st_size > 5000
+    client = MlflowClient(uri)
+    reports = client.search_runs([client.get_experiment_by_name("reports").experiment_id])
+    assert "report/cd_diagram.png" in {a.path for a in client.list_artifacts(
+        reports[0].info.run_id, "report")}

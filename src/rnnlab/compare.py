@@ -20,6 +20,7 @@ import csv
 import datetime as dt
 import hashlib
 import json
+import os
 import re
 import statistics
 import sys
@@ -552,10 +553,20 @@ def significance(client: Any, entries: list[Entry], out_dir: Path,
     by_task: dict[str, list[Entry]] = defaultdict(list)
     for e in entries:
         by_task[e.task].append(e)
-    with tempfile.TemporaryDirectory() as tmp:
-        for task, rows in sorted(by_task.items()):
-            sig.by_task[task] = _task_significance(client, rows, Path(tmp), resamples, alpha,
-                                                   seed)
+    quiet = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}  # one bar per run is noise
+    before = {k: os.environ.get(k) for k in quiet}
+    os.environ.update(quiet)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for task, rows in sorted(by_task.items()):
+                sig.by_task[task] = _task_significance(client, rows, Path(tmp), resamples,
+                                                       alpha, seed)
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     sig.across, sig.figures = _across_tasks(entries, out_dir, alpha)
     return sig
 
