@@ -199,3 +199,26 @@ def test_two_processes_write_the_rows_one_does(task: str, tmp_path: Path,
     assert [r["score"] for r in one] == pytest.approx([r["score"] for r in two], abs=1e-5)
     if task in ("sentiment", "ner", "g2p"):  # bucketed: indices of the test split
         assert sorted(r["example"] for r in one) == list(range(30))
+
+
+def test_compare_pairs_a_network_with_the_baseline_example_by_example(
+        make_config, tmp_path: Path, lab_root: Path) -> None:
+    """Real runs: the network's rows (bucketed batches) and the baseline's (split order)
+    carry the same example indices, so compare.py can test them on the same snippets."""
+    import csv
+
+    from conftest import write_sentiment_csv
+    from rnnlab.compare import main
+
+    data = write_sentiment_csv(tmp_path / "big.csv", n=400)
+    run(make_config("model=gru", f"task.data.train={data}", *SENTIMENT_FAST))
+    run(make_config("model=tfidf_logreg", f"task.data.train={data}"))
+    out = tmp_path / "rep"
+    assert main(["--tracking-uri", f"sqlite:///{lab_root}/mlflow.db", "--out", str(out),
+                 "--no-log", "--resamples", "200"]) == 0
+    with open(out / "report.csv", newline="") as f:
+        rows = {r["model"]: r for r in csv.DictReader(f)}
+    p_values = [rows[m]["p vs best"] for m in ("gru", "tfidf_logreg")]
+    assert "best" in p_values and 0 < float(next(p for p in p_values if p != "best")) <= 1
+    assert all(rows[m]["test 95% CI"].startswith("[") for m in rows)
+    assert "on the same 40 test examples" in (out / "report.md").read_text()
