@@ -218,7 +218,7 @@ class RecurrentEncoder(Backbone):
         if packed and lengths is not None and not self.spec.packable:
             # the cell ignores padding itself and stops each state at its last real step
             outputs, hidden = self.rnn(emb, hidden, lengths=lengths)
-            outputs = outputs * length_mask(lengths, steps, outputs).unsqueeze(-1)
+            outputs = outputs * length_mask(lengths, steps, outputs.device).unsqueeze(-1).to(outputs.dtype)
         elif packed and lengths is not None:
             seq = pack_padded_sequence(emb, lengths.cpu(), batch_first=True, enforce_sorted=False)
             out, hidden = self.rnn(seq, hidden)
@@ -227,7 +227,7 @@ class RecurrentEncoder(Backbone):
             outputs, hidden = self.rnn(emb, hidden)
             if ragged:
                 hidden = None
-                outputs = outputs * length_mask(lengths, steps, outputs).unsqueeze(-1)
+                outputs = outputs * length_mask(lengths, steps, outputs.device).unsqueeze(-1).to(outputs.dtype)
         last = self._last(outputs, lengths)
         return EncoderOutput(outputs=outputs, last=last, hidden=hidden)
 
@@ -245,7 +245,7 @@ class RecurrentEncoder(Backbone):
             hidden = (h, *hidden[1:]) if isinstance(hidden, tuple) else h
         outputs = torch.stack(states[-steps:], dim=1)
         if lengths is not None and bool((lengths < steps).any()):
-            outputs = outputs * length_mask(lengths, steps, outputs).unsqueeze(-1)
+            outputs = outputs * length_mask(lengths, steps, outputs.device).unsqueeze(-1).to(outputs.dtype)
             hidden = None
         return EncoderOutput(outputs=outputs, last=self._last(outputs, lengths), hidden=hidden)
 
@@ -262,7 +262,7 @@ class RecurrentEncoder(Backbone):
         return torch.cat([fwd, bwd], dim=-1)
 
 
-def length_mask(lengths: Tensor, steps: int, like: Tensor) -> Tensor:
-    """(B, steps) in ``like``'s dtype and device: 1 at real steps, 0 at padding."""
-    return (torch.arange(steps, device=like.device)[None, :]
-            < lengths.to(like.device)[:, None]).to(like.dtype)
+def length_mask(lengths: Tensor, steps: int, device: torch.device | None = None) -> Tensor:
+    """(B, steps) bool: True at each sequence's real steps, False at its padding."""
+    device = device or lengths.device
+    return torch.arange(steps, device=device)[None, :] < lengths.to(device)[:, None]

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from rnnlab.errors import require
+from rnnlab.models.encoder import length_mask
 
 POOLINGS = ("last", "mean", "max")
 
@@ -16,15 +16,15 @@ def pool(outputs: Tensor, last: Tensor, lengths: Tensor | None, how: str) -> Ten
         return last
     if lengths is None:
         return outputs.mean(1) if how == "mean" else outputs.max(1).values
-    mask = (torch.arange(outputs.shape[1], device=outputs.device)[None, :]
-            < lengths.to(outputs.device)[:, None]).unsqueeze(-1)
+    mask = length_mask(lengths, outputs.shape[1], outputs.device).unsqueeze(-1)
     if how == "mean":
         return (outputs * mask).sum(1) / mask.sum(1).clamp(min=1)
     return outputs.masked_fill(~mask, float("-inf")).max(1).values
 
 
 class ClassifierHead(nn.Module):
-    """Pooling, dropout and a linear layer: the N->1 head (sentiment, speech)."""
+    """Pooling, dropout and a linear layer: the N->1 head, for classes (sentiment, speech)
+    and for real-valued outputs alike (the adding problem, forecasting)."""
 
     def __init__(self, in_features: int, num_classes: int, pooling: str = "last",
                  dropout: float = 0.0) -> None:

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from rnnlab.errors import require
 from rnnlab.models.attention import ATTENTIONS, Attention
 from rnnlab.models.cells import LayerArgs, get_cell
+from rnnlab.models.encoder import length_mask
 from rnnlab.models.heads import pool
 
 CONTEXTS = ("last", "projected", "pooled")
@@ -154,8 +155,7 @@ class Seq2Seq(nn.Module):
     def encode(self, x: Tensor, lengths: Tensor) -> Encoded:
         enc = self.encoder(x, lengths, need_state=True)
         memory = self.encoder_dropout(enc.outputs)
-        mask = torch.arange(memory.shape[1], device=memory.device)[None, :] < \
-            lengths.to(memory.device)[:, None]
+        mask = length_mask(lengths, memory.shape[1], memory.device)
         hidden, cell_state = enc.hidden, None
         if isinstance(hidden, tuple):
             hidden, cell_state = hidden

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnlab.errors import require
-from rnnlab.models.encoder import Backbone, EncoderOutput, InputLayer
+from rnnlab.models.encoder import Backbone, EncoderOutput, InputLayer, length_mask
 
 
 class SinusoidalPositions(nn.Module):
@@ -73,7 +73,7 @@ class TransformerEncoder(Backbone):
         batch, steps = h.shape[:2]
         pad_mask = None
         if lengths is not None:
-            pad_mask = torch.arange(steps, device=h.device)[None, :] >= lengths.to(h.device)[:, None]
+            pad_mask = ~length_mask(lengths, steps, h.device)
         mask = nn.Transformer.generate_square_subsequent_mask(steps, device=h.device) \
             if self.causal else None
         out = self.norm(self.layers(h, mask=mask, src_key_padding_mask=pad_mask, is_causal=self.causal))
