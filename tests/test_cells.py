@@ -15,6 +15,10 @@ from test_charlm import FAST as CHARLM_FAST
 from test_charlm import write_text
 from test_g2p import FAST as G2P_FAST
 from test_g2p import write_cmudict
+from test_speech import write_frames_npz
+from test_synthetic import FAST as SYNTHETIC_FAST
+from test_translate import FAST as TRANSLATE_FAST
+from test_translate import write_pairs
 
 from conftest import token_batch
 from rnnlab.cli.generate import main as generate_main
@@ -203,3 +207,26 @@ def test_gradient_flow_callback_unrolls_the_cell(cell: str, make_config, lab_roo
     assert len(norms) == 3 and all(n > 0 for n in norms)
     far = _metric_history(lab_root, "adding", "grad_flow/norm_far")
     assert len(far) == 3 and all(n > 0 for n in far)  # the gradient reaches the first step
+
+
+def _headline_overrides(task: str, tmp_path: Path) -> list[str]:
+    """The tiny settings of each headline task whose end-to-end test runs one cell only."""
+    if task == "translate":
+        return ["task=translate", f"task.data.path={write_pairs(tmp_path / 'pairs.tsv')}",
+                *[o for o in TRANSLATE_FAST if o != "trainer.max_epochs=3"],
+                "trainer.max_epochs=3"]
+    if task == "speech":
+        return ["task=speech", f"task.data.train={write_frames_npz(tmp_path / 'f.npz', n=90)}",
+                "model.hidden_size=16", "trainer.max_epochs=3", "task.datamodule.batch_size=16"]
+    extra = ["task.seq_len=6"] if task == "adding" else ["task.delay=3"]
+    return [f"task={task}", *[o for o in SYNTHETIC_FAST if not o.startswith("model=")],
+            "task.optimizer.lr=0.01", *extra]
+
+
+@pytest.mark.parametrize("task", ["translate", "speech", "adding", "copy"])
+@pytest.mark.parametrize("cell", SCANNED)
+def test_the_rest_of_the_headline_grid_trains(cell: str, task: str, make_config, tmp_path: Path,
+                                              lab_root: Path) -> None:
+    run(make_config(f"model={cell}", *_headline_overrides(task, tmp_path)))
+    losses = _metric_history(lab_root, task, "train/loss_epoch")
+    assert len(losses) == 3 and losses[-1] < losses[0]

@@ -81,9 +81,10 @@ def test_both_heads_learn(make_config, lab_root: Path, conll_file: Path, crf: bo
 @pytest.mark.parametrize("model", [*CELLS, *recurrent_presets(bidirectional=True), "transformer"])
 def test_every_model_trains(make_config, conll_file: Path, model: str) -> None:
     sizes = ["model.d_model=16", "model.dim_feedforward=32"] if model == "transformer" else SMALL
-    cfg = make_config(*FAST, *sizes, f"model={model}", "trainer.max_epochs=1", "task.crf=true",
-                      f"task.data.train={conll_file}", "logger=none")
-    assert 0.0 <= run(cfg)["test/f1"] <= 1.0
+    cfg = make_config(*FAST, *sizes, f"model={model}", "trainer.max_epochs=4", "task.crf=true",
+                      "task.optimizer.lr=0.01", f"task.data.train={conll_file}", "logger=none")
+    # tagging every token O scores an entity F1 of 0: the model must have found entities
+    assert run(cfg)["test/f1"] > 0.3
 
 
 def test_majority_tag_baseline(make_config, lab_root: Path, conll_file: Path) -> None:
