@@ -149,7 +149,7 @@ class ForecastTask(RnnlabTask):
         self.losses[split].reset()
         dm = getattr(self.trainer, "datamodule", None)
         if dm is not None and hasattr(dm, "periods") and not self.trainer.sanity_checking:
-            title = str(getattr(self.backbone, "cell", type(self.backbone).__name__))
+            title = self.backbone.cell or type(self.backbone).__name__
             values.update(score_period(dm, split, self.forecast(dm, split), self.trainer, title,
                                        plot and self.global_rank == 0))
         self.log_reduced(values, prog_bar=values if split == "val" else ())
