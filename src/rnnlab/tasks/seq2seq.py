@@ -45,13 +45,18 @@ PREDICTION_METRICS = {
 }
 
 
+_BLEU: Any = None
+
+
 def sentence_bleu_stats(hyp: str, ref: str) -> dict[str, float]:
     """BLEU's sufficient statistics of one sentence (sacrebleu, as translation_scores
     tokenizes) and its own smoothed sentence BLEU as the score."""
-    import sacrebleu
     from sacrebleu.metrics import BLEU
 
-    b = sacrebleu.corpus_bleu([hyp], [[ref]], force=True)
+    global _BLEU
+    if _BLEU is None:  # one scorer for every sentence (its tokenizer is built once)
+        _BLEU = BLEU(force=True)
+    b = _BLEU.corpus_score([hyp], [[ref]])
     row: dict[str, float] = {"bleu_sys_len": b.sys_len, "bleu_ref_len": b.ref_len}
     for i in range(BLEU_ORDER):
         row[f"bleu_correct_{i + 1}"] = b.counts[i]
