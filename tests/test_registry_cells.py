@@ -66,3 +66,21 @@ def test_every_registered_cell_has_its_own_model_preset() -> None:
     assert presets["bigru"]["cell"] == "gru" and presets["bigru"]["bidirectional"] is True
     assert set(recurrent_presets(bidirectional=True)) == {"bilstm", "bigru"}
     assert "transformer" not in presets and "irnn" in recurrent_presets(bidirectional=False)
+
+
+def test_a_cell_registered_alone_works_as_encoder_and_decoder(monkeypatch) -> None:
+    """The registry's promise: one entry, and the encoder and the decoder both take it."""
+    import rnnlab.models.cells as registry
+    from rnnlab.models.cells import Cell, LayerArgs
+
+    def make(args: LayerArgs) -> torch.nn.Module:
+        return torch.nn.RNN(args.input_size, args.hidden_size, args.num_layers,
+                            nonlinearity="tanh", batch_first=True, bidirectional=args.bidirectional)
+
+    monkeypatch.setitem(registry._CELLS, "elman", Cell("elman", make, "a test cell"))
+    enc = RecurrentEncoder("elman", hidden_size=6, vocab_size=9, embedding_dim=4)
+    model = Seq2Seq(enc, 7, 1, 2, attention="luong_dot", embedding_dim=5).eval()
+    assert model.cell == "elman" and isinstance(model.rnn, torch.nn.RNN)
+    x, lengths = torch.randint(2, 9, (3, 5)), torch.tensor([5, 3, 2])
+    greedy, _ = model.greedy(x, lengths, max_len=6)
+    assert model.beam_search(x, lengths, beam_size=1, max_len=6) == greedy
