@@ -125,8 +125,11 @@ def test_four_parallel_jobs_on_the_server_lose_and_duplicate_nothing(
                                dst_path=str(tmp_path / "ckpt"), tracking_uri=uri)
     state = torch.load(local, map_location="cpu", weights_only=True)
     assert state["state_dict"] and Path(local).stat().st_size == ckpts[0].file_size
-    on_server = list((tracking_server.folder / "artifacts").rglob("*.ckpt"))
+    on_server = [p for p in (tracking_server.folder / "artifacts").rglob("*.ckpt")
+                 if p.parent.name == "checkpoints"]
     assert len(on_server) == len(MODELS)  # one best checkpoint per job, in the server's folder
+    served = list((tracking_server.folder / "artifacts").rglob("model.ckpt"))
+    assert len(served) == len(MODELS)  # and one servable model per job
     assert [p for p in on_server if best.info.run_id in p.parts]
     assert not (tmp_path / "mlartifacts").exists()
 

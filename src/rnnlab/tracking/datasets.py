@@ -8,6 +8,8 @@ as the source, and the split as the context. Only metadata is logged, never the 
 
 from __future__ import annotations
 
+import random
+import time
 import warnings
 from typing import Any
 
@@ -44,7 +46,16 @@ def dataset_inputs(dm: Any, task: str) -> list:
     return out
 
 
-def log_datasets(client: Any, run_id: str, dm: Any, task: str) -> None:
+def log_datasets(client: Any, run_id: str, dm: Any, task: str, attempts: int = 5) -> None:
+    """Log the inputs; parallel jobs that log the same new dataset at once race to insert
+    it (a unique-key violation on a database store), and a retry then finds it."""
     inputs = dataset_inputs(dm, task)
-    if inputs:
-        client.log_inputs(run_id, datasets=inputs)
+    for attempt in range(attempts):
+        try:
+            if inputs:
+                client.log_inputs(run_id, datasets=inputs)
+            return
+        except Exception:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1) + random.random() * 0.3)
