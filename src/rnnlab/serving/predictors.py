@@ -54,6 +54,22 @@ def column_values(frame: Any, column: str, kind: str) -> list[Any]:
     return list(frame[column])
 
 
+def read_history(frame: Any, columns: list[str], needed: int, why: str) -> np.ndarray:
+    """The history columns of a forecast request as floats, or one sentence saying what
+    the request lacks (a column, rows, finite values)."""
+    frame = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame)
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"the forecast model reads the history columns {', '.join(columns)}; "
+                        f"the input lacks {', '.join(missing)}.")
+    history = frame[columns].to_numpy(dtype=np.float64)
+    if len(history) < needed or not np.isfinite(history).all():
+        raise DataError(f"the history must hold at least {needed} rows ({why}) of finite "
+                        f"numbers; got {len(history)} rows"
+                        f"{'' if np.isfinite(history).all() else ' with missing values'}.")
+    return history
+
+
 def _int_param(params: dict[str, Any], name: str, low: int) -> int:
     value = params[name]
     if isinstance(value, float) and value.is_integer():
@@ -367,16 +383,8 @@ class Forecaster(Predictor):
 
     def predict(self, frame: Any, params: dict[str, Any]) -> pd.DataFrame:
         horizon = _int_param(params, "horizon", 1)
-        frame = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame)
-        missing = [c for c in self.columns if c not in frame.columns]
-        if missing:
-            raise DataError(f"the forecast model reads the history columns "
-                            f"{', '.join(self.columns)}; the input lacks {', '.join(missing)}.")
-        history = frame[self.columns].to_numpy(dtype=np.float64)
-        if len(history) < self.needed() or not np.isfinite(history).all():
-            raise DataError(f"the history must hold at least {self.needed()} rows (the seasonal "
-                            f"lag plus task.window) of finite numbers; got {len(history)} rows"
-                            f"{'' if np.isfinite(history).all() else ' with missing values'}.")
+        history = read_history(frame, self.columns, self.needed(),
+                               "the seasonal lag plus task.window")
         t = self.transform()
         z = t.forward(history)[t.lag:].astype(np.float32)
         forecast = self.module.rollout(torch.from_numpy(z), horizon).float().cpu().numpy()

@@ -106,15 +106,9 @@ class ForecastBaselinePredictor:
         from hydra.utils import instantiate
 
         horizon = int((params or {}).get("horizon") or self.horizon)
-        frame = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame)
-        missing = [c for c in self.targets if c not in frame.columns]
-        if missing:
-            raise DataError(f"the forecast model reads the history columns "
-                            f"{', '.join(self.targets)}; the input lacks {', '.join(missing)}.")
-        history = frame[self.targets].to_numpy(dtype=np.float64)
-        if len(history) < 2 or not np.isfinite(history).all():
-            raise DataError(f"the history must hold at least 2 rows of finite numbers; got "
-                            f"{len(history)} rows.")
+        from rnnlab.serving.predictors import read_history
+
+        history = read_history(frame, self.targets, 2, "a model is fitted on them")
         baseline = instantiate(self.model)
         baseline.validate()
         with warnings.catch_warnings():  # statsmodels' convergence chatter
