@@ -172,7 +172,7 @@ def test_group_by_chooses_the_keys(tmp_path: Path, capsys) -> None:
 
 
 def test_config_hash_ignores_seed_and_paths_only(tmp_path: Path) -> None:
-    from rnnlab.compare import config_hash, config_identity
+    from rnnlab.tracking.config_hash import config_hash, config_identity
 
     base = _config_params("/a", "/a/outputs/x", 1, 10)
     same = _config_params("/b/c", "/tmp/elsewhere", 2, 10)
@@ -190,7 +190,7 @@ def test_run_start_tag_matches_the_hash_of_its_params(make_config, sentiment_csv
                                                        lab_root: Path) -> None:
     """The tag train.py writes equals what compare.py derives from the logged params, so
     runs logged before the tag group with runs logged after it."""
-    from rnnlab.compare import CONFIG_HASH_TAG, config_hash, config_identity
+    from rnnlab.tracking.config_hash import CONFIG_HASH_TAG, config_hash, config_identity
     from rnnlab.train import run
 
     run(make_config("model=tfidf_logreg", f"task.data.train={sentiment_csv}"))

@@ -18,10 +18,8 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
-import hashlib
 import json
 import os
-import re
 import statistics
 import sys
 from collections import defaultdict
@@ -32,71 +30,9 @@ from typing import Any
 
 from rnnlab.config import project_root
 from rnnlab.errors import UserError
+from rnnlab.tracking.config_hash import CONFIG_HASH_TAG, config_hash, config_identity
 
 REPORT_EXPERIMENT = "reports"
-CONFIG_HASH_TAG = "rnnlab.config_hash"
-MAX_PARAM_LENGTH = 6000  # = rnnlab.tracking.mlflow.MAX_PARAM_LENGTH: params are cut there
-
-# What is not part of a configuration. Seeds (``seed`` and every key named ``seed``, such
-# as the loader's ``task.datamodule.seed``, which follows it) vary within an entry.
-# ``paths.*`` and ``logger.*`` say where a run is written, ``ckpt_path`` where it started
-# from, ``test`` whether it was tested; ``data.*`` and ``model.num_parameters`` are numbers
-# the run measured, not settings. Workers, logging cadence and console output cannot change
-# the weights. Everything else (every trainer limit included: a different max_epochs or
-# limit_train_batches is a different entry) is part of it, with the data fingerprint.
-EXCLUDED_KEYS = frozenset({"ckpt_path", "test", "model.num_parameters",
-                           "trainer.log_every_n_steps", "trainer.enable_progress_bar",
-                           "trainer.enable_model_summary"})
-EXCLUDED_PREFIXES = ("paths.", "logger.", "hydra.", "data.")
-EXCLUDED_LAST_PARTS = frozenset({"seed", "num_workers"})
-# run-local paths inside other values (checkpoint folder, data folder) become these names,
-# so one configuration has one hash in any clone and any output folder; longest first
-PATH_KEYS = ("paths.output_dir", "paths.log_dir", "paths.data_dir", "paths.root_dir")
-
-
-def _excluded(key: str) -> bool:
-    return (key in EXCLUDED_KEYS or key.startswith(EXCLUDED_PREFIXES)
-            or key.rsplit(".", 1)[-1] in EXCLUDED_LAST_PARTS)
-
-
-def config_identity(params: Mapping[str, str], fingerprint: str | None = None) -> dict[str, str]:
-    """The settings that make a configuration, from a run's flattened params (or the
-    flattened config at run start, which is what the params are): seeds, run-local paths
-    and bookkeeping removed, paths inside other values replaced by their key, and the data
-    fingerprint added, so runs on different data are never one entry."""
-    # a path only where it stands whole: "/a" is not replaced inside "val/acc"
-    paths = [(re.compile(r"(?<![\w.~/-])" + re.escape(params[k].rstrip("/")) + r"(?![\w.~-])"),
-              "${" + k + "}") for k in PATH_KEYS if params.get(k) not in (None, "", "null", "/")]
-    out = {}
-    for key, value in params.items():
-        if _excluded(key):
-            continue
-        text = str(value)[:MAX_PARAM_LENGTH]
-        for pattern, name in paths:
-            text = pattern.sub(lambda _, name=name: name, text)
-        out[key] = text
-    if fingerprint:
-        out["data_fingerprint"] = fingerprint
-    return out
-
-
-def config_hash(identity: Mapping[str, str]) -> str:
-    """A short stable digest of :func:`config_identity`."""
-    blob = json.dumps(sorted(identity.items()), ensure_ascii=False)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:12]
-
-
-def config_tags(cfg: Any, fingerprint: str | None) -> dict[str, str]:
-    """``{rnnlab.config_hash: ...}`` for a run about to start from ``cfg`` (a DictConfig):
-    the same digest compare.py derives from the params of runs logged without the tag."""
-    from omegaconf import OmegaConf
-
-    from rnnlab.tracking.mlflow import flatten
-
-    params = flatten(OmegaConf.to_container(cfg, resolve=True))
-    return {CONFIG_HASH_TAG: config_hash(config_identity(params, fingerprint))}
-
-
 def run_config_hash(run: Any) -> str:
     """A run's configuration digest: its tag, or (runs from before the tag) derived from
     its logged params and data fingerprint the same way."""

@@ -44,7 +44,7 @@ def _interactive() -> bool:
 
 
 def _run_tags(cfg: DictConfig, dm: Any) -> dict[str, str]:
-    from rnnlab.compare import config_tags
+    from rnnlab.tracking.config_hash import config_tags
     from rnnlab.tracking.mlflow import git_commit
     from rnnlab.tracking.sweep import sweep_tags
 
