@@ -62,11 +62,12 @@ def encode_prompt(prompt: str, itos: Sequence[str], unk_id: int | None) -> list[
     return [stoi.get(c, fallback) for c in prompt]
 
 
-def check_sampling(temperature: float, top_k: int) -> None:
+def check_sampling(temperature: float, top_k: int = 0) -> None:
+    """Sampling settings every generator shares (charlm text, names)."""
     if not temperature > 0:
         raise UserError(f"temperature must be greater than 0 (got {temperature}); use a small "
-                        f"value such as 0.1 for nearly greedy text or 1.0 for the model's own "
-                        f"distribution.")
+                        f"value such as 0.1-0.3 for nearly greedy output or 1.0 for the "
+                        f"model's own distribution.")
     if top_k < 0:
         raise UserError(f"top-k must be 0 (off) or a positive number of characters, got {top_k}.")
 

@@ -228,10 +228,9 @@ class NamesTask(RnnlabTask):
     def generate(self, category: str, n: int = 10, temperature: float = 1.0, seed: int = 1,
                  prefix: str = "", max_len: int | None = None) -> list[str]:
         """``n`` names for ``category``; the same seed gives the same names."""
-        if not temperature > 0:
-            raise UserError(f"temperature must be greater than 0 (got {temperature}); use a "
-                            f"small value such as 0.3 for the likeliest names or 1.0 for the "
-                            f"model's own distribution.")
+        from rnnlab.tasks.language_model import check_sampling
+
+        check_sampling(temperature)
         if n < 1:
             raise UserError(f"--n must be at least 1, got {n}.")
         index = self.category_index(category)
