@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -91,8 +92,42 @@ def build_module(cfg: DictConfig, spec: dict[str, Any]) -> RnnlabTask:
     backbone = build_backbone(cfg, spec)
     optimizer = instantiate(cfg.task.optimizer)
     scheduler = instantiate(cfg.task.scheduler) if cfg.task.get("scheduler") else None
-    return construct(cfg.task.module, backbone=backbone, spec=spec, optimizer=optimizer, scheduler=scheduler,
-                   monitor=cfg.task.monitor)
+    module = construct(cfg.task.module, backbone=backbone, spec=spec, optimizer=optimizer,
+                       scheduler=scheduler, monitor=cfg.task.monitor)
+    # after the task is built, so that nothing it initialises overwrites the vectors
+    apply_embeddings(cfg, backbone, spec)
+    return module
+
+
+def apply_embeddings(cfg: DictConfig, backbone: Any, spec: dict[str, Any]) -> None:
+    """Copy the datamodule's word vectors (``spec["embeddings"]``, from ``task.embeddings``)
+    into the backbone's token embedding; ``spec["freeze_embeddings"]`` keeps them fixed.
+
+    The vectors' size comes from the file (or ``task.embeddings.dim`` when trained here),
+    so a model built for another size is refused rather than silently cut or padded."""
+    vectors = spec.get("embeddings")
+    if vectors is None:
+        return
+    table = getattr(backbone, "embedding", None)
+    model = cfg.model.get("name")
+    if table is None:
+        raise ConfigError(f"task.embeddings gives word vectors, but model={model} has no token "
+                          f"embedding to put them in; use a model that reads token ids (such "
+                          f"as model=lstm) or set task.embeddings.path/train to null.")
+    key = "model.embedding_dim" if "embedding_dim" in cfg.model else "model.d_model"
+    rows, dim = int(vectors.shape[0]), int(vectors.shape[1])
+    if dim != table.embedding_dim:
+        raise ConfigError(f"the word vectors have {dim} dimensions but {key}="
+                          f"{table.embedding_dim}; set {key}={dim}, or use vectors of "
+                          f"{table.embedding_dim} (task.embeddings.dim={table.embedding_dim} "
+                          f"for vectors trained here).")
+    if rows != table.num_embeddings:
+        raise ConfigError(f"the word vectors have {rows} rows but the vocabulary has "
+                          f"{table.num_embeddings} words; they were prepared for other data, "
+                          f"so run the datamodule's setup again.")
+    with torch.no_grad():
+        table.weight.copy_(torch.as_tensor(vectors, dtype=table.weight.dtype))
+    table.weight.requires_grad_(not bool(spec.get("freeze_embeddings", False)))
 
 
 def build_baseline(cfg: DictConfig) -> Baseline:

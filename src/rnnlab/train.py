@@ -109,11 +109,20 @@ def _log_run_start(loggers: list, cfg: DictConfig, dm: Any, n_params: int,
                 continue
             log_params(lg, params)
             log_datasets(lg.experiment, lg.run_id, dm, str(cfg.task.name))
+            _log_embeddings(lg, dm)
             lg.experiment.log_text(lg.run_id, redact(OmegaConf.to_yaml(cfg, resolve=True)),
                                    "config/config.yaml")
             lg.experiment.log_text(lg.run_id, overrides, "config/overrides.txt")
         else:
             lg.log_hyperparams(params)
+
+
+def _log_embeddings(logger: Any, dm: Any) -> None:
+    """Word vectors trained for this run (``task.embeddings.train``) become the artifact
+    ``embeddings/vectors.txt``: the run then holds the exact vectors its model started from."""
+    artifact = getattr(dm, "embeddings_artifact", None)
+    if artifact is not None:
+        logger.experiment.log_artifact(logger.run_id, str(artifact), "embeddings")
 
 
 def _hydra_overrides() -> list[str]:

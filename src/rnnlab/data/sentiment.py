@@ -68,6 +68,8 @@ class SentimentDataModule(RnnlabDataModule):
         split_seed: fixes the split; the training seed does not move it.
         min_freq, max_vocab: vocabulary pruning; rarer words map to ``<unk>``.
         max_len: truncate texts to this many tokens (long reviews cost time, add little).
+        embeddings: word vectors for the embedding layer (``task.embeddings``), prepared by
+            the base class from :meth:`training_texts`.
     """
 
     CORPORA: ClassVar[dict[str, Any]] = {"": RT_SNIPPETS}
@@ -76,8 +78,8 @@ class SentimentDataModule(RnnlabDataModule):
                  data_dir: str = "data", split: tuple = (0.8, 0.1, 0.1), split_seed: int = 1234,
                  min_freq: int = 2, max_vocab: int | None = 30000, max_len: int = 100,
                  lowercase: bool = True, batch_size: int = 64, num_workers: int = 0,
-                 seed: int = 0) -> None:
-        super().__init__(batch_size, num_workers, seed)
+                 seed: int = 0, embeddings: dict | None = None) -> None:
+        super().__init__(batch_size, num_workers, seed, embeddings=embeddings)
         self.data = dict(data or {})
         self.dataset = dataset
         if not self.data.get("train") and dataset not in DATASETS:
@@ -95,6 +97,7 @@ class SentimentDataModule(RnnlabDataModule):
         self.raw: dict[str, tuple[list[str], list[str]]] = {}
         self.vocab: Vocabulary | None = None
         self.class_names: list[str] = []
+        self.train_tokens: list[list[str]] = []
 
     # ---- reading -------------------------------------------------------------------
     def _user_split(self, path: str) -> tuple[list[str], list[str]]:
@@ -156,13 +159,25 @@ class SentimentDataModule(RnnlabDataModule):
         tokens = {s: [tokenize(t, self.lowercase)[: self.max_len] for t in self.raw[s][0]]
                   for s in SPLITS}
         self.vocab = Vocabulary.build(tokens["train"], self.min_freq, self.max_vocab)
+        self.train_tokens = [t for t in tokens["train"] if t]
         label_id = {c: i for i, c in enumerate(self.class_names)}
         for s in SPLITS:
             items = [(torch.tensor(self.vocab.encode(toks or ["<unk>"]), dtype=torch.long),
                       label_id[lab]) for toks, lab in zip(tokens[s], self.raw[s][1], strict=True)]
             self.datasets[s] = ListDataset(items)
         self.spec = {"vocab_size": len(self.vocab), "padding_idx": self.vocab.pad_id,
-                     "num_classes": len(self.class_names), "class_names": self.class_names}
+                     "num_classes": len(self.class_names), "class_names": self.class_names,
+                     # word dropout (the task's word_dropout) replaces rare words by <unk>
+                     "unk_id": self.vocab.unk_id, "token_counts": list(self.vocab.counts)}
+
+    def training_texts(self) -> list[list[str]]:
+        """The training texts' tokens exactly as they are looked up in ``self.vocab``
+        (tokenised, lower-cased if so configured, cut at ``max_len``)."""
+        return self.train_tokens
+
+    def corpus_tokens(self, line: str) -> list[str]:
+        """A line of ``task.embeddings.corpus``, tokenised like the reviews."""
+        return tokenize(line, self.lowercase)
 
     def collate(self, items: list) -> dict:
         x, lengths = pad_batch([ids for ids, _ in items], self.vocab.pad_id)

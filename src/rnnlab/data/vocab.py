@@ -16,6 +16,9 @@ class Vocabulary:
         self.stoi: dict[str, int] = {t: i for i, t in enumerate(self.itos)}
         self.pad_id = self.stoi.get(PAD, 0)
         self.unk_id = self.stoi.get(UNK)
+        #: training count per id (0 for specials, and for vocabularies not made by
+        #: :meth:`build`): word dropout picks the rare words by it
+        self.counts: list[int] = [0] * len(self.itos)
 
     @classmethod
     def build(cls, sequences: Iterable[Iterable[str]], min_freq: int = 1,
@@ -28,7 +31,9 @@ class Vocabulary:
                       key=lambda t: (-counts[t], t))
         if max_size is not None:
             kept = kept[: max(0, max_size - len(specials))]
-        return cls(kept, specials)
+        vocab = cls(kept, specials)
+        vocab.counts = [0 if t in specials else counts[t] for t in vocab.itos]
+        return vocab
 
     def __len__(self) -> int:
         return len(self.itos)
@@ -55,4 +60,5 @@ class Vocabulary:
         vocab.stoi = {t: i for i, t in enumerate(vocab.itos)}
         vocab.pad_id = vocab.stoi.get(PAD, 0)
         vocab.unk_id = vocab.stoi.get(UNK)
+        vocab.counts = [0] * len(vocab.itos)
         return vocab
