@@ -12,12 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
-from rnnlab.data.batching import pad_batch
-from rnnlab.data.ner import encode_chars
+from rnnlab.data.ner import SentenceEncoder
 from rnnlab.data.tables import read_text_file
-from rnnlab.data.vocab import Vocabulary
 from rnnlab.errors import UserError
 from rnnlab.metrics.spans import bio_spans
 
@@ -26,18 +22,13 @@ def split_text(text: str, char_level: bool) -> list[str]:
     return [c for c in text if not c.isspace()] if char_level else text.split()
 
 
-def tag_sentences(module, vocab: Vocabulary, sentences: list[list[str]], lowercase: bool,
-                  chars: Vocabulary | None = None, max_word_len: int = 20,
+def tag_sentences(module, encoder: SentenceEncoder, sentences: list[list[str]],
                   batch_size: int = 64) -> list[list[str]]:
-    """IOB2 tags for each tokenised sentence."""
+    """IOB2 tags for each non-empty tokenised sentence, encoded as in training (the
+    checkpoint's :class:`SentenceEncoder`: vocabulary, lowercasing, token features)."""
     out: list[list[str]] = []
     for i in range(0, len(sentences), batch_size):
-        chunk = sentences[i: i + batch_size]
-        ids = [torch.tensor(vocab.encode([t.lower() if lowercase else t for t in s]),
-                            dtype=torch.long) for s in chunk]
-        x, lengths = pad_batch(ids, vocab.pad_id)
-        char_ids = encode_chars(chunk, chars, max_word_len) if chars is not None else None
-        out.extend(module.predict_tags(x, lengths, char_ids))
+        out.extend(module.predict_tags(encoder.encode(sentences[i: i + batch_size])))
     return out
 
 
@@ -76,9 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         sentences = [s for s in sentences if s]
         if not sentences:
             raise UserError("there is no text to tag; give a non-empty --text or --file.")
-        chars = Vocabulary.from_dict(state["chars"]) if state.get("chars") else None
-        tags = tag_sentences(loaded.module, Vocabulary.from_dict(state["vocab"]), sentences,
-                             bool(state.get("lowercase")), chars, int(state.get("max_word_len", 20)))
+        tags = tag_sentences(loaded.module, SentenceEncoder.from_state(state), sentences)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -48,26 +48,66 @@ class EncoderOutput:
 
 
 class InputLayer(nn.Module):
-    """Token ids -> embedding, or real-valued frames -> linear projection (or identity)."""
+    """Token ids -> embedding, or real-valued frames -> linear projection (or identity),
+    optionally joined by per-token features the task computes itself.
+
+    ``extra_input_size`` > 0: ``forward`` takes ``features`` (B, T, extra) and concatenates
+    them to the embedded tokens, so whatever reads the inputs (a recurrent layer) sees
+    ``embedding_dim + extra`` per step. This is where taggers put their char-CNN, case and
+    character-bigram features (Lample et al. 2016; Ma & Hovy 2016): the recurrence reads
+    them, instead of only the output layer.
+    """
 
     def __init__(self, vocab_size: int | None, input_size: int | None, embedding_dim: int,
-                 padding_idx: int = 0, project_inputs: bool = False) -> None:
+                 padding_idx: int = 0, project_inputs: bool = False,
+                 extra_input_size: int = 0) -> None:
         super().__init__()
         require(vocab_size is not None or input_size is not None,
                 "the task gave the model neither a vocabulary nor an input size")
+        require(isinstance(extra_input_size, int) and extra_input_size >= 0,
+                f"extra_input_size must be a non-negative integer, got {extra_input_size!r}.")
         self.tokens = vocab_size is not None
         if self.tokens:
             self.layer: nn.Module = nn.Embedding(vocab_size, embedding_dim, padding_idx=padding_idx)
-            self.output_size = embedding_dim
+            self.base_size = embedding_dim
         elif project_inputs:
             self.layer = nn.Linear(int(input_size), embedding_dim)
-            self.output_size = embedding_dim
+            self.base_size = embedding_dim
         else:
             self.layer = nn.Identity()
-            self.output_size = int(input_size)
+            self.base_size = int(input_size)
+        self.extra_size = extra_input_size
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.layer(x)
+    @property
+    def output_size(self) -> int:
+        """Width of each step's input to the layers above: embedding plus features."""
+        return self.base_size + self.extra_size
+
+    def forward(self, x: Tensor, features: Tensor | None = None) -> Tensor:
+        return join_features(self.layer(x), features, self.extra_size)
+
+
+def join_features(emb: Tensor, features: Tensor | None, extra: int) -> Tensor:
+    """``emb`` (B, T, E) with ``features`` (B, T, extra) appended."""
+    check_features(emb, features, extra)
+    return emb if features is None else torch.cat([emb, features.to(emb.dtype)], dim=-1)
+
+
+def check_features(emb: Tensor, features: Tensor | None, extra: int) -> None:
+    """Refuse features that do not fit a backbone built for ``extra`` values per token:
+    silently dropping or zero-filling the task's features would run a different model."""
+    if extra == 0:
+        if features is not None:
+            raise ValueError("this backbone was built without extra_input_size, so it cannot "
+                             "read token features; build it with extra_input_size="
+                             f"{features.shape[-1]}")
+        return
+    if features is None:
+        raise ValueError(f"this backbone reads {extra} feature values per token "
+                         f"(extra_input_size={extra}); pass features=")
+    if features.shape[:2] != emb.shape[:2] or features.shape[-1] != extra:
+        raise ValueError(f"features of shape {tuple(features.shape)} do not fit tokens of shape "
+                         f"{tuple(emb.shape[:2])} with extra_input_size={extra}")
 
 
 class Backbone(nn.Module):
@@ -82,6 +122,8 @@ class Backbone(nn.Module):
     state_layers: the layers of its state (a decoder after it gets as many).
     embedding:    its token embedding table (None: it reads real-valued frames).
     input_size:   the width of real-valued frames it reads (None: it reads token ids).
+    extra_input_size: the width of the per-token ``features`` its ``forward`` takes
+                  (0: none); :meth:`set_extra_input_size` changes it before training.
     """
 
     output_size: int
@@ -102,7 +144,20 @@ class Backbone(nn.Module):
         if self.input.tokens:
             return None
         inner = self.input.layer
-        return int(inner.in_features) if isinstance(inner, nn.Linear) else int(self.input.output_size)
+        return int(inner.in_features) if isinstance(inner, nn.Linear) else int(self.input.base_size)
+
+    @property
+    def extra_input_size(self) -> int:
+        return int(self.input.extra_size)
+
+    def set_extra_input_size(self, size: int) -> None:
+        """Make the backbone read ``size`` feature values per token besides its inputs.
+
+        For a task that owns feature modules (the tagger's char-CNN): it builds the backbone
+        from ``model=`` as every task does and then widens its input by the features' width.
+        The layers that read the inputs are built afresh (new random weights), so call it
+        before training, never on trained weights."""
+        raise NotImplementedError(f"{type(self).__name__} cannot read extra token features")
 
     def init_state(self, batch_size: int, device: torch.device | None = None) -> Hidden | None:
         """The zero state for ``batch_size`` sequences (None: no state)."""
@@ -114,7 +169,8 @@ class Backbone(nn.Module):
         return out.outputs[:, 0], out.hidden
 
     def forward_steps(self, x: Tensor, lengths: Tensor | None, states: list[Tensor],
-                      hidden: Hidden | None = None) -> EncoderOutput:
+                      hidden: Hidden | None = None, features: Tensor | None = None
+                      ) -> EncoderOutput:
         """The forward pass one step at a time, appending each step's top-layer state (a
         graph node every later step depends on) to ``states``: gradient flow
         differentiates the loss with respect to them. Recurrent backbones only."""
@@ -140,6 +196,9 @@ class RecurrentEncoder(Backbone):
         cell_options: options of the cell itself (see its registry entry).
         vocab_size / input_size: filled in from the datamodule at build time.
         causal: asked for by causal tasks; a bidirectional encoder cannot honour it.
+        extra_input_size: per-token features (``forward(..., features=)``) joined to the
+            embedded inputs before the input dropout, so the first recurrent layer reads
+            ``embedding_dim + extra_input_size`` values per step; 0 = none.
     """
 
     is_recurrent = True
@@ -150,7 +209,7 @@ class RecurrentEncoder(Backbone):
                  project_inputs: bool = False, vocab_size: int | None = None,
                  input_size: int | None = None, padding_idx: int = 0, causal: bool = False,
                  input_dropout: float | None = None,
-                 cell_options: dict[str, Any] | None = None) -> None:
+                 cell_options: dict[str, Any] | None = None, extra_input_size: int = 0) -> None:
         super().__init__()
         spec = get_cell(cell)
         require(isinstance(hidden_size, int) and hidden_size > 0,
@@ -182,12 +241,28 @@ class RecurrentEncoder(Backbone):
         self.bidirectional = bidirectional
         self.num_directions = 2 if bidirectional else 1
         self.pack = pack
-        self.input = InputLayer(vocab_size, input_size, embedding_dim, padding_idx, project_inputs)
+        self.input = InputLayer(vocab_size, input_size, embedding_dim, padding_idx, project_inputs,
+                                extra_input_size)
         self.input_dropout = nn.Dropout(input_dropout)
-        self.rnn = spec.build(LayerArgs(
-            input_size=self.input.output_size, hidden_size=hidden_size, num_layers=num_layers,
-            bidirectional=bidirectional, dropout=dropout, options=dict(cell_options or {})))
-        self.reset_parameters(init, forget_bias)
+        self._layer_args = dict(hidden_size=hidden_size, num_layers=num_layers,
+                                bidirectional=bidirectional, dropout=dropout,
+                                options=dict(cell_options or {}))
+        self._init = (init, forget_bias)
+        self._build_layers()
+
+    def _build_layers(self) -> None:
+        """The recurrent layers, sized by the input layer's current width, freshly initialised."""
+        self.rnn = self.spec.build(LayerArgs(input_size=self.input.output_size,
+                                             **{k: (dict(v) if isinstance(v, dict) else v)
+                                                for k, v in self._layer_args.items()}))
+        self.reset_parameters(*self._init)
+
+    def set_extra_input_size(self, size: int) -> None:
+        require(isinstance(size, int) and size >= 0,
+                f"extra_input_size must be a non-negative integer, got {size!r}.")
+        if size != self.input.extra_size:
+            self.input.extra_size = size
+            self._build_layers()
 
     @property
     def output_size(self) -> int:
@@ -201,16 +276,18 @@ class RecurrentEncoder(Backbone):
                                        self.hidden_size, device)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None, hidden: Hidden | None = None,
-                need_state: bool = False) -> EncoderOutput:
+                need_state: bool = False, features: Tensor | None = None) -> EncoderOutput:
         """Encode a right-padded batch.
 
         x: (B, T) token ids or (B, T, F) frames; lengths: (B,) real lengths (None: all T).
+        features: (B, T, extra_input_size) per-token features (only when built with them);
+        joined to the embedded inputs, so ``input_dropout`` applies to them too.
         need_state: the caller will use ``hidden`` (a decoder bridge), so ragged batches
         are packed to make it the state after each sequence's last real step. Without
         it, a ragged unpacked pass returns ``hidden=None`` rather than a state that has
         run over padding.
         """
-        emb = self.input_dropout(self.input(x))
+        emb = self.input_dropout(self.input(x, features))
         steps = emb.shape[1]
         ragged = lengths is not None and bool((lengths < steps).any())
         packed = self.pack == "always" or (
@@ -232,9 +309,10 @@ class RecurrentEncoder(Backbone):
         return EncoderOutput(outputs=outputs, last=last, hidden=hidden)
 
     def forward_steps(self, x: Tensor, lengths: Tensor | None, states: list[Tensor],
-                      hidden: Hidden | None = None) -> EncoderOutput:
+                      hidden: Hidden | None = None, features: Tensor | None = None
+                      ) -> EncoderOutput:
         require(not self.bidirectional, "a bidirectional backbone has no single per-step state")
-        emb = self.input_dropout(self.input(x))
+        emb = self.input_dropout(self.input(x, features))
         steps = emb.shape[1]
         for t in range(steps):
             _, hidden = self.spec.step(self.rnn, emb[:, t], hidden)

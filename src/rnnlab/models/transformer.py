@@ -14,7 +14,13 @@ import torch
 from torch import Tensor, nn
 
 from rnnlab.errors import require
-from rnnlab.models.encoder import Backbone, EncoderOutput, InputLayer, length_mask
+from rnnlab.models.encoder import (
+    Backbone,
+    EncoderOutput,
+    InputLayer,
+    check_features,
+    length_mask,
+)
 
 
 class SinusoidalPositions(nn.Module):
@@ -34,13 +40,20 @@ class SinusoidalPositions(nn.Module):
 
 
 class TransformerEncoder(Backbone):
-    """Pre-norm Transformer encoder over embedded tokens or projected frames."""
+    """Pre-norm Transformer encoder over embedded tokens or projected frames.
+
+    ``extra_input_size`` > 0: ``forward`` also takes per-token ``features`` (B, T, extra).
+    The layers keep their width ``d_model``, so the features are mapped to ``d_model`` by a
+    linear layer and added to the scaled token embedding: the same as concatenating them and
+    projecting the concatenation with the token block fixed to the identity. Positions and
+    the input dropout come after, so they apply to the features too.
+    """
 
     def __init__(self, d_model: int = 128, nhead: int = 4, num_layers: int = 2,
                  dim_feedforward: int = 256, dropout: float = 0.1, causal: bool = False,
                  vocab_size: int | None = None, input_size: int | None = None,
                  padding_idx: int = 0, max_len: int = 10_000,
-                 input_dropout: float | None = None) -> None:
+                 input_dropout: float | None = None, extra_input_size: int = 0) -> None:
         super().__init__()
         require(isinstance(d_model, int) and d_model > 0,
                 f"model.d_model must be a positive integer, got {d_model!r}.")
@@ -62,14 +75,30 @@ class TransformerEncoder(Backbone):
                                            batch_first=True, norm_first=True)
         self.layers = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d_model)
+        self.features_in: nn.Linear | None = None
+        self.set_extra_input_size(extra_input_size)
+
+    @property
+    def extra_input_size(self) -> int:
+        return 0 if self.features_in is None else int(self.features_in.in_features)
+
+    def set_extra_input_size(self, size: int) -> None:
+        require(isinstance(size, int) and size >= 0,
+                f"extra_input_size must be a non-negative integer, got {size!r}.")
+        if size != self.extra_input_size:
+            self.features_in = nn.Linear(size, self.hidden_size) if size else None
 
     @property
     def output_size(self) -> int:
         return self.hidden_size
 
     def forward(self, x: Tensor, lengths: Tensor | None = None, hidden: None = None,
-                need_state: bool = False) -> EncoderOutput:
-        h = self.dropout(self.positions(self.input(x) * self.scale))
+                need_state: bool = False, features: Tensor | None = None) -> EncoderOutput:
+        h = self.input(x) * self.scale
+        check_features(h, features, self.extra_input_size)
+        if self.features_in is not None:
+            h = h + self.features_in(features.to(h.dtype))
+        h = self.dropout(self.positions(h))
         batch, steps = h.shape[:2]
         pad_mask = None
         if lengths is not None:

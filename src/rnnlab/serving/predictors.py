@@ -229,15 +229,14 @@ class Tagger(Predictor):
 
     def predict(self, frame: Any, params: dict[str, Any]) -> pd.DataFrame:
         from rnnlab.cli.tag import split_text, tag_sentences
+        from rnnlab.data.ner import SentenceEncoder
         from rnnlab.metrics.spans import bio_spans
 
         char_level = bool(self.state.get("char_level"))
         sentences = [split_text(str(t), char_level) for t in column_values(frame, "text", self.kind)]
-        chars = Vocabulary.from_dict(self.state["chars"]) if self.state.get("chars") else None
         filled = [s for s in sentences if s]
-        tagged = iter(tag_sentences(self.module, Vocabulary.from_dict(self.state["vocab"]),
-                                    filled, bool(self.state.get("lowercase")), chars,
-                                    int(self.state.get("max_word_len", 20)))) if filled else None
+        tagged = iter(tag_sentences(self.module, SentenceEncoder.from_state(self.state),
+                                    filled)) if filled else None
         joiner = "" if char_level else " "
         rows = []
         for tokens in sentences:

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from rnnlab.data.batching import global_batch_index, is_empty_batch
+from rnnlab.errors import ConfigError
 
 OptimizerFactory = Callable[..., Optimizer]
 
@@ -80,3 +81,45 @@ class RnnlabTask(pl.LightningModule):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+class WordDropout(nn.Module):
+    """Word dropout (Lample et al. 2016): in training, each rare word is replaced by
+    ``<unk>`` with probability ``p``, so the ``<unk>`` embedding is trained on words like
+    the unseen ones it will meet at test time, and the model learns not to lean on the
+    identity of words it saw once.
+
+    "Rare" is a training count in ``1..max_count`` (``spec["token_counts"]``, per id); the
+    specials (count 0) are never touched. A no-op at ``p=0`` and whenever the module is in
+    eval mode; callers apply it in ``training_step`` only, so evaluation never sees it.
+    """
+
+    def __init__(self, p: float, max_count: int, spec: Mapping[str, Any]) -> None:
+        super().__init__()
+        if not 0.0 <= float(p) <= 1.0:
+            raise ConfigError(f"task.module.word_dropout must be in [0, 1], got {p!r}.")
+        if not (isinstance(max_count, int) and max_count >= 1):
+            raise ConfigError(f"task.module.word_dropout_max_count must be a positive integer "
+                              f"(the highest training count still called rare), got "
+                              f"{max_count!r}.")
+        self.p = float(p)
+        self.unk_id = -1
+        rare = torch.zeros(0, dtype=torch.bool)
+        if self.p > 0:
+            counts, unk = spec.get("token_counts"), spec.get("unk_id")
+            if not counts or unk is None:
+                raise ConfigError("task.module.word_dropout > 0 needs word counts and an <unk> "
+                                  "token from the data, which this datamodule does not give; "
+                                  "set task.module.word_dropout=0.")
+            self.unk_id = int(unk)
+            counts_t = torch.as_tensor(list(counts), dtype=torch.long)
+            rare = (counts_t >= 1) & (counts_t <= max_count)
+        # rebuilt from the spec, so not part of the checkpoint's weights
+        self.register_buffer("rare", rare, persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x`` (token ids) with rare words replaced by ``<unk>`` (training only)."""
+        if not self.training or self.p == 0 or x.is_floating_point():
+            return x
+        drop = self.rare[x] & (torch.rand(x.shape, device=x.device) < self.p)
+        return x.masked_fill(drop, self.unk_id)

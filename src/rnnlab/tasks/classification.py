@@ -15,7 +15,7 @@ from torchmetrics.classification import (
 
 from rnnlab.metrics.distributed import WeightedMean
 from rnnlab.models.heads import ClassifierHead
-from rnnlab.tasks.base import OptimizerFactory, RnnlabTask
+from rnnlab.tasks.base import OptimizerFactory, RnnlabTask, WordDropout
 from rnnlab.tracking.artifacts import confusion_matrix_figure, log_figure
 from rnnlab.tracking.predictions import DEFAULT_MAX_ROWS, PredictionRows
 
@@ -34,13 +34,20 @@ def classification_metrics(num_classes: int) -> MetricCollection:
 
 
 class ClassificationTask(RnnlabTask):
-    """Backbone -> pooled features -> class logits, trained with cross-entropy."""
+    """Backbone -> pooled features -> class logits, trained with cross-entropy.
+
+    ``word_dropout`` / ``word_dropout_max_count``: in training only, each word seen
+    1..max_count times in training is replaced by ``<unk>`` with that probability
+    (:class:`rnnlab.tasks.base.WordDropout`; token datamodules only); never at eval.
+    """
 
     def __init__(self, backbone: nn.Module, spec: dict[str, Any], optimizer: OptimizerFactory,
                  scheduler: Any = None, monitor: str = "val/acc", pooling: str = "last",
                  dropout: float = 0.0, label_smoothing: float = 0.0,
-                 max_predictions: int = DEFAULT_MAX_ROWS) -> None:
+                 max_predictions: int = DEFAULT_MAX_ROWS, word_dropout: float = 0.0,
+                 word_dropout_max_count: int = 1) -> None:
         super().__init__(backbone, optimizer, scheduler, monitor)
+        self.word_dropout = WordDropout(word_dropout, word_dropout_max_count, spec)
         self.num_classes = int(spec["num_classes"])
         self.class_names = list(spec.get("class_names") or range(self.num_classes))
         self.head = ClassifierHead(backbone.output_size, self.num_classes, pooling, dropout)
@@ -56,13 +63,13 @@ class ClassificationTask(RnnlabTask):
         enc = self.backbone(x, lengths)
         return self.head(enc.outputs, enc.last, lengths)
 
-    def _loss(self, batch: dict) -> tuple[Tensor, Tensor]:
-        logits = self(batch["x"], batch["lengths"])
+    def _loss(self, batch: dict, x: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        logits = self(batch["x"] if x is None else x, batch["lengths"])
         loss = F.cross_entropy(logits, batch["y"], label_smoothing=self.label_smoothing)
         return loss, logits
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        loss, _ = self._loss(batch)
+        loss, _ = self._loss(batch, self.word_dropout(batch["x"]))
         return self.log_train_loss(loss, len(batch["y"]))
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:

@@ -1,8 +1,19 @@
 """Sequence labelling (N->N): one tag per token, scored by entity-level F1.
 
-The backbone (any ``model=``) gives per-token features (optionally joined by a char-CNN's
-features of each word, ``task.char_features=true``, for word-level corpora); a linear layer turns them into tag
-scores (emissions). Two heads share everything else:
+The backbone (any ``model=``) gives per-token features; a linear layer turns them into tag
+scores (emissions). The tagger can add its own per-token input features, each from the
+batch the datamodule (or ``rnnlab-tag``) encodes:
+
+* a char-CNN over each word's characters (``task.char_features=true``, word-level corpora);
+* the casing class of the raw word (``task.case_features=true``), for lower-cased words;
+* the embedding of the token's bigram with the next (and optionally the previous) token
+  (``task.bigram_features=true``), for character-level corpora such as MSRA.
+
+With ``feature_position=input`` (the task config's) they are joined to the word
+embeddings and read by the backbone, as in Lample et al. (2016) and Ma & Hovy (2016), so
+the backbone's input dropout covers them; ``feature_position=output`` joins them to the backbone's outputs
+instead, before the emission dropout (where the char-CNN sat before). Two heads share
+everything else:
 
 * softmax: each token's tag is chosen on its own (cross-entropy per token);
 * CRF (``task.crf=true``): a linear-chain CRF scores the whole tag sequence, learns which
@@ -15,6 +26,7 @@ per-type F1 and writes a per-type table and some tagged test sentences to the ru
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -25,11 +37,12 @@ from rnnlab.errors import ConfigError
 from rnnlab.metrics.distributed import WeightedMean, gather_objects
 from rnnlab.metrics.spans import SpanScorer, bio_spans, format_tagged
 from rnnlab.models.crf import LinearChainCRF
-from rnnlab.tasks.base import OptimizerFactory, RnnlabTask
+from rnnlab.tasks.base import OptimizerFactory, RnnlabTask, WordDropout
 from rnnlab.tracking.artifacts import log_text
 from rnnlab.tracking.predictions import DEFAULT_MAX_ROWS, PredictionRows
 
 TAG_PAD = -100
+FEATURE_POSITIONS = ("input", "output")
 # how the test scores follow from predictions/test.parquet (rnnlab.stats): entity counts
 # per sentence, so F1 is recomputed from resampled sentences, never averaged
 PREDICTION_METRICS = {"test/f1": {"kind": "f1", "tp": "tp", "fp": "fp", "fn": "fn"},
@@ -75,33 +88,82 @@ class CharCNN(nn.Module):
         return h.masked_fill(torch.isinf(h), 0.0).reshape(b, t, -1)
 
 
+def _dropout_rate(value: float | None, default: float, key: str) -> float:
+    rate = default if value is None else float(value)
+    if not 0.0 <= rate < 1.0:
+        raise ConfigError(f"task.module.{key} must be in [0, 1), got {value!r}.")
+    return rate
+
+
 class TaggingTask(RnnlabTask):
-    """Backbone -> dropout -> linear emissions -> softmax or CRF.
+    """Token features -> backbone -> dropout -> linear emissions -> softmax or CRF.
 
     Args:
         crf: use the linear-chain CRF head (IOB2 constraints from ``spec['tag_names']``).
         dropout: on the backbone features before the emission layer.
         num_examples: tagged test sentences written to the run as an artifact.
-        char_features: concatenate a char-CNN's per-token output to the backbone's
-            features before the emission layer (needs the datamodule's ``char_features``).
+        char_features: a char-CNN over each token's characters (needs the datamodule's
+            ``char_features``).
         char_filters: char-CNN output size.
+        char_dropout: on the char embeddings inside the CNN (``None``: ``dropout``).
+        case_features: an embedding of each raw token's casing class (needs the
+            datamodule's ``case_features``).
+        case_dim, case_dropout: its size and the dropout on it.
+        bigram_features: an embedding of each token's bigram(s) (needs the datamodule's
+            ``bigram_features``); with ``bigram_window=both`` two per token, concatenated.
+        bigram_dim, bigram_dropout: the size of one bigram embedding and the dropout on it.
+        feature_position: ``input`` (joined to the word embeddings; the backbone's input
+            width grows by the features' width) or ``output`` (joined to the backbone's
+            outputs, before ``dropout``). The task config sets ``input``; the default here
+            is ``output`` only so that checkpoints written before the option existed (char-CNN
+            after the backbone) are rebuilt as they were trained.
+        word_dropout, word_dropout_max_count: in training only, replace each word seen
+            1..max_count times in training by ``<unk>`` with this probability (Lample et al.
+            2016: 0.5 on singletons), so the ``<unk>`` embedding is learnt; never at eval.
     """
 
     def __init__(self, backbone: nn.Module, spec: dict[str, Any], optimizer: OptimizerFactory,
                  scheduler: Any = None, monitor: str = "val/f1", crf: bool = False,
                  dropout: float = 0.5, num_examples: int = 8, char_features: bool = False,
-                 char_filters: int = 30, max_predictions: int = DEFAULT_MAX_ROWS) -> None:
+                 char_filters: int = 30, max_predictions: int = DEFAULT_MAX_ROWS,
+                 char_dropout: float | None = None, case_features: bool = False,
+                 case_dim: int = 8, case_dropout: float = 0.0, bigram_features: bool = False,
+                 bigram_dim: int = 50, bigram_dropout: float = 0.0,
+                 feature_position: str = "output", word_dropout: float = 0.0,
+                 word_dropout_max_count: int = 1) -> None:
         super().__init__(backbone, optimizer, scheduler, monitor)
+        if feature_position not in FEATURE_POSITIONS:
+            raise ConfigError(f"task.module.feature_position={feature_position!r} is unknown; "
+                              f"use input (into the backbone) or output (after it).")
+        self.feature_position = feature_position
         self.char_cnn: CharCNN | None = None
-        features = backbone.output_size
+        self.case_embed: nn.Embedding | None = None
+        self.case_dropout = nn.Dropout(_dropout_rate(case_dropout, 0.0, "case_dropout"))
+        self.bigram_embed: nn.Embedding | None = None
+        self.bigram_dropout = nn.Dropout(_dropout_rate(bigram_dropout, 0.0, "bigram_dropout"))
+        self.feature_size = 0
         if char_features:
-            if not spec.get("char_vocab_size"):
-                raise ConfigError("task.char_features=true needs characters from the data, "
-                                  "which this datamodule did not provide; set "
-                                  "task.datamodule.char_features=true too.")
-            self.char_cnn = CharCNN(int(spec["char_vocab_size"]), filters=char_filters,
-                                    dropout=dropout)
-            features += self.char_cnn.output_size
+            self.char_cnn = CharCNN(int(self._needs(spec, "char_vocab_size", "char_features")),
+                                    filters=char_filters,
+                                    dropout=_dropout_rate(char_dropout, dropout, "char_dropout"))
+            self.feature_size += self.char_cnn.output_size
+        if case_features:
+            self.case_embed = nn.Embedding(int(self._needs(spec, "case_classes", "case_features")),
+                                           self._positive(case_dim, "case_dim"), padding_idx=0)
+            self.feature_size += self.case_embed.embedding_dim
+        if bigram_features:
+            self.bigram_embed = nn.Embedding(
+                int(self._needs(spec, "bigram_vocab_size", "bigram_features")),
+                self._positive(bigram_dim, "bigram_dim"), padding_idx=0)
+            self.feature_size += self.bigram_embed.embedding_dim * int(
+                spec.get("bigrams_per_token") or 1)
+        features = backbone.output_size
+        if feature_position == "input":
+            if self.feature_size or getattr(backbone, "extra_input_size", 0):
+                backbone.set_extra_input_size(self.feature_size)
+        else:
+            features += self.feature_size
+        self.word_dropout = WordDropout(word_dropout, word_dropout_max_count, spec)
         self.tag_names = list(spec["tag_names"])
         self.char_level = bool(spec.get("char_level", False))
         self.dropout = nn.Dropout(dropout)
@@ -115,14 +177,52 @@ class TaggingTask(RnnlabTask):
         self.examples: list[tuple[tuple[int, int], int, str]] = []
         self.predictions = PredictionRows(max_predictions)
 
-    def emissions(self, x: Tensor, lengths: Tensor, chars: Tensor | None = None) -> Tensor:
-        """(B, T, K) tag scores."""
-        feats = self.backbone(x, lengths).outputs
+    @staticmethod
+    def _needs(spec: dict[str, Any], key: str, option: str) -> int:
+        if not spec.get(key):
+            raise ConfigError(f"task.{option}=true needs {option.split('_')[0]} ids from the "
+                              f"data, which this datamodule did not provide; set "
+                              f"task.datamodule.{option}=true too.")
+        return int(spec[key])
+
+    @staticmethod
+    def _positive(value: Any, key: str) -> int:
+        if not (isinstance(value, int) and value > 0):
+            raise ConfigError(f"task.module.{key} must be a positive integer, got {value!r}.")
+        return value
+
+    def token_features(self, batch: Mapping[str, Any]) -> Tensor | None:
+        """(B, T, feature_size) of the batch's token features; None without any."""
+        parts = []
         if self.char_cnn is not None:
-            if chars is None:
-                raise ValueError("this tagger was trained with char features; pass chars")
-            feats = torch.cat([feats, self.char_cnn(chars)], dim=-1)
-        return self.emit(self.dropout(feats))
+            parts.append(self.char_cnn(self._batch_key(batch, "chars", "char")))
+        if self.case_embed is not None:
+            parts.append(self.case_dropout(self.case_embed(self._batch_key(batch, "case", "case"))))
+        if self.bigram_embed is not None:
+            ids = self._batch_key(batch, "bigrams", "bigram")
+            parts.append(self.bigram_dropout(self.bigram_embed(ids).flatten(2)))
+        return torch.cat(parts, dim=-1) if parts else None
+
+    @staticmethod
+    def _batch_key(batch: Mapping[str, Any], key: str, what: str) -> Tensor:
+        if batch.get(key) is None:
+            raise ValueError(f"this tagger was trained with {what} features; the batch needs "
+                             f"{key!r} (encode it with rnnlab.data.ner.SentenceEncoder)")
+        return batch[key]
+
+    def emissions(self, batch: Mapping[str, Any], x: Tensor | None = None) -> Tensor:
+        """(B, T, K) tag scores of a batch (``x``: its word ids, if they were changed, e.g.
+        by word dropout)."""
+        x = batch["x"] if x is None else x
+        feats = self.token_features(batch)
+        if self.feature_position == "input":
+            out = self.backbone(x, batch["lengths"], features=feats) if feats is not None \
+                else self.backbone(x, batch["lengths"])
+            return self.emit(self.dropout(out.outputs))
+        out = self.backbone(x, batch["lengths"]).outputs
+        if feats is not None:
+            out = torch.cat([out, feats], dim=-1)
+        return self.emit(self.dropout(out))
 
     def loss(self, emissions: Tensor, y: Tensor, lengths: Tensor) -> Tensor:
         """Mean negative log-likelihood per real token."""
@@ -141,21 +241,21 @@ class TaggingTask(RnnlabTask):
         return [row[:n] for row, n in zip(best, lengths.tolist(), strict=True)]
 
     @torch.no_grad()
-    def predict_tags(self, x: Tensor, lengths: Tensor, chars: Tensor | None = None
-                     ) -> list[list[str]]:
-        """Tag names for a batch of token ids (used by ``rnnlab-tag``)."""
-        em = self.emissions(x, lengths, chars)
-        return [[self.tag_names[i] for i in row] for row in self.decode(em, lengths)]
+    def predict_tags(self, batch: Mapping[str, Any]) -> list[list[str]]:
+        """Tag names for a batch from :class:`rnnlab.data.ner.SentenceEncoder` (used by
+        ``rnnlab-tag`` and the served model)."""
+        em = self.emissions(batch)
+        return [[self.tag_names[i] for i in row] for row in self.decode(em, batch["lengths"])]
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        em = self.emissions(batch["x"], batch["lengths"], batch.get("chars"))
+        em = self.emissions(batch, self.word_dropout(batch["x"]))
         loss = self.loss(em, batch["y"], batch["lengths"])
         return self.log_train_loss(loss, len(batch["lengths"]))
 
     def _eval_step(self, batch: dict, batch_idx: int, split: str) -> None:
         if self.skip(batch):
             return
-        em = self.emissions(batch["x"], batch["lengths"], batch.get("chars"))
+        em = self.emissions(batch)
         loss = self.loss(em, batch["y"], batch["lengths"])
         self.losses[split].update(loss, len(batch["lengths"]))
         pred = [[self.tag_names[i] for i in row] for row in self.decode(em, batch["lengths"])]
