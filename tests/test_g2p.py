@@ -6,11 +6,14 @@ import random
 from pathlib import Path
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from rnnlab.cli.convert import main as convert_main
 from rnnlab.data.g2p import G2PDataModule, parse_cmudict
+from rnnlab.data.translate import TranslateDataModule, split_source
 from rnnlab.errors import ConfigError, DataError
+from rnnlab.tasks.seq2seq import LEGACY_FORMATS, pair_format
 from rnnlab.train import run
 
 PHONES = {"a": "AE1", "b": "B", "d": "D", "e": "EH0", "k": "K", "m": "M", "o": "OW1",
@@ -126,6 +129,15 @@ def test_attention_learns_the_toy_dictionary_and_convert_reads_the_checkpoint(
     assert convert_main([metrics["ckpt_path"], "--file", str(words), "--beam", "1"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert [line.split("\t")[0] for line in out] == ["bad", "mask"]
+    # a checkpoint written before the spec carried the format (it named only its task)
+    # still converts, word for word the same
+    ckpt = torch.load(metrics["ckpt_path"], weights_only=True)
+    spec = ckpt["rnnlab"]["spec"]
+    assert {spec.pop(k) for k in ("scorer", "tokenizer", "joiner")} == {"edits", "chars", ""}
+    spec["seq2seq"] = "g2p"
+    torch.save(ckpt, tmp_path / "old.ckpt")
+    assert convert_main([str(tmp_path / "old.ckpt"), "--file", str(words), "--beam", "1"]) == 0
+    assert capsys.readouterr().out.splitlines() == out
     assert convert_main([metrics["ckpt_path"], "--beam", "0", "bad"]) == 2
     assert "--beam must be at least 1" in capsys.readouterr().err
     assert convert_main([metrics["ckpt_path"]]) == 2
@@ -133,6 +145,21 @@ def test_attention_learns_the_toy_dictionary_and_convert_reads_the_checkpoint(
     words.write_text("bad\n\nmask\n", encoding="utf-8")
     assert convert_main([metrics["ckpt_path"], "--file", str(words)]) == 2
     assert "line 2: the line is empty" in capsys.readouterr().err
+
+
+def test_g2p_and_translate_differ_by_declared_format_only() -> None:
+    """What the two N->M tasks declare, and what checkpoints that predate the declaration
+    are read as (their old task name mapped once, in the task module)."""
+    assert G2PDataModule.format.entries() == LEGACY_FORMATS["g2p"] == \
+        {"scorer": "edits", "tokenizer": "chars", "joiner": ""}
+    assert TranslateDataModule.format.entries() == LEGACY_FORMATS["translate"]
+    assert pair_format({"seq2seq": "g2p"}) == LEGACY_FORMATS["g2p"]
+    assert pair_format({}) == LEGACY_FORMATS["translate"]  # the old default
+    assert split_source(" Tomato\n", "chars") == list("tomato")
+    assert split_source("L'homme dit.", "words") == ["l'", "homme", "dit", "."]
+    with pytest.raises(ConfigError, match="scorer 'wer2', which this version of rnnlab does "
+                                          "not know"):
+        pair_format({"scorer": "wer2", "tokenizer": "chars", "joiner": ""})
 
 
 def test_bad_settings_are_refused(make_config, cmudict_file: Path) -> None:

@@ -2,8 +2,9 @@
 
 Reads the inputs from the command line or, with ``--file``, one per line; prints
 ``input<TAB>output`` per input. ``--ensemble`` adds checkpoints that decode together with
-the first. Everything needed (vocabularies, tokenization, search
-settings) comes from the checkpoint, so neither configs nor training data are needed.
+the first. Everything needed (vocabularies, the tokenizer the data module declared, search
+settings) comes from the checkpoint, so neither configs nor training data are needed; the
+command serves any sequence-to-sequence checkpoint without asking which task it was.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
 from rnnlab.errors import ConfigError, DataError, UserError
 
-KINDS = ("g2p", "translate")
+if TYPE_CHECKING:
+    from rnnlab.checkpoint import LoadedModel
 
 
 def read_inputs(path: str) -> list[str]:
@@ -34,34 +37,33 @@ def read_inputs(path: str) -> list[str]:
     return [line.strip() for line in lines]
 
 
-def source_tokens(kind: str, text: str, lowercase: bool) -> list[str]:
-    """Split raw input exactly as the training data was split."""
-    if kind == "g2p":
-        text = text.strip()
-        return list(text.lower() if lowercase else text)
-    from rnnlab.data.translate import tokenize_words
+def require_seq2seq(loaded: LoadedModel, what: str = "rnnlab-convert") -> None:
+    """Refuse a checkpoint whose module is no encoder-decoder, naming its task."""
+    from rnnlab.tasks.seq2seq import Seq2SeqTask
 
-    return tokenize_words(text, lowercase)
+    if not isinstance(loaded.module, Seq2SeqTask):
+        task = loaded.config.get("task", {}).get("name", "?")
+        raise UserError(f"the checkpoint was trained for task={task}; {what} needs a "
+                        f"sequence-to-sequence checkpoint (task=g2p or task=translate).")
 
 
-def convert(loaded, inputs: Sequence[str], beam_size: int | None = None,
+def convert(loaded: LoadedModel, inputs: Sequence[str], beam_size: int | None = None,
             batch_size: int = 64) -> list[list[str]]:
     """Output tokens for each input string, using a loaded seq2seq checkpoint."""
     from rnnlab.data.batching import pad_batch
+    from rnnlab.data.translate import split_source
     from rnnlab.data.vocab import Vocabulary
+    from rnnlab.tasks.seq2seq import pair_format
 
+    require_seq2seq(loaded)
     state = loaded.data_state
-    kind = state.get("kind")
-    if kind not in KINDS:
-        task = loaded.config.get("task", {}).get("name", "?")
-        raise UserError(f"the checkpoint was trained for task={task}; rnnlab-convert needs a "
-                        f"task=g2p or task=translate checkpoint.")
     if beam_size is not None and beam_size < 1:
         raise ConfigError(f"--beam must be at least 1 (1 = greedy search), got {beam_size}.")
     vocab = Vocabulary.from_dict(state["src_vocab"])
+    tokenizer = pair_format(loaded.spec)["tokenizer"]
     encoded = []
     for i, text in enumerate(inputs, 1):
-        tokens = source_tokens(kind, text, bool(state.get("lowercase", True)))
+        tokens = split_source(text, tokenizer, bool(state.get("lowercase", True)))
         if not tokens:
             raise DataError(f"input {i} ({text!r}) is empty; give a word or sentence.")
         encoded.append(torch.tensor(vocab.encode(tokens), dtype=torch.long))
@@ -100,9 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.ensemble:
             from rnnlab.tasks.seq2seq import load_members
 
-            if not hasattr(loaded.module, "use_ensemble"):
-                raise UserError(f"--ensemble needs a task=g2p or task=translate checkpoint; "
-                                f"{args.checkpoint} is not one.")
+            require_seq2seq(loaded, "--ensemble")
             loaded.module.use_ensemble(load_members(args.ensemble, loaded.data_state,
                                                     "--ensemble"))
         outputs = convert(loaded, inputs, args.beam)

