@@ -24,7 +24,6 @@ from rnnlab.data.tables import read_text_file
 from rnnlab.errors import DataError
 
 TAG_RE = re.compile(r"^([BIESLU])-(\S+)$")
-SCHEMES = ("IOB1", "IOB2", "BIOES")
 
 
 @dataclass

@@ -24,7 +24,8 @@ def pool(outputs: Tensor, last: Tensor, lengths: Tensor | None, how: str) -> Ten
 
 class ClassifierHead(nn.Module):
     """Pooling, dropout and a linear layer: the N->1 head, for classes (sentiment, speech)
-    and for real-valued outputs alike (the adding problem, forecasting)."""
+    and for real-valued outputs alike (the adding problem; forecasting has a head of its
+    own that emits a block of future steps from the last state)."""
 
     def __init__(self, in_features: int, num_classes: int, pooling: str = "last",
                  dropout: float = 0.0) -> None:
