@@ -58,6 +58,8 @@ def test_no_test_or_val_point_is_a_training_target(tmp_path: Path, strategy: str
     dm = make_dm(path, tmp_path, strategy=strategy)
     val_start, test_start = n - 24, n - 12
     assert dm.periods["val"].origin == val_start and dm.periods["test"].origin == test_start
+    # the task learns which periods to forecast whole from the spec, not from the datamodule
+    assert dm.spec["periods"] == {"val": 12, "test": 12}
     train_targets = np.concatenate([y.numpy().ravel() for _, y in dm.datasets["train"].items])
     assert train_targets.max() < val_start
     for x, y in dm.datasets["train"].items:  # windows are contiguous: input then target

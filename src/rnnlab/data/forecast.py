@@ -383,7 +383,8 @@ class ForecastDataModule(RnnlabDataModule):
         self.spec = {"input_size": len(s.columns), "padding_idx": 0,
                      "num_features": len(s.columns), "targets": s.targets,
                      "target_names": [s.columns[i] for i in s.targets], "window": w,
-                     "steps": k, "strategy": self.strategy, "season": s.period}
+                     "steps": k, "strategy": self.strategy, "season": s.period,
+                     "periods": {split: p.steps for split, p in self.periods.items()}}
 
     def collate(self, items: list) -> dict:
         x = torch.stack([a for a, _ in items])

@@ -76,6 +76,9 @@ class ForecastTask(RnnlabTask):
         self.steps = int(spec["steps"])
         self.features = int(spec["num_features"])
         self.window = int(spec["window"])
+        # the evaluation periods the datamodule declares ({split: points}); each is
+        # forecast whole from its start, as a statistical model is asked to
+        self.periods = {str(k): int(v) for k, v in dict(spec.get("periods") or {}).items()}
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(backbone.output_size, self.steps * self.features)
         self.losses = nn.ModuleDict({"val": WeightedMean(), "test": WeightedMean()})
@@ -137,7 +140,7 @@ class ForecastTask(RnnlabTask):
         """Original-scale forecast of the targets over ``split``'s period."""
         was_training = self.training
         self.eval()
-        z = self.rollout(dm.model_history(split), dm.periods[split].steps)
+        z = self.rollout(dm.model_history(split), self.periods[split])
         self.train(was_training)
         return dm.to_original(split, z.float().cpu().numpy())
 
@@ -147,8 +150,8 @@ class ForecastTask(RnnlabTask):
         are equal on all ranks; rank 0 draws the plot."""
         values = {f"{split}/loss": self.losses[split].compute()}
         self.losses[split].reset()
-        dm = getattr(self.trainer, "datamodule", None)
-        if dm is not None and hasattr(dm, "periods") and not self.trainer.sanity_checking:
+        dm = self.trainer.datamodule  # None when Lightning was given bare loaders
+        if dm is not None and split in self.periods and not self.trainer.sanity_checking:
             title = self.backbone.cell or type(self.backbone).__name__
             values.update(score_period(dm, split, self.forecast(dm, split), self.trainer, title,
                                        plot and self.global_rank == 0))
