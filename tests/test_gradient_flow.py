@@ -130,3 +130,20 @@ def test_callbacks_in_a_run(make_config, lab_root: Path) -> None:
     assert "plots/gradient_flow.png" in [a.path for a in client.list_artifacts(
         latest.info.run_id, "plots")]
     assert latest.data.tags["model"] == "rnn"
+
+
+def test_tagger_with_input_features() -> None:
+    """A tagger whose backbone reads bigram features: the unrolled pass gets them too."""
+    from rnnlab.tasks.tagging import TaggingTask
+
+    torch.manual_seed(0)
+    spec = {"tag_names": ["O", "B-PER", "I-PER"], "char_level": True,
+            "bigram_vocab_size": 12, "bigrams_per_token": 1}
+    module = TaggingTask(RecurrentEncoder("lstm", hidden_size=8, vocab_size=10, embedding_dim=6),
+                         spec, partial(torch.optim.SGD, lr=0.1), bigram_features=True,
+                         feature_position="input")
+    steps = 7
+    batch = {"x": torch.randint(1, 10, (3, steps)), "lengths": torch.full((3,), steps),
+             "y": torch.randint(0, 3, (3, steps)), "bigrams": torch.randint(1, 12, (3, steps))}
+    norms = gradient_norms(module, batch)
+    assert norms.shape == (steps,) and bool((norms > 0).all())

@@ -54,8 +54,8 @@ def unrolled_forward(backbone: Backbone, states: list[Tensor]) -> Callable[..., 
     probing: one small batch, a few times per run."""
 
     def forward(x: Tensor, lengths: Tensor | None = None, hidden: Any = None,
-                need_state: bool = False) -> EncoderOutput:
-        return backbone.forward_steps(x, lengths, states, hidden)
+                need_state: bool = False, features: Tensor | None = None) -> EncoderOutput:
+        return backbone.forward_steps(x, lengths, states, hidden, features=features)
 
     return forward
 
