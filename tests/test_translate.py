@@ -7,6 +7,7 @@ import math
 import random
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -145,6 +146,15 @@ def test_bad_filters_are_refused() -> None:
         TranslateDataModule(split_by="verse")
 
 
+def _latest_run(root: Path) -> tuple[MlflowClient, Any, list[float]]:
+    """The store's client, its translate run and that run's epoch training losses."""
+    client = MlflowClient(f"sqlite:///{root}/mlflow.db")
+    exp = client.get_experiment_by_name("translate")
+    mlrun = client.search_runs([exp.experiment_id])[0]
+    history = client.get_metric_history(mlrun.info.run_id, "train/loss_epoch")
+    return client, mlrun, [m.value for m in sorted(history, key=lambda m: m.step)]
+
+
 @pytest.mark.parametrize("attention", ["none", "bahdanau", "luong_general"])
 def test_training_run_logs_bleu_examples_and_heatmaps(attention: str, make_config, pairs_tsv: Path,
                                                       lab_root: Path) -> None:
@@ -152,12 +162,7 @@ def test_training_run_logs_bleu_examples_and_heatmaps(attention: str, make_confi
                       f"task.attention={attention}", *FAST)
     metrics = run(cfg)
     assert 0.0 <= metrics["test/bleu"] <= 100.0 and 0.0 <= metrics["test/chrf"] <= 100.0
-    client = MlflowClient(f"sqlite:///{lab_root}/mlflow.db")
-    exp = client.get_experiment_by_name("translate")
-    mlrun = client.search_runs([exp.experiment_id])[0]
-    losses = [m.value for m in sorted(client.get_metric_history(mlrun.info.run_id,
-                                                                "train/loss_epoch"),
-                                      key=lambda m: m.step)]
+    client, mlrun, losses = _latest_run(lab_root)
     assert len(losses) == 3 and losses[-1] < 0.8 * losses[0]
     plots = {a.path for a in client.list_artifacts(mlrun.info.run_id, "plots")}
     assert any(p.endswith(".png") for p in plots) == (attention != "none")
@@ -179,12 +184,7 @@ def test_bible_db_run_end_to_end_and_unknown_code_in_config(make_config, tmp_pat
                       "task.datamodule.split=[0.5,0.25,0.25]", *FAST)
     metrics = run(cfg)
     assert math.isfinite(metrics["test/bleu"]) and math.isfinite(metrics["test/chrf"])
-    client = MlflowClient(f"sqlite:///{lab_root}/mlflow.db")
-    exp = client.get_experiment_by_name("translate")
-    mlrun = client.search_runs([exp.experiment_id])[0]
-    losses = [m.value for m in sorted(client.get_metric_history(mlrun.info.run_id,
-                                                                "train/loss_epoch"),
-                                      key=lambda m: m.step)]
+    client, mlrun, losses = _latest_run(lab_root)
     # measured over seeds: 2.6 -> 2.2 -> 1.9-2.0 nats; a model that learns nothing stays flat
     assert len(losses) == 3 and losses[0] > losses[1] > losses[2] and \
         losses[2] < 0.9 * losses[0], losses
