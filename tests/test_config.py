@@ -250,3 +250,36 @@ def test_runs_started_together_get_their_own_folders() -> None:
     tags = [re.fullmatch(pattern, d) for d in dirs]
     assert all(tags), dirs
     assert tags[0].group(1) != tags[1].group(1), dirs
+
+
+EXPERIMENTS = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_sets_only_real_arguments(experiment: str, tmp_path: Path) -> None:
+    """A recipe's task.module / task.datamodule / model keys are constructor arguments of
+    the classes they configure, so a misspelt option fails here, not silently in a run."""
+    import inspect
+
+    from hydra.utils import get_class
+
+    cfg = compose_config([f"experiment={experiment}"], tmp_path)
+    for group in (cfg.task.module, cfg.task.datamodule, cfg.model):
+        params = inspect.signature(get_class(group._target_).__init__).parameters
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+        unknown = [k for k in group if k not in params and k not in ("_target_", "name")]
+        assert takes_any or not unknown, f"{experiment}: {group._target_} has no {unknown}"
+    for key in (cfg.task.get("backbone") or {}):
+        assert key in inspect.signature(get_class(cfg.model._target_).__init__).parameters
+
+
+def test_recipes_differ_from_the_defaults_as_documented(tmp_path: Path) -> None:
+    msra = compose_config(["experiment=ner_msra"], tmp_path)
+    assert msra.task.bigram_features and msra.task.embeddings.train == "word2vec"
+    assert msra.task.module.feature_position == "input" and msra.task.backbone.input_dropout == 0.5
+    assert "budget_anneal" in msra.callbacks and msra.trainer.max_time == "00:00:27:00"
+    conll = compose_config(["experiment=ner_conll", "task.datamodule.dataset=wnut16"], tmp_path)
+    assert conll.task.char_features and conll.task.case_features
+    assert conll.task.datamodule.lowercase and conll.task.module.word_dropout == 0.5
+    sentiment = compose_config(["experiment=sentiment"], tmp_path)
+    assert sentiment.task.module.word_dropout == 0.3 and sentiment.model.name == "bilstm"
