@@ -282,4 +282,4 @@ def test_recipes_differ_from_the_defaults_as_documented(tmp_path: Path) -> None:
     assert conll.task.char_features and conll.task.case_features
     assert conll.task.datamodule.lowercase and conll.task.module.word_dropout == 0.5
     sentiment = compose_config(["experiment=sentiment"], tmp_path)
-    assert sentiment.task.module.word_dropout == 0.3 and sentiment.model.name == "bilstm"
+    assert sentiment.task.embeddings.train == "word2vec" and sentiment.model.name == "bilstm"

@@ -371,3 +371,24 @@ def test_vocabulary_counts() -> None:
     assert vocab.itos == ["<pad>", "<unk>", "a", "b", "c"] and vocab.counts == [0, 0, 3, 1, 1]
     assert Vocabulary.from_dict(vocab.to_dict()).counts == [0] * 5
     assert Vocabulary(["x"]).counts == [0, 0, 0]
+
+
+@pytest.mark.parametrize("bad", ["truncated", "size"])
+def test_bad_vectors_stop_the_command_before_any_run(make_config, tmp_path: Path,
+                                                     lab_root: Path, bad: str) -> None:
+    """A malformed file or vectors of another size: one sentence, and no run recorded."""
+    data = write_sentiment_csv(tmp_path / "reviews.csv", n=80)
+    vec = _sentiment_vectors(tmp_path / "v.txt", dim=8, words=("Good",))
+    if bad == "truncated":
+        lines = vec.read_text().splitlines()
+        lines[1] = " ".join(lines[1].split()[:-2])  # a row missing two values
+        vec.write_text("\n".join(lines) + "\n")
+    error, message = {"truncated": (DataError, r"v\.txt, line 2"),
+                      "size": (ConfigError, r"8 dimensions but model\.embedding_dim=16")}[bad]
+    with pytest.raises(error, match=message):
+        run(make_config("experiment=sentiment_tiny", "model=gru", "model.hidden_size=8",
+                        "model.embedding_dim=16" if bad == "size" else "model.embedding_dim=8",
+                        f"task.data.train={data}", f"task.embeddings.path={vec}"))
+    client = MlflowClient(f"sqlite:///{lab_root}/mlflow.db")
+    exp = client.get_experiment_by_name("sentiment")
+    assert exp is None or not client.search_runs([exp.experiment_id])
