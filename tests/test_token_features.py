@@ -252,6 +252,20 @@ def _backbone_inputs(task: nn.Module) -> list[torch.Tensor]:
     return seen
 
 
+def _training_drops_only_singletons(plain: nn.Module, noisy: nn.Module, batch: dict) -> None:
+    """Give ``noisy`` the weights of ``plain``, take one training step with it and check
+    that some word ids reached the backbone as <unk> (1), and only singletons (2, 3)."""
+    noisy.load_state_dict(plain.state_dict())
+    noisy.log = plain.log = lambda *a, **k: None
+    seen = _backbone_inputs(noisy)
+    noisy.train()
+    torch.manual_seed(1)
+    noisy.training_step(batch, 0)
+    changed = seen[0] != batch["x"]
+    assert changed.any() and (seen[0][changed] == 1).all()
+    assert set(batch["x"][changed].tolist()) <= {2, 3}
+
+
 def test_tagger_word_dropout_in_training_never_at_eval() -> None:
     spec = _spec()
     torch.manual_seed(0)
@@ -259,16 +273,8 @@ def test_tagger_word_dropout_in_training_never_at_eval() -> None:
                         feature_position="input")
     noisy = TaggingTask(_backbone(), spec, _optimizer, char_features=True, char_filters=4,
                         feature_position="input", word_dropout=0.9)
-    noisy.load_state_dict(plain.state_dict())
-    noisy.log = plain.log = lambda *a, **k: None
     batch = _batch()
-    seen = _backbone_inputs(noisy)
-    noisy.train()
-    torch.manual_seed(1)
-    noisy.training_step(batch, 0)
-    changed = seen[0] != batch["x"]
-    assert changed.any() and (seen[0][changed] == 1).all()
-    assert set(batch["x"][changed].tolist()) <= {2, 3}  # only the singletons
+    _training_drops_only_singletons(plain, noisy, batch)
     for mode in ("train", "eval"):  # validation never drops words, whatever the mode
         for task in (plain, noisy):
             getattr(task, mode)()
@@ -286,16 +292,8 @@ def test_classifier_word_dropout_in_training_never_at_eval() -> None:
     torch.manual_seed(0)
     plain = ClassificationTask(_backbone(), spec, _optimizer)
     noisy = ClassificationTask(_backbone(), spec, _optimizer, word_dropout=0.9)
-    noisy.load_state_dict(plain.state_dict())
-    noisy.log = plain.log = lambda *a, **k: None
     batch = {**_batch(), "y": torch.tensor([0, 1, 0])}
-    seen = _backbone_inputs(noisy)
-    noisy.train()
-    torch.manual_seed(1)
-    noisy.training_step(batch, 0)
-    changed = seen[0] != batch["x"]
-    assert changed.any() and (seen[0][changed] == 1).all()
-    assert set(batch["x"][changed].tolist()) <= {2, 3}
+    _training_drops_only_singletons(plain, noisy, batch)
     for task in (plain, noisy):
         task.eval()
         task.validation_step(batch, 0)
@@ -339,27 +337,26 @@ def _check_checkpoint_tags_like_module(metrics: dict, tmp_path: Path, capsys, jo
     assert [list(t) for t in served["tags"]] == expected
 
 
-def test_rnnlab_tag_with_bigram_features(make_config, tmp_path: Path, capsys) -> None:
-    data = {"train": write_char_conll(tmp_path / "train.txt", 120, 0),
-            "val": write_char_conll(tmp_path / "val.txt", 16, 1),
-            "test": write_char_conll(tmp_path / "test.txt", 16, 2)}
-    cfg = make_config(*FAST, *[f"task.data.{k}={v}" for k, v in data.items()],
-                      "task.datamodule.char_level=true", "++task.datamodule.bigram_features=true",
-                      "++task.datamodule.bigram_window=both", "++task.module.bigram_features=true",
-                      "++task.module.bigram_dim=8", "++task.module.word_dropout=0.3")
-    metrics = run(cfg)
-    assert metrics["test/f1"] > 0.5
-    _check_checkpoint_tags_like_module(metrics, tmp_path, capsys, "", "bigrams")
+# per feature: (fixture writer, file suffix, overrides, token joiner, batch key)
+TAGGED_FEATURES = {
+    "bigrams": (write_char_conll, "txt", (
+        "task.datamodule.char_level=true", "++task.datamodule.bigram_features=true",
+        "++task.datamodule.bigram_window=both", "++task.module.bigram_features=true",
+        "++task.module.bigram_dim=8", "++task.module.word_dropout=0.3"), ""),
+    "case": (write_conll, "conll", (
+        "task.datamodule.lowercase=true", "task.char_features=true",
+        "++task.datamodule.case_features=true", "++task.module.case_features=true",
+        "++task.module.case_dim=4"), " "),
+}
 
 
-def test_rnnlab_tag_with_case_features(make_config, tmp_path: Path, capsys) -> None:
-    data = {"train": write_conll(tmp_path / "train.conll", 120, 0),
-            "val": write_conll(tmp_path / "val.conll", 16, 1),
-            "test": write_conll(tmp_path / "test.conll", 16, 2)}
-    cfg = make_config(*FAST, *[f"task.data.{k}={v}" for k, v in data.items()],
-                      "task.datamodule.lowercase=true", "task.char_features=true",
-                      "++task.datamodule.case_features=true", "++task.module.case_features=true",
-                      "++task.module.case_dim=4")
+@pytest.mark.parametrize("feature", sorted(TAGGED_FEATURES))
+def test_rnnlab_tag_with_token_features(make_config, tmp_path: Path, capsys,
+                                        feature: str) -> None:
+    writer, suffix, overrides, joiner = TAGGED_FEATURES[feature]
+    data = {split: writer(tmp_path / f"{split}.{suffix}", n, seed)
+            for split, n, seed in (("train", 120, 0), ("val", 16, 1), ("test", 16, 2))}
+    cfg = make_config(*FAST, *[f"task.data.{k}={v}" for k, v in data.items()], *overrides)
     metrics = run(cfg)
     assert metrics["test/f1"] > 0.5
-    _check_checkpoint_tags_like_module(metrics, tmp_path, capsys, " ", "case")
+    _check_checkpoint_tags_like_module(metrics, tmp_path, capsys, joiner, feature)
