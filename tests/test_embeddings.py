@@ -246,9 +246,9 @@ def test_dimension_mismatch_and_a_model_without_embedding_are_refused(
 def test_tiny_run_logs_the_coverage_param(make_config, tmp_path: Path, lab_root: Path) -> None:
     data = write_sentiment_csv(tmp_path / "reviews.csv", n=80)
     vec = _sentiment_vectors(tmp_path / "v.txt", dim=8, words=("Good",))
-    run(make_config("experiment=sentiment_tiny", "model=gru", "model.hidden_size=8",
-                    "model.embedding_dim=8", f"task.data.train={data}",
-                    f"task.embeddings.path={vec}", "logger.mlflow.log_model=false"))
+    metrics = run(make_config("experiment=sentiment_tiny", "model=gru", "model.hidden_size=8",
+                              "model.embedding_dim=8", f"task.data.train={data}",
+                              f"task.embeddings.path={vec}", "logger.mlflow.log_model=false"))
     client = MlflowClient(f"sqlite:///{lab_root}/mlflow.db")
     exp = client.get_experiment_by_name("sentiment")
     (r,) = client.search_runs([exp.experiment_id])
@@ -256,6 +256,9 @@ def test_tiny_run_logs_the_coverage_param(make_config, tmp_path: Path, lab_root:
     assert r.data.params["data.embeddings_dim"] == "8"
     assert r.data.params["task.embeddings.freeze"] == "False"
     assert not client.list_artifacts(r.info.run_id, "embeddings")  # nothing trained here
+    # the vectors are in the weights, not a second time in the checkpoint's metadata
+    meta = torch.load(metrics["ckpt_path"], weights_only=True)["rnnlab"]
+    assert "embeddings" not in meta["spec"] and meta["spec"]["vocab_size"] > 2
 
 
 # ---- vectors trained here ----------------------------------------------------------------------

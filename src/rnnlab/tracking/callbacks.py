@@ -68,7 +68,9 @@ class RunMetadata(pl.Callback):
     def __init__(self, config: dict, spec: dict, data_state: dict,
                  data_fingerprint: str = "") -> None:
         self.config = config
-        self.spec = spec
+        # the word vectors a run started from are in the weights already: a second copy
+        # would add vocabulary x dim floats to every checkpoint
+        self.spec = {k: v for k, v in spec.items() if k != "embeddings"}
         self.data_state = data_state
         self.data_fingerprint = data_fingerprint
 
