@@ -134,7 +134,7 @@ class RnnlabDataModule(pl.LightningDataModule):
         self.word_vectors = vectors
         self.spec["embeddings"] = vectors.matrix
         self.spec["freeze_embeddings"] = bool(conf["freeze"])
-        emb._say(emb.report(vectors))
+        emb.say(emb.report(vectors))
 
     #: the pinned distributions this datamodule's built-in corpora come from, by
     #: ``self.dataset`` ("" for a datamodule with one corpus); none for generated data

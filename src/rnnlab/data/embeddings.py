@@ -589,11 +589,11 @@ def trained_vectors(sentences: Iterable[list[str]], settings: dict[str, Any], da
     out = prepared / f"embeddings-{fp}" / "vectors.txt"
     with file_lock(prepared / f"embeddings-{fp}.lock"):
         if out.exists():
-            _say(f"word vectors: {keys['method']} vectors of {describe} read from the cache "
+            say(f"word vectors: {keys['method']} vectors of {describe} read from the cache "
                  f"{out}")
             return out, fp
         algo = "skip-gram" if keys["sg"] else "CBOW"
-        _say(f"word vectors: training {keys['method']} ({algo}, dim {keys['dim']}, window "
+        say(f"word vectors: training {keys['method']} ({algo}, dim {keys['dim']}, window "
              f"{keys['window']}, {keys['epochs']} epochs) on {describe}: {n_sent:,} sentences, "
              f"{n_tok:,} tokens")
         words, vectors = _train_gensim(sentences, keys, extra)
@@ -601,7 +601,8 @@ def trained_vectors(sentences: Iterable[list[str]], settings: dict[str, Any], da
     return out, fp
 
 
-def _say(message: str) -> None:
+def say(message: str) -> None:
+    """Print a progress line once (rank zero only), on stderr beside the run's own lines."""
     from rnnlab.tracking.record import is_rank_zero
 
     if is_rank_zero():
