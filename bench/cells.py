@@ -1,31 +1,51 @@
-"""Training speed of the scanned cells (minGRU, minLSTM) against the fused LSTM and GRU.
+"""The new cells (minGRU, minLSTM, IndRNN) against LSTM, GRU and IRNN: speed and quality.
 
 Why: minGRU and minLSTM (Feng et al. 2024) give up state-dependent gates so that
 training can read all steps at once (a log-space scan) instead of stepping through
-time. This measures what that buys on this machine's CPU: training tokens per second
-(forward, backward and an Adam step of a ``RecurrentEncoder`` over real-valued frames,
-full-length batches) at several sequence lengths, side by side in one run, with the
-machine load printed (shared machines move these numbers).
+time; IndRNN (Li et al. 2018) trades a full recurrent matrix for one weight per unit.
+What either buys is only worth knowing at equal cost, so this bench prints two tables,
+each side by side in one run, with the machine load (shared machines move these numbers):
 
-    python bench/cells.py [--lengths 128 512 2048] [--batch 32] [--hidden 256] [--repeats 3]
+* speed: training tokens per second (forward, backward and an Adam step of a
+  ``RecurrentEncoder`` over real-valued frames, full-length batches) at several lengths;
+* quality at equal wall time: every cell gets the same budget, run alone one after the
+  other, as a user runs ``train.py``: ``experiment=charlm_shakespeare`` (val/test
+  nats per character of the best checkpoint) and ``task=adding`` at T = 200 and 400
+  (val/test MSE of the best checkpoint; the memoryless baseline is 0.167).
+
+    python bench/cells.py                          # both tables (about 100 minutes)
+    python bench/cells.py --part speed [--lengths 128 512 2048] [--batch 32] [--hidden 256]
+    python bench/cells.py --part quality [--charlm-minutes 10] [--adding-minutes 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import date
+from pathlib import Path
 
-import torch
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("RNNLAB_ROOT", str(ROOT))
+os.environ.setdefault("CI", "1")  # plain output, no progress bar
+sys.path.insert(0, str(ROOT / "src"))
 
-from rnnlab.models import RecurrentEncoder
-from rnnlab.models.cells import get_cell
+import torch  # noqa: E402
+
+from rnnlab.models import RecurrentEncoder  # noqa: E402
+from rnnlab.models.cells import get_cell  # noqa: E402
 
 SCANNED = ("mingru", "minlstm")
 FUSED = ("lstm", "gru")
+# quality: the cells added through the registry, then the references the issue names
+NEW = ("mingru", "minlstm", "indrnn")
+REFERENCE = ("lstm", "gru", "irnn")
 
 
 def training_step(cell: str, steps: int, batch: int, hidden: int) -> Callable[[], float]:
@@ -59,21 +79,22 @@ def tokens_per_second(cells: list[str], steps: int, batch: int, hidden: int,
     return {c: batch * steps / best[c] for c in cells}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lengths", type=int, nargs="+", default=[128, 512, 2048])
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+def machine() -> str:
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads, {date.today()}")
+
+
+def load_line(when: str) -> str:
+    load = os.getloadavg()
+    return f"load average {when}: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+
+
+def speed_table(args: argparse.Namespace) -> None:
     cells = [*SCANNED, *FUSED]
     for cell in cells:
         get_cell(cell)  # a clear error if a cell is missing from the registry
-    load = os.getloadavg()
-    print(f"training tokens/s, batch {args.batch}, hidden {args.hidden}, "
-          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {date.today()}")
-    print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(f"training tokens/s, batch {args.batch}, hidden {args.hidden}, {machine()}")
+    print(load_line("at start"))
     print(f"| {'T':>5} | " + " | ".join(f"{c:>9}" for c in cells) + " | minGRU/GRU | minLSTM/LSTM |")
     print("|" + "---:|" * (len(cells) + 3))
     for steps in args.lengths:
@@ -81,8 +102,118 @@ def main() -> None:
         print(f"| {steps:>5} | " + " | ".join(f"{speed[c]:>9.0f}" for c in cells)
               + f" | {speed['mingru'] / speed['gru']:>10.2f} | "
               f"{speed['minlstm'] / speed['lstm']:>12.2f} |", flush=True)
-    load = os.getloadavg()
-    print(f"load average at end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(load_line("at end"))
+
+
+def train_alone(overrides: list[str], store: Path) -> tuple[dict, float]:
+    """``rnnlab.train.run`` on one composed config (a throw-away MLflow store), timed."""
+    from charlm_budget import make_config  # noqa: PLC0415  (this folder is on sys.path)
+
+    from rnnlab.train import run
+
+    cfg = make_config(overrides, store)
+    start = time.perf_counter()
+    metrics = run(cfg)
+    return {**metrics, "cfg": cfg}, time.perf_counter() - start
+
+
+def attempt(name: str, fn: Callable[[], dict[str, object]]) -> dict[str, object]:
+    """One row; a run that fails (a diverged loss, say) is a row that says so, not a crash."""
+    print(f"--- {name} ({load_line('before')})", flush=True)
+    try:
+        return fn()
+    except Exception as err:  # noqa: BLE001 - the table reports it
+        return {"failed": str(err).splitlines()[0][:80] if str(err) else type(err).__name__}
+
+
+def charlm_row(cell: str, minutes: float, seed: int, store: Path) -> dict[str, object]:
+    """``experiment=charlm_shakespeare model=<cell>`` under a cap of ``minutes``; its best
+    checkpoint scored on every validation character (state carried) and the test plays."""
+    from charlm_budget import EVAL_STREAMS, make_config, pipeline  # noqa: PLC0415
+
+    budget = f"00:00:{int(minutes):02d}:{round(minutes % 1 * 60):02d}"
+    cfg = make_config(["experiment=charlm_shakespeare", f"model={cell}", f"seed={seed}",
+                       "trainer.accelerator=cpu", f"task.datamodule.eval_streams={EVAL_STREAMS}",
+                       f"trainer.max_time={budget}"], store)
+    r = pipeline(cfg)
+    return {"steps": r["steps"], "wall": r["train_s"], "val": r["carried"], "test": r["test"]}
+
+
+def adding_row(cell: str, steps: int, minutes: float, hidden: int, seed: int,
+               store: Path) -> dict[str, object]:
+    """``task=adding model=<cell> task.seq_len=<steps>`` under a cap of ``minutes``."""
+    budget = f"00:00:{int(minutes):02d}:{round(minutes % 1 * 60):02d}"
+    metrics, wall = train_alone(
+        ["task=adding", f"model={cell}", f"seed={seed}", "trainer.accelerator=cpu",
+         f"task.seq_len={steps}", f"model.hidden_size={hidden}", "trainer.max_epochs=1000",
+         f"trainer.max_time={budget}", "logger.mlflow.log_model=false"], store)
+    last = Path(metrics["cfg"].paths.output_dir) / "checkpoints" / "last.ckpt"
+    steps_done = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
+    return {"steps": steps_done, "wall": wall,
+            "val": metrics.get("best/val/loss", math.nan),
+            "test": metrics.get("test/loss", math.nan),
+            "solved": metrics.get("test/solved", math.nan)}
+
+
+def print_rows(title: str, rows: dict[str, dict[str, object]], extra: str = "") -> None:
+    print(f"\n{title}")
+    print(f"| cell | steps | wall s | best val | test |{extra and f' {extra} |'}")
+    print("|---|---:|---:|---:|---:|" + ("---:|" if extra else ""))
+    for cell, r in rows.items():
+        if "failed" in r:
+            print(f"| {cell} | failed: {r['failed']} |")
+            continue
+        tail = f" {r['solved']:.0f} |" if extra else ""
+        print(f"| {cell} | {r['steps']:.0f} | {r['wall']:.0f} | {r['val']:.4f} | "
+              f"{r['test']:.4f} |{tail}", flush=True)
+
+
+def quality_tables(args: argparse.Namespace) -> None:
+    from rnnlab.config import config_dir
+
+    cells = args.cells
+    missing = [c for c in cells if not (config_dir() / "model" / f"{c}.yaml").exists()]
+    if missing:
+        raise SystemExit(f"--cells: no conf/model/{missing[0]}.yaml; choose from the files "
+                         f"in {config_dir() / 'model'}.")
+    print(f"quality at equal wall time, each run alone, {machine()}")
+    print(load_line("at start"))
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.charlm_minutes > 0:
+            rows = {c: attempt(f"charlm {c}", lambda c=c: charlm_row(
+                c, args.charlm_minutes, args.seed, Path(tmp) / f"charlm-{c}")) for c in cells}
+            print_rows(f"charlm, experiment=charlm_shakespeare, {args.charlm_minutes:g} min "
+                       "each (nats/char; val: every validation character, state carried)", rows)
+        for steps in args.adding_lengths:
+            rows = {c: attempt(f"adding T={steps} {c}", lambda c=c, steps=steps: adding_row(
+                c, steps, args.adding_minutes, args.adding_hidden, args.seed,
+                Path(tmp) / f"adding-{steps}-{c}")) for c in cells}
+            print_rows(f"adding problem, T={steps}, hidden {args.adding_hidden}, "
+                       f"{args.adding_minutes:g} min each (MSE; memoryless 0.167; solved: "
+                       "test MSE < 10% of it)", rows, extra="solved")
+    print(load_line("at end"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=["speed", "quality", "all"], default="all")
+    parser.add_argument("--lengths", type=int, nargs="+", default=[128, 512, 2048])
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--charlm-minutes", type=float, default=10.0,
+                        help="budget per cell on charlm (0 skips it)")
+    parser.add_argument("--adding-minutes", type=float, default=3.0)
+    parser.add_argument("--adding-lengths", type=int, nargs="*", default=[200, 400])
+    parser.add_argument("--adding-hidden", type=int, default=128)
+    parser.add_argument("--cells", nargs="+", default=[*NEW, *REFERENCE],
+                        help="model= choices for the quality tables")
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args()
+    if args.part in ("speed", "all"):
+        speed_table(args)
+    if args.part in ("quality", "all"):
+        quality_tables(args)
 
 
 if __name__ == "__main__":
