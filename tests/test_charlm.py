@@ -23,6 +23,7 @@ from rnnlab.data.charlm import (
     contiguous_split,
 )
 from rnnlab.data.sources import PinnedDistribution, sha256_of
+from rnnlab.data.spec import LanguageModelSpec
 from rnnlab.errors import ConfigError, DataError, UserError
 from rnnlab.models import CELLS, RecurrentEncoder
 from rnnlab.tasks.language_model import LanguageModelTask, encode_prompt
@@ -185,7 +186,7 @@ def _module(vocab: int = 12, **kwargs) -> LanguageModelTask:
     itos = ["<pad>", "<unk>", *"abcdefghijklmnop"[: vocab - 2]]
     backbone = RecurrentEncoder("lstm", hidden_size=16, embedding_dim=kwargs.pop("emb", 8),
                                 vocab_size=vocab, causal=True)
-    spec = {"vocab_size": vocab, "itos": itos, "unk_id": 1, "padding_idx": 0, "seq_len": 16}
+    spec = LanguageModelSpec(vocab_size=vocab, itos=itos, unk_id=1, padding_idx=0, seq_len=16)
     return LanguageModelTask(backbone, spec, optimizer=torch.optim.Adam, **kwargs)
 
 

@@ -190,17 +190,17 @@ def test_datamodule_spec_describe_and_printed_coverage(tmp_path: Path, sentiment
                              embeddings={"path": str(vec), "freeze": True})
     dm.setup()
     assert len(dm.vocab) == 24  # 22 words and <pad>, <unk>
-    assert dm.spec["embeddings"].shape == (24, 4) and dm.spec["freeze_embeddings"] is True
+    assert dm.spec.embeddings.shape == (24, 4) and dm.spec.freeze_embeddings is True
     info = dm.describe()
     assert info["embeddings_coverage"] == 0.5 and info["embeddings_dim"] == 4
     assert info["embeddings_source"] == str(vec)
     assert "word vectors: 11 of 22 vocabulary words (50.0%) found in" in capsys.readouterr().err
     assert dm.training_texts()[0] == dm.vocab.decode(dm.datasets["train"][0][0].tolist())
-    assert dm.spec["unk_id"] == 1 and len(dm.spec["token_counts"]) == 24
-    assert dm.spec["token_counts"][:2] == [0, 0] and min(dm.spec["token_counts"][2:]) >= 2
+    assert dm.spec.unk_id == 1 and len(dm.spec.token_counts) == 24
+    assert dm.spec.token_counts[:2] == [0, 0] and min(dm.spec.token_counts[2:]) >= 2
     plain = SentimentDataModule(data={"train": str(sentiment_csv)}, data_dir=str(tmp_path))
     plain.setup()
-    assert "embeddings" not in plain.spec and "embeddings_coverage" not in plain.describe()
+    assert plain.spec.embeddings is None and "embeddings_coverage" not in plain.describe()
 
 
 def _fit(make_config, dm: SentimentDataModule, *overrides: str) -> tuple[torch.Tensor, ...]:
@@ -226,7 +226,7 @@ def test_freeze_keeps_the_vectors_fixed_while_training(make_config, tmp_path: Pa
                              batch_size=16, embeddings={"path": str(vec), "freeze": freeze})
     dm.setup()
     before, after = _fit(make_config, dm, "model.embedding_dim=4")
-    assert torch.equal(before, dm.spec["embeddings"])  # the model starts from the vectors
+    assert torch.equal(before, dm.spec.embeddings)  # the model starts from the vectors
     assert torch.equal(before, after) is freeze
 
 
@@ -288,7 +288,7 @@ def test_gensim_training_writes_the_vocabulary_and_is_cached(tmp_path: Path, sen
                                 embeddings={"train": "word2vec", "dim": 8})
     again.setup()  # same corpus, same settings: read from the cache
     assert again.embeddings_artifact == path and path.read_bytes() == first
-    assert torch.equal(again.spec["embeddings"][2:], dm.spec["embeddings"][2:])
+    assert torch.equal(again.spec.embeddings[2:], dm.spec.embeddings[2:])
     changed = SentimentDataModule(data={"train": str(sentiment_csv)},
                                   data_dir=str(tmp_path / "data"),
                                   embeddings={"train": "word2vec", "dim": 8, "window": 2})

@@ -59,7 +59,7 @@ def test_no_test_or_val_point_is_a_training_target(tmp_path: Path, strategy: str
     val_start, test_start = n - 24, n - 12
     assert dm.periods["val"].origin == val_start and dm.periods["test"].origin == test_start
     # the task learns which periods to forecast whole from the spec, not from the datamodule
-    assert dm.spec["periods"] == {"val": 12, "test": 12}
+    assert dm.spec.periods == {"val": 12, "test": 12}
     train_targets = np.concatenate([y.numpy().ravel() for _, y in dm.datasets["train"].items])
     assert train_targets.max() < val_start
     for x, y in dm.datasets["train"].items:  # windows are contiguous: input then target
@@ -195,8 +195,8 @@ def test_multivariate_inputs_and_several_targets(tmp_path: Path) -> None:
     path = write_series_csv(tmp_path / "multi.csv", {"a": list(a), "b": list(b), "c": list(a + b)})
     dm = make_dm(path, tmp_path, target=["a", "c"], data={"input_columns": ["b"]},
                  transform={"seasonal_diff": True})
-    assert dm.series.columns == ["b", "a", "c"] and dm.spec["targets"] == [1, 2]
-    assert dm.spec["input_size"] == 3 and dm.spec["season"] == 12  # monthly dates -> 12
+    assert dm.series.columns == ["b", "a", "c"] and dm.spec.targets == [1, 2]
+    assert dm.spec.input_size == 3 and dm.spec.season == 12  # monthly dates -> 12
     assert dm.truth("test").shape == (12, 2)
 
 
@@ -209,7 +209,7 @@ def test_statsmodels_series(dataset: str, columns: int, season: int, tmp_path: P
     dm = ForecastDataModule(dataset=dataset, data_dir=str(tmp_path), window=8, horizon=4,
                             test_size=20, val_size=20)
     dm.setup()
-    assert dm.spec["input_size"] == columns and dm.spec["season"] == season
+    assert dm.spec.input_size == columns and dm.spec.season == season
     raw = pd.read_csv(Path(statsmodels.__file__).parent / "datasets" / dataset / f"{dataset}.csv")
     assert len(dm.series.values) == len(raw)
     if dataset == "co2":  # weekly readings with gaps, filled and counted

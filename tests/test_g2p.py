@@ -13,9 +13,10 @@ from mlflow.tracking import MlflowClient
 from rnnlab.build import build_datamodule, build_module, model_class
 from rnnlab.cli.convert import main as convert_main
 from rnnlab.data.g2p import G2PDataModule, parse_cmudict
+from rnnlab.data.spec import LEGACY_PAIR_FORMATS, PairSpec, spec_from_dict
 from rnnlab.data.translate import TranslateDataModule, split_source
 from rnnlab.errors import ConfigError, DataError
-from rnnlab.tasks.seq2seq import LEGACY_FORMATS, pair_format
+from rnnlab.tasks.seq2seq import scorer_of
 from rnnlab.train import run
 
 PHONES = {"a": "AE1", "b": "B", "d": "D", "e": "EH0", "k": "K", "m": "M", "o": "OW1",
@@ -69,7 +70,7 @@ def test_split_is_by_word_and_fixed_by_split_seed(cmudict_file: Path, tmp_path: 
     assert len(dm.datasets["train"]) == n_variants > len(dm.pairs["train"])
     assert len(dm.datasets["test"]) == len(dm.pairs["test"])
     batch = dm.collate([dm.datasets["train"][i] for i in range(4)])
-    assert (batch["y_in"][:, 0] == dm.spec["bos_id"]).all()
+    assert (batch["y_in"][:, 0] == dm.spec.bos_id).all()
     assert (batch["y_in"][:, 1:] == batch["y"][:, :-1]).all()
     again = G2PDataModule(data={"path": str(cmudict_file)}, data_dir=str(tmp_path / "data"))
     again.setup()
@@ -137,6 +138,7 @@ def test_attention_learns_the_toy_dictionary_and_convert_reads_the_checkpoint(
     ckpt = torch.load(metrics["ckpt_path"], weights_only=True)
     spec = ckpt["rnnlab"]["spec"]
     assert {spec.pop(k) for k in ("scorer", "tokenizer", "joiner")} == {"edits", "chars", ""}
+    assert spec.pop("kind") == "pair"  # nor was the spec typed then
     spec["seq2seq"] = "g2p"
     torch.save(ckpt, tmp_path / "old.ckpt")
     assert convert_main([str(tmp_path / "old.ckpt"), "--file", str(words), "--beam", "1"]) == 0
@@ -152,17 +154,20 @@ def test_attention_learns_the_toy_dictionary_and_convert_reads_the_checkpoint(
 
 def test_g2p_and_translate_differ_by_declared_format_only() -> None:
     """What the two N->M tasks declare, and what checkpoints that predate the declaration
-    are read as (their old task name mapped once, in the task module)."""
-    assert G2PDataModule.format.entries() == LEGACY_FORMATS["g2p"] == \
+    are read as (their old task name mapped once, where old specs are read)."""
+    assert G2PDataModule.format.entries() == LEGACY_PAIR_FORMATS["g2p"] == \
         {"scorer": "edits", "tokenizer": "chars", "joiner": ""}
-    assert TranslateDataModule.format.entries() == LEGACY_FORMATS["translate"]
-    assert pair_format({"seq2seq": "g2p"}) == LEGACY_FORMATS["g2p"]
-    assert pair_format({}) == LEGACY_FORMATS["translate"]  # the old default
+    assert TranslateDataModule.format.entries() == LEGACY_PAIR_FORMATS["translate"]
+    old = {"vocab_size": 9, "padding_idx": 0, "tgt_vocab_size": 6, "tgt_itos": list("abcdef"),
+           "bos_id": 2, "eos_id": 3}
+    g2p = spec_from_dict({**old, "seq2seq": "g2p"})
+    assert isinstance(g2p, PairSpec) and g2p.scorer == "edits" and g2p.tokenizer == "chars"
+    assert g2p.joiner == "" and spec_from_dict(old).scorer == "bleu"  # the old default
     assert split_source(" Tomato\n", "chars") == list("tomato")
     assert split_source("L'homme dit.", "words") == ["l'", "homme", "dit", "."]
     with pytest.raises(ConfigError, match="scorer 'wer2', which this version of rnnlab does "
                                           "not know"):
-        pair_format({"scorer": "wer2", "tokenizer": "chars", "joiner": ""})
+        scorer_of(PairSpec(**old, scorer="wer2", tokenizer="chars", joiner=""))
 
 
 def test_bad_settings_are_refused(make_config, cmudict_file: Path) -> None:

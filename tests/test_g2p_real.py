@@ -26,7 +26,7 @@ def test_real_cmudict_is_split_by_word() -> None:
     assert sum(map(len, words.values())) > 120_000
     assert not words["train"] & words["test"]
     assert any(len(refs) > 1 for _, refs in dm.pairs["test"])  # variants kept as references
-    assert dm.spec["tgt_vocab_size"] == 73  # 69 stress-marked phonemes + 4 specials
+    assert dm.spec.tgt_vocab_size == 73  # 69 stress-marked phonemes + 4 specials
 
 
 def test_real_bible_pairs_never_leak_test_verses() -> None:

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from mlflow.tracking import MlflowClient
 
+from rnnlab.data.spec import ClassifySpec, RegressSpec, TagSpec
 from rnnlab.data.synthetic import adding_problem
 from rnnlab.models import RecurrentEncoder
 from rnnlab.tasks.classification import ClassificationTask
@@ -22,7 +23,7 @@ from rnnlab.train import run
 def _regression(cell: str, hidden: int = 4, layers: int = 1) -> RegressionTask:
     torch.manual_seed(0)
     backbone = RecurrentEncoder(cell, hidden_size=hidden, num_layers=layers, input_size=2)
-    return RegressionTask(backbone, {"output_size": 1}, partial(torch.optim.SGD, lr=0.1))
+    return RegressionTask(backbone, RegressSpec(output_size=1), partial(torch.optim.SGD, lr=0.1))
 
 
 def _reference_norms(module: RegressionTask, batch: dict) -> torch.Tensor:
@@ -107,7 +108,7 @@ def test_classification_task_and_vanishing_tanh() -> None:
     for cell in ("rnn", "lstm"):
         torch.manual_seed(0)
         module = ClassificationTask(RecurrentEncoder(cell, hidden_size=16, input_size=3),
-                                    {"num_classes": 2}, partial(torch.optim.SGD, lr=0.1))
+                                    ClassifySpec(num_classes=2), partial(torch.optim.SGD, lr=0.1))
         norms = gradient_norms(module, batch)
         assert norms.shape == (40,) and bool((norms > 0).all())
         decay[cell] = float(norms[-1] / norms[0])
@@ -137,8 +138,8 @@ def test_tagger_with_input_features() -> None:
     from rnnlab.tasks.tagging import TaggingTask
 
     torch.manual_seed(0)
-    spec = {"tag_names": ["O", "B-PER", "I-PER"], "char_level": True,
-            "bigram_vocab_size": 12, "bigrams_per_token": 1}
+    spec = TagSpec(tag_names=["O", "B-PER", "I-PER"], char_level=True, bigram_vocab_size=12,
+                   bigrams_per_token=1)
     module = TaggingTask(RecurrentEncoder("lstm", hidden_size=8, vocab_size=10, embedding_dim=6),
                          spec, partial(torch.optim.SGD, lr=0.1), bigram_features=True,
                          feature_position="input")

@@ -104,7 +104,7 @@ def test_fixture_wheel_is_split_by_name(fake_faker: Path, lab_root: Path) -> Non
     dm.prepare_data()
     dm.setup()
     assert dm.categories == ["French", "German", "Italian"]
-    assert dm.spec["aliases"] == {"fr_FR": "French", "de_DE": "German", "it_IT": "Italian"}
+    assert dm.spec.aliases == {"fr_FR": "French", "de_DE": "German", "it_IT": "Italian"}
     splits = {s: {n for _, n in dm.examples(s)} for s in ("train", "val", "test")}
     assert all(splits.values())
     assert not splits["train"] & splits["val"] and not splits["train"] & splits["test"]
@@ -115,14 +115,14 @@ def test_fixture_wheel_is_split_by_name(fake_faker: Path, lab_root: Path) -> Non
     batch = next(iter(dm.train_dataloader()))
     assert torch.equal(batch["x"][:, 1:][batch["y"][:, :-1] != 0],
                        batch["y"][:, :-1][batch["y"][:, :-1] != 0])  # y is x shifted
-    assert (batch["x"][:, 0] == dm.spec["bos_id"]).all()
+    assert (batch["x"][:, 0] == dm.spec.bos_id).all()
     ends = batch["y"].gather(1, (batch["lengths"] - 1).unsqueeze(1)).squeeze(1)
-    assert (ends == dm.spec["eos_id"]).all()
-    assert dm.spec["input_size"] == 64  # init: the characters alone reach the backbone
+    assert (ends == dm.spec.eos_id).all()
+    assert dm.spec.input_size == 64  # init: the characters alone reach the backbone
     again = NamesDataModule({"locales": ["fr_FR", "de_DE", "it_IT"]}, str(lab_root / "data"),
                             split=(0.6, 0.2, 0.2), condition="every_step")
     again.setup()
-    assert again.fingerprint == dm.fingerprint and again.spec["input_size"] == 64 + 32
+    assert again.fingerprint == dm.fingerprint and again.spec.input_size == 64 + 32
     with pytest.raises(ConfigError, match=r"task\.data\.locales names unknown locale\(s\) "
                                           r"xx_XX; faker 40\.0\.0 has de_DE, fr_FR, it_IT, ja_JP"):
         NamesDataModule({"locales": ["fr_FR", "xx_XX"]}, str(lab_root / "data")).setup()
@@ -145,7 +145,7 @@ def test_user_csv_and_its_errors(tmp_path: Path) -> None:
     good.write_text("category,sequence\n" + "\n".join(rows) + "\n", encoding="utf-8")
     dm = NamesDataModule({"path": str(good)}, str(tmp_path))
     dm.setup()
-    assert dm.categories == ["fr_FR", "it_IT"] and dm.spec["aliases"] == {}
+    assert dm.categories == ["fr_FR", "it_IT"] and dm.spec.aliases == {}
     cases = [("category,name\nA,x\n", r"bad\.csv, line 1: missing column\(s\) sequence"),
              ("category,sequence\nA,x\nB,,\n", r"bad\.csv, line 3: expected 2 fields"),
              ("category,sequence\nA,x\nB, \n", r"bad\.csv, line 3: the 'sequence' field is empty"),

@@ -149,7 +149,7 @@ def test_datamodule_split_and_errors(conll_file: Path, tmp_path: Path) -> None:
     dm.setup()
     assert {s: len(dm.datasets[s]) for s in ("train", "val", "test")} == \
         {"train": 96, "val": 12, "test": 12}
-    assert dm.tag_names[0] == "O" and len(dm.spec["tag_names"]) == 5 and not dm.char_level
+    assert dm.tag_names[0] == "O" and len(dm.spec.tag_names) == 5 and not dm.char_level
     batch = dm.collate([dm.datasets["train"][i] for i in range(3)])
     assert (batch["y"][batch["x"] == 0] == -100).all() and len(batch["tokens"]) == 3
     with pytest.raises(ConfigError, match="task.datamodule.dataset='conll' is unknown"):

@@ -167,7 +167,7 @@ def test_forecast_model_forecasts_a_history_as_the_test_period(lab: Path) -> Non
     np.testing.assert_allclose(served[["sales"]].to_numpy(), module.forecast(dm, "test"),
                                rtol=1e-6)
     scores = forecast_metrics(dm.truth("test"), served[["sales"]].to_numpy(),
-                              dm.history("test")[:, dm.series.targets], dm.spec["season"], "test/")
+                              dm.history("test")[:, dm.series.targets], dm.spec.season, "test/")
     assert scores["test/mae"] == pytest.approx(metrics["test/mae"], rel=1e-5)
     assert len(model.predict(history)) == 6  # the default horizon is task.horizon
     with pytest.raises(Exception, match="at least 24 rows"):

@@ -34,7 +34,7 @@ def test_datamodule_splits_user_file(sentiment_csv: Path, tmp_path: Path) -> Non
     dm.setup()
     sizes = {s: len(dm.datasets[s]) for s in ("train", "val", "test")}
     assert sizes == {"train": 128, "val": 16, "test": 16}
-    assert dm.spec["num_classes"] == 2 and dm.spec["class_names"] == ["negative", "positive"]
+    assert dm.spec.num_classes == 2 and dm.spec.class_names == ["negative", "positive"]
     train_texts = set(dm.raw["train"][0])
     assert not train_texts & set(dm.raw["test"][0])  # no leakage between splits
     batch = dm.collate([dm.datasets["train"][i] for i in range(4)])
@@ -53,7 +53,7 @@ def test_user_tsv_with_given_splits_and_custom_columns(tmp_path: Path) -> None:
     dm = SentimentDataModule(data={**data, "text_column": "review", "label_column": "stars"},
                              data_dir=str(tmp_path), min_freq=1)
     dm.setup()
-    assert dm.spec["num_classes"] == 3 and len(dm.datasets["val"]) == 12
+    assert dm.spec.num_classes == 3 and len(dm.datasets["val"]) == 12
 
 
 @pytest.mark.parametrize(("content", "message"), [

@@ -19,7 +19,7 @@ def test_real_corpus_is_deduplicated_and_split() -> None:
     dm.setup()
     sizes = {s: len(dm.datasets[s]) for s in ("train", "val", "test")}
     assert sum(sizes.values()) == 12_752
-    assert abs(sizes["test"] - 1275) <= 1 and dm.spec["class_names"] == ["negative", "positive"]
+    assert abs(sizes["test"] - 1275) <= 1 and dm.spec.class_names == ["negative", "positive"]
     positive = sum(dm.texts("train")[1]) / sizes["train"]
     assert 0.57 < positive < 0.59  # stratified: fresh is 57.8% everywhere
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from rnnlab.data.spec import ClassifySpec
 from rnnlab.data.speech import SpeechDataModule, parse_ts, read_frames_npz
 from rnnlab.errors import ConfigError, DataError
 from rnnlab.train import run
@@ -92,8 +93,8 @@ def test_datamodule_normalises_with_training_statistics(tmp_path: Path) -> None:
     train = np.concatenate([x.numpy() for x, _ in dm.datasets["train"].items])
     np.testing.assert_allclose(train.mean(0), 0, atol=1e-4)
     np.testing.assert_allclose(train.std(0), 1, atol=1e-3)
-    assert dm.spec == {"input_size": 13, "padding_idx": 0, "num_classes": 3,
-                       "class_names": ["0", "1", "2"]}
+    assert dm.spec == ClassifySpec(input_size=13, padding_idx=0, num_classes=3,
+                                   class_names=["0", "1", "2"])
     batch = dm.collate(dm.datasets["train"].items[:4])
     assert batch["x"].shape[0] == 4 and batch["x"].shape[2] == 13
     assert int(batch["lengths"].max()) == batch["x"].shape[1]
@@ -114,7 +115,7 @@ def test_user_ts_files_with_given_test_split(tmp_path: Path) -> None:
     dm.setup()
     assert len(dm.datasets["test"]) == 10 and len(dm.datasets["train"]) + len(
         dm.datasets["val"]) == 20
-    assert dm.spec["class_names"] == ["a", "b"]
+    assert dm.spec.class_names == ["a", "b"]
 
 
 def test_errors_are_one_sentence(make_config, tmp_path: Path) -> None:
@@ -152,6 +153,6 @@ def test_real_corpora(tmp_path: Path, dataset: str, sizes: int, dim: int, classe
     dm.prepare_data()
     dm.setup()
     assert sum(len(dm.datasets[s]) for s in ("train", "val", "test")) == sizes
-    assert dm.spec["input_size"] == dim and dm.spec["num_classes"] == classes
+    assert dm.spec.input_size == dim and dm.spec.num_classes == classes
     if dataset == "japanese_vowels":
         assert len(dm.datasets["test"]) == 370  # the corpus's own test split

@@ -97,8 +97,8 @@ def test_train_stream_is_fresh_each_epoch_and_val_test_fixed() -> None:
     assert torch.equal(next(iter(other_seed.val_dataloader()))["x"], val[0])
     copy = CopyDataModule(delay=3, n_val=4, n_test=4, batch_size=2)
     copy.setup()
-    assert copy.spec["vocab_size"] == 11 and copy.spec["num_classes"] == 9
-    assert copy.spec["padding_idx"] == 10  # no real token is treated as padding
+    assert copy.spec.vocab_size == 11 and copy.spec.num_classes == 9
+    assert copy.spec.padding_idx == 10  # no real token is treated as padding
 
 
 @pytest.mark.parametrize(("overrides", "message"), [

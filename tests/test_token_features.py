@@ -24,6 +24,7 @@ from rnnlab.data.ner import (
     case_class,
     token_bigrams,
 )
+from rnnlab.data.spec import ClassifySpec, DataSpec, TagSpec
 from rnnlab.data.vocab import Vocabulary
 from rnnlab.errors import ConfigError
 from rnnlab.models import RecurrentEncoder, TransformerEncoder
@@ -102,8 +103,8 @@ def test_datamodule_builds_bigram_vocab_on_train_only(tmp_path: Path) -> None:
     train = [g for s in dm.sentences["train"] for gs in token_bigrams(s.tokens) for g in gs]
     counts = {g: train.count(g) for g in set(train)}
     assert set(dm.bigrams.itos[2:]) == {g for g, c in counts.items() if c >= 2}
-    assert dm.spec["bigram_vocab_size"] == len(dm.bigrams) and dm.spec["bigrams_per_token"] == 1
-    assert dm.spec["case_classes"] == len(CASE_CLASSES)
+    assert dm.spec.bigram_vocab_size == len(dm.bigrams) and dm.spec.bigrams_per_token == 1
+    assert dm.spec.case_classes == len(CASE_CLASSES)
     assert dm.describe()["bigram_vocab_size"] == len(dm.bigrams)
     batch = dm.collate(dm.datasets["val"].items[:4])
     assert batch["bigrams"].shape == (*batch["x"].shape, 1)
@@ -111,7 +112,7 @@ def test_datamodule_builds_bigram_vocab_on_train_only(tmp_path: Path) -> None:
     state = dm.checkpoint_state()
     assert state["bigrams"] == dm.bigrams.to_dict() and state["case_features"] is True
     # word dropout's inputs, and the texts word vectors are matched against
-    assert dm.spec["unk_id"] == 1 and len(dm.spec["token_counts"]) == len(dm.vocab)
+    assert dm.spec.unk_id == 1 and len(dm.spec.token_counts) == len(dm.vocab)
     assert dm.training_texts()[0] == dm.sentences["train"][0].tokens
     with pytest.raises(ConfigError, match="bigram_window='prev' is unknown"):
         NerDataModule(data=data, bigram_window="prev")
@@ -174,10 +175,10 @@ def test_transformer_reads_features() -> None:
 
 
 # ---- the tagger ----------------------------------------------------------------------------
-def _spec(**extra) -> dict:
-    return {"tag_names": ["O", "B-PER", "I-PER"], "char_vocab_size": 12, "case_classes": 8,
-            "bigram_vocab_size": 20, "bigrams_per_token": 2, "unk_id": 1,
-            "token_counts": [0, 0, 1, 1, 2, 5, 9, 9, 9, 9], **extra}
+def _spec(**extra) -> TagSpec:
+    return TagSpec(tag_names=["O", "B-PER", "I-PER"], char_vocab_size=12, case_classes=8,
+                   bigram_vocab_size=20, bigrams_per_token=2, unk_id=1,
+                   token_counts=[0, 0, 1, 1, 2, 5, 9, 9, 9, 9], **extra)
 
 
 def _batch() -> dict:
@@ -223,15 +224,15 @@ def test_tagger_can_keep_features_after_the_backbone() -> None:
 
 def test_tagger_refuses_features_the_data_lacks() -> None:
     with pytest.raises(ConfigError, match="set task.datamodule.bigram_features=true too"):
-        TaggingTask(_backbone(), {"tag_names": ["O"]}, _optimizer, bigram_features=True)
+        TaggingTask(_backbone(), TagSpec(tag_names=["O"]), _optimizer, bigram_features=True)
     with pytest.raises(ConfigError, match="set task.datamodule.case_features=true too"):
-        TaggingTask(_backbone(), {"tag_names": ["O"]}, _optimizer, case_features=True)
+        TaggingTask(_backbone(), TagSpec(tag_names=["O"]), _optimizer, case_features=True)
 
 
 # ---- word dropout --------------------------------------------------------------------------
 def test_word_dropout_replaces_only_rare_words_in_training() -> None:
     counts = [0, 0, 1, 1, 2, 5, 9]  # <pad>, <unk>, two singletons, a pair, frequent words
-    drop = WordDropout(0.5, 2, {"unk_id": 1, "token_counts": counts})
+    drop = WordDropout(0.5, 2, DataSpec(unk_id=1, token_counts=counts))
     x = torch.arange(7).repeat(400, 1)
     torch.manual_seed(0)
     out = drop.train()(x)
@@ -241,9 +242,9 @@ def test_word_dropout_replaces_only_rare_words_in_training() -> None:
     assert set(out[out != x].tolist()) == {1}
     assert torch.equal(drop.eval()(x), x)
     with pytest.raises(ConfigError, match="needs word counts and an <unk> token"):
-        WordDropout(0.5, 1, {})
+        WordDropout(0.5, 1, DataSpec())
     with pytest.raises(ConfigError, match="word_dropout_max_count must be a positive integer"):
-        WordDropout(0.5, 0, {"unk_id": 1, "token_counts": counts})
+        WordDropout(0.5, 0, DataSpec(unk_id=1, token_counts=counts))
 
 
 def _backbone_inputs(task: nn.Module) -> list[torch.Tensor]:
@@ -288,7 +289,7 @@ def test_tagger_word_dropout_in_training_never_at_eval() -> None:
 
 
 def test_classifier_word_dropout_in_training_never_at_eval() -> None:
-    spec = {"num_classes": 2, "unk_id": 1, "token_counts": [0, 0, 1, 1, 2, 5, 9, 9, 9, 9]}
+    spec = ClassifySpec(num_classes=2, unk_id=1, token_counts=[0, 0, 1, 1, 2, 5, 9, 9, 9, 9])
     torch.manual_seed(0)
     plain = ClassificationTask(_backbone(), spec, _optimizer)
     noisy = ClassificationTask(_backbone(), spec, _optimizer, word_dropout=0.9)

@@ -15,6 +15,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.baselines.base import Baseline
+from rnnlab.data.spec import DataSpec
 from rnnlab.errors import ConfigError
 from rnnlab.resume import check_ckpt_path
 from rnnlab.tasks.base import RnnlabTask
@@ -74,21 +75,21 @@ def check_pair(cfg: DictConfig) -> None:
             f"task={task} is causal (each step may only see the past), so the bidirectional "
             f"model={model} cannot be used; pick a unidirectional one such as model=lstm.")
     # every model setting is checked now, on a stand-in input, before any data is read
-    build_backbone(cfg, {"vocab_size": 2, "padding_idx": 0})
+    build_backbone(cfg, DataSpec(vocab_size=2, padding_idx=0))
     check_ckpt_path(cfg)
 
 
-def build_backbone(cfg: DictConfig, spec: dict[str, Any]) -> Any:
+def build_backbone(cfg: DictConfig, spec: DataSpec) -> Any:
     """The ``model=`` backbone, sized by the data's ``spec``; ``task.backbone`` holds the
     task's own settings for any backbone (e.g. ``input_dropout`` on a small corpus)."""
     task_backbone = cfg.task.get("backbone")
     task_kwargs = OmegaConf.to_container(task_backbone, resolve=True) if task_backbone else {}
-    return construct(model_config(cfg), vocab_size=spec.get("vocab_size"),
-                     input_size=spec.get("input_size"), padding_idx=spec.get("padding_idx", 0),
+    return construct(model_config(cfg), vocab_size=spec.vocab_size,
+                     input_size=spec.input_size, padding_idx=spec.padding_idx,
                      causal=bool(cfg.task.get("causal")), **task_kwargs)
 
 
-def build_module(cfg: DictConfig, spec: dict[str, Any]) -> RnnlabTask:
+def build_module(cfg: DictConfig, spec: DataSpec) -> RnnlabTask:
     backbone = build_backbone(cfg, spec)
     optimizer = instantiate(cfg.task.optimizer)
     scheduler = instantiate(cfg.task.scheduler) if cfg.task.get("scheduler") else None
@@ -99,13 +100,13 @@ def build_module(cfg: DictConfig, spec: dict[str, Any]) -> RnnlabTask:
     return module
 
 
-def apply_embeddings(cfg: DictConfig, backbone: Any, spec: dict[str, Any]) -> None:
-    """Copy the datamodule's word vectors (``spec["embeddings"]``, from ``task.embeddings``)
-    into the backbone's token embedding; ``spec["freeze_embeddings"]`` keeps them fixed.
+def apply_embeddings(cfg: DictConfig, backbone: Any, spec: DataSpec) -> None:
+    """Copy the datamodule's word vectors (``spec.embeddings``, from ``task.embeddings``)
+    into the backbone's token embedding; ``spec.freeze_embeddings`` keeps them fixed.
 
     The vectors' size comes from the file (or ``task.embeddings.dim`` when trained here),
     so a model built for another size is refused rather than silently cut or padded."""
-    vectors = spec.get("embeddings")
+    vectors = spec.embeddings
     if vectors is None:
         return
     table = getattr(backbone, "embedding", None)
@@ -127,7 +128,7 @@ def apply_embeddings(cfg: DictConfig, backbone: Any, spec: dict[str, Any]) -> No
                           f"so run the datamodule's setup again.")
     with torch.no_grad():
         table.weight.copy_(torch.as_tensor(vectors, dtype=table.weight.dtype))
-    table.weight.requires_grad_(not bool(spec.get("freeze_embeddings", False)))
+    table.weight.requires_grad_(not spec.freeze_embeddings)
 
 
 def build_baseline(cfg: DictConfig) -> Baseline:

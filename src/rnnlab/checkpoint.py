@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from rnnlab.data.spec import DataSpec, spec_from_dict
 from rnnlab.errors import UserError
 
 
@@ -26,7 +27,7 @@ from rnnlab.errors import UserError
 class LoadedModel:
     module: Any            # the task's LightningModule, in eval mode
     config: DictConfig     # the resolved training config
-    spec: dict[str, Any]   # sizes from the datamodule
+    spec: DataSpec         # sizes from the datamodule
     data_state: dict[str, Any]  # vocabularies etc. from the datamodule
 
 
@@ -109,10 +110,11 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu",
     cfg = OmegaConf.create(meta["config"])
     if OmegaConf.select(cfg, "task.module.ensemble"):  # test-time partners stay behind
         cfg.task.module.ensemble = None
-    module = build_module(cfg, meta["spec"])
+    spec = spec_from_dict(meta["spec"], f"{key}={path}")
+    module = build_module(cfg, spec)
     load_state(module, ckpt["state_dict"], f"{key}={path}")
     module.eval()
-    return LoadedModel(module, cfg, meta["spec"], meta.get("data_state") or {})
+    return LoadedModel(module, cfg, spec, meta.get("data_state") or {})
 
 
 def load_state(module: torch.nn.Module, state: dict[str, Any], label: str) -> None:

@@ -49,7 +49,7 @@ class MajorityTag(Baseline):
             scores = scorer.compute()
             metrics.update({f"{split}/{k}": v for k, v in scores.items()
                             if split == "test" or not k.startswith("f1_")})
-        joiner = "" if datamodule.spec.get("char_level") else " "
+        joiner = "" if datamodule.spec.char_level else " "
         examples = [format_tagged(t, p, g, joiner) for t, p, g in zip(tokens, pred, gold, strict=True)
                     if any(x != "O" for x in g)][: self.num_examples]
         log_text(run, "entity-level scores on test (majority_tag)\n" + scorer.table(),

@@ -41,7 +41,7 @@ class ForecastBaseline(Baseline):
             steps = dm.periods[split].steps
             with warnings.catch_warnings():  # statsmodels' convergence chatter
                 warnings.simplefilter("ignore")
-                forecast = np.stack([self.predict(history[:, j], steps, dm.spec["season"])
+                forecast = np.stack([self.predict(history[:, j], steps, dm.spec.season)
                                      for j in range(history.shape[1])], axis=1)
             metrics.update(score_period(dm, split, forecast, run, self.label, plot=split == "test"))
         return metrics

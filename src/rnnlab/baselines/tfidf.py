@@ -42,7 +42,7 @@ class TfidfLogReg(Baseline):
 
     def fit_evaluate(self, datamodule: Any, run: Any) -> dict[str, float]:
         (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = (datamodule.texts(s) for s in ("train", "val", "test"))
-        n = datamodule.spec["num_classes"]
+        n = datamodule.spec.num_classes
         vec = TfidfVectorizer(tokenizer=tokenize, lowercase=False, token_pattern=None,
                               ngram_range=(1, self.ngram_max), min_df=self.min_df,
                               sublinear_tf=True)

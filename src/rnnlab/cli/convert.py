@@ -53,14 +53,13 @@ def convert(loaded: LoadedModel, inputs: Sequence[str], beam_size: int | None = 
     from rnnlab.data.batching import pad_batch
     from rnnlab.data.translate import split_source
     from rnnlab.data.vocab import Vocabulary
-    from rnnlab.tasks.seq2seq import pair_format
 
     require_seq2seq(loaded)
     state = loaded.data_state
     if beam_size is not None and beam_size < 1:
         raise ConfigError(f"--beam must be at least 1 (1 = greedy search), got {beam_size}.")
     vocab = Vocabulary.from_dict(state["src_vocab"])
-    tokenizer = pair_format(loaded.spec)["tokenizer"]
+    tokenizer = loaded.spec.tokenizer
     encoded = []
     for i, text in enumerate(inputs, 1):
         tokens = split_source(text, tokenizer, bool(state.get("lowercase", True)))

@@ -4,8 +4,9 @@ A datamodule reads its corpus (a pinned distribution or the user's files), prepa
 fixed splits once, and after ``setup`` exposes:
 
 * ``spec``: the sizes the model can only know after reading data (``vocab_size`` or
-  ``input_size``, ``padding_idx``, ``num_classes``, ...). They flow into the backbone and
-  head at build time, never through hand-edited configs.
+  ``input_size``, ``padding_idx``, ``num_classes``, ...), as the
+  :mod:`rnnlab.data.spec` dataclass of the task's head kind. They flow into the backbone
+  and head at build time, never through hand-edited configs.
 * ``fingerprint``: a short hash of everything that defines the prepared data, logged as
   an MLflow tag so runs on different data never get compared by accident.
 * ``describe()``: a few numbers (split sizes, vocabulary) logged as run params.
@@ -14,7 +15,7 @@ fixed splits once, and after ``setup`` exposes:
 
 Token datamodules may also take ``embeddings`` (``task.embeddings``): word vectors read
 from a file or trained here (:mod:`rnnlab.data.embeddings`). They are prepared in
-``setup`` right after the vocabulary, land in ``spec["embeddings"]`` for
+``setup`` right after the vocabulary, land in ``spec.embeddings`` for
 :func:`rnnlab.build.build_module`, and their coverage is in ``describe()``.
 """
 
@@ -27,6 +28,7 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset
 
 from rnnlab.data.batching import BucketBatchSampler, SkipEmptyCollate
+from rnnlab.data.spec import DataSpec
 from rnnlab.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -58,7 +60,8 @@ class RnnlabDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.loader_seed = seed
         self.bucket_factor = bucket_factor
-        self.spec: dict[str, Any] = {}
+        #: the data-to-model contract (a subclass of DataSpec per head kind), set in setup
+        self.spec: DataSpec = DataSpec()
         self.fingerprint: str = ""
         self.datasets: dict[str, ListDataset] = {}
         self._is_setup = False
@@ -132,8 +135,8 @@ class RnnlabDataModule(pl.LightningDataModule):
             vectors = emb.load_vectors(conf["path"], vocab.itos, vocab.pad_id, conf["format"],
                                        seed=self.loader_seed)
         self.word_vectors = vectors
-        self.spec["embeddings"] = vectors.matrix
-        self.spec["freeze_embeddings"] = bool(conf["freeze"])
+        self.spec.embeddings = vectors.matrix
+        self.spec.freeze_embeddings = bool(conf["freeze"])
         emb.say(emb.report(vectors))
 
     #: the pinned distributions this datamodule's built-in corpora come from, by

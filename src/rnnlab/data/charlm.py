@@ -45,6 +45,7 @@ from rnnlab.data.sources import (
     sha256_of,
     write_once,
 )
+from rnnlab.data.spec import LanguageModelSpec
 from rnnlab.data.splits import fingerprint
 from rnnlab.data.tables import read_text_file
 from rnnlab.data.vocab import PAD, UNK, Vocabulary
@@ -318,9 +319,9 @@ class CharLMDataModule(RnnlabDataModule):
         self._check_sizes()
         self.vocab = build_char_vocab(self.texts["train"])
         self.ids = {s: encode_text(t, self.vocab) for s, t in self.texts.items()}
-        self.spec = {"vocab_size": len(self.vocab), "padding_idx": self.vocab.pad_id,
-                     "unk_id": self.vocab.unk_id, "itos": list(self.vocab.itos),
-                     "seq_len": self.seq_len}
+        self.spec = LanguageModelSpec(vocab_size=len(self.vocab), padding_idx=self.vocab.pad_id,
+                                      unk_id=self.vocab.unk_id, itos=list(self.vocab.itos),
+                                      seq_len=self.seq_len)
         n_train = len(self.ids["train"])
         if self.stateful:
             train: Dataset = StreamBatches(self.ids["train"], self.seq_len, self.batch_size,

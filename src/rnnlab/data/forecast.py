@@ -28,6 +28,7 @@ import torch
 
 from rnnlab.data.base import ListDataset, RnnlabDataModule
 from rnnlab.data.sources import PinnedDistribution, fetch, read_member
+from rnnlab.data.spec import ForecastSpec
 from rnnlab.data.splits import fingerprint
 from rnnlab.data.tables import read_text_file
 from rnnlab.errors import ConfigError, DataError, require
@@ -380,11 +381,11 @@ class ForecastDataModule(RnnlabDataModule):
                 for i in starts])
         self.fingerprint = fingerprint("forecast", s.source, s.values.round(8).tolist(),
                                        s.columns, s.targets, self.test_size, self.val_size)
-        self.spec = {"input_size": len(s.columns), "padding_idx": 0,
-                     "num_features": len(s.columns), "targets": s.targets,
-                     "target_names": [s.columns[i] for i in s.targets], "window": w,
-                     "steps": k, "strategy": self.strategy, "season": s.period,
-                     "periods": {split: p.steps for split, p in self.periods.items()}}
+        self.spec = ForecastSpec(input_size=len(s.columns), padding_idx=0,
+                                 num_features=len(s.columns), targets=s.targets,
+                                 target_names=[s.columns[i] for i in s.targets], window=w,
+                                 steps=k, strategy=self.strategy, season=s.period,
+                                 periods={split: p.steps for split, p in self.periods.items()})
 
     def collate(self, items: list) -> dict:
         x = torch.stack([a for a, _ in items])

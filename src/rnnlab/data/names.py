@@ -44,6 +44,7 @@ from rnnlab.data.sources import (
     sha256_of,
     write_once,
 )
+from rnnlab.data.spec import NamesSpec
 from rnnlab.data.splits import check_fractions, fingerprint
 from rnnlab.data.tables import read_table
 from rnnlab.data.translate import split_units
@@ -201,7 +202,7 @@ class NamesDataModule(RnnlabDataModule):
             set the batch width).
         condition, char_dim, category_dim: the task's conditioning (``task.condition``)
             and embedding sizes. They fix the backbone's input width, which the module
-            builds from ``spec["input_size"]``: a character embedding, plus the category
+            builds from ``spec.input_size``: a character embedding, plus the category
             embedding when it joins every step.
     """
 
@@ -297,15 +298,14 @@ class NamesDataModule(RnnlabDataModule):
                 items.append((torch.tensor([bos, *ids]), torch.tensor([*ids, eos]), cat_ids[cat]))
             self.datasets[s] = ListDataset(items)
         conditioned_steps = self.condition in ("every_step", "both")
-        self.spec = {
-            "input_size": self.char_dim + (self.category_dim if conditioned_steps else 0),
-            "num_chars": len(self.vocab), "padding_idx": self.vocab.pad_id,
-            "unk_id": self.vocab.unk_id, "bos_id": bos, "eos_id": eos,
-            "itos": list(self.vocab.itos), "categories": list(self.categories),
-            "aliases": {} if self.path else {loc: category_label(loc) for loc in self.locales},
-            "max_len": self.max_len, "condition": self.condition,
-            "char_dim": self.char_dim, "category_dim": self.category_dim,
-        }
+        self.spec = NamesSpec(
+            input_size=self.char_dim + (self.category_dim if conditioned_steps else 0),
+            num_chars=len(self.vocab), padding_idx=self.vocab.pad_id,
+            unk_id=self.vocab.unk_id, bos_id=bos, eos_id=eos,
+            itos=list(self.vocab.itos), categories=list(self.categories),
+            aliases={} if self.path else {loc: category_label(loc) for loc in self.locales},
+            max_len=self.max_len, condition=self.condition,
+            char_dim=self.char_dim, category_dim=self.category_dim)
 
     def collate(self, items: list) -> dict[str, Any]:
         x, lengths = pad_batch([i[0] for i in items], self.vocab.pad_id)

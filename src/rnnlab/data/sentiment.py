@@ -20,6 +20,7 @@ import torch
 from rnnlab.data.base import ListDataset, RnnlabDataModule
 from rnnlab.data.batching import pad_batch
 from rnnlab.data.sources import PinnedDistribution, fetch, file_lock, read_member, write_once
+from rnnlab.data.spec import ClassifySpec
 from rnnlab.data.splits import carve_splits, check_fractions, fingerprint
 from rnnlab.data.tables import read_table
 from rnnlab.data.text import tokenize
@@ -159,10 +160,11 @@ class SentimentDataModule(RnnlabDataModule):
             items = [(torch.tensor(self.vocab.encode(toks or ["<unk>"]), dtype=torch.long),
                       label_id[lab]) for toks, lab in zip(tokens[s], self.raw[s][1], strict=True)]
             self.datasets[s] = ListDataset(items)
-        self.spec = {"vocab_size": len(self.vocab), "padding_idx": self.vocab.pad_id,
-                     "num_classes": len(self.class_names), "class_names": self.class_names,
-                     # word dropout (the task's word_dropout) replaces rare words by <unk>
-                     "unk_id": self.vocab.unk_id, "token_counts": list(self.vocab.counts)}
+        self.spec = ClassifySpec(
+            vocab_size=len(self.vocab), padding_idx=self.vocab.pad_id,
+            num_classes=len(self.class_names), class_names=self.class_names,
+            # word dropout (the task's word_dropout) replaces rare words by <unk>
+            unk_id=self.vocab.unk_id, token_counts=list(self.vocab.counts))
 
     def training_texts(self) -> list[list[str]]:
         """The training texts' tokens exactly as they are looked up in ``self.vocab``

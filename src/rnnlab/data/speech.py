@@ -34,6 +34,7 @@ from rnnlab.data.sources import (
     sha256_of,
     write_once,
 )
+from rnnlab.data.spec import ClassifySpec
 from rnnlab.data.splits import carve_splits, check_fractions, fingerprint
 from rnnlab.errors import ConfigError, DataError
 
@@ -301,15 +302,15 @@ class SpeechDataModule(RnnlabDataModule):
             items = [(torch.from_numpy((seq - self.mean) / self.std).float(), label_id[lab])
                      for seq, lab in zip(*raw[s], strict=True)]
             self.datasets[s] = ListDataset(items)
-        self.spec = {"input_size": int(dim), "padding_idx": 0,
-                     "num_classes": len(self.class_names), "class_names": self.class_names}
+        self.spec = ClassifySpec(input_size=int(dim), padding_idx=0,
+                                 num_classes=len(self.class_names), class_names=self.class_names)
 
     def collate(self, items: list) -> dict:
         x, lengths = pad_batch([seq for seq, _ in items], 0.0)
         return {"x": x, "lengths": lengths, "y": torch.tensor([y for _, y in items])}
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "input_size": self.spec.get("input_size"),
+        return {**super().describe(), "input_size": self.spec.input_size,
                 "num_classes": len(self.class_names)}
 
     def checkpoint_state(self) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from rnnlab.data.base import RnnlabDataModule
 from rnnlab.data.batching import RowShard
+from rnnlab.data.spec import CopySpec, RegressSpec
 from rnnlab.data.splits import fingerprint
 from rnnlab.errors import ConfigError, require
 from rnnlab.metrics.distributed import rank_world
@@ -207,8 +208,8 @@ class AddingDataModule(GeneratedDataModule):
     def __init__(self, seq_len: int = 100, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.seq_len = seq_len
-        self.spec = {"input_size": 2, "padding_idx": 0, "output_size": 1,
-                     "baseline_loss": adding_baseline(), "seq_len": seq_len}
+        self.spec = RegressSpec(input_size=2, padding_idx=0, output_size=1,
+                                baseline_loss=adding_baseline(), seq_len=seq_len)
 
     def check(self) -> None:
         if not isinstance(self.seq_len, int) or self.seq_len < 2:
@@ -233,9 +234,9 @@ class CopyDataModule(GeneratedDataModule):
         super().__init__(**kwargs)
         self.delay, self.n_symbols, self.alphabet = delay, n_symbols, alphabet
         pad = alphabet + 2  # blank, symbols and delimiter are all real inputs
-        self.spec = {"vocab_size": alphabet + 3, "padding_idx": pad,
-                     "num_classes": alphabet + 1, "n_symbols": n_symbols,
-                     "baseline_loss": copy_baseline(delay, n_symbols, alphabet)}
+        self.spec = CopySpec(vocab_size=alphabet + 3, padding_idx=pad,
+                             num_classes=alphabet + 1, n_symbols=n_symbols,
+                             baseline_loss=copy_baseline(delay, n_symbols, alphabet))
 
     def check(self) -> None:
         if not isinstance(self.delay, int) or self.delay < 1:

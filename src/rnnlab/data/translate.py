@@ -11,7 +11,7 @@ under ``data/prepared``; length filters apply at setup, so changing them costs n
 :class:`PairDataModule` is the shared N->M plumbing (vocabularies, items, padding),
 also used by g2p. What differs between the N->M tasks (how raw input splits into tokens,
 how tokens are shown, how outputs are scored) is a :class:`PairFormat` each datamodule
-declares; it reaches the task and ``rnnlab-convert`` as named entries of the spec.
+declares; it reaches the task and ``rnnlab-convert`` as fields of its ``PairSpec``.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import torch
 from rnnlab.data.base import ListDataset, RnnlabDataModule
 from rnnlab.data.batching import pad_batch
 from rnnlab.data.sources import PinnedDistribution, fetch, file_lock, read_member, write_once
+from rnnlab.data.spec import PairSpec
 from rnnlab.data.splits import check_fractions, fingerprint
 from rnnlab.data.tables import read_text_file
 from rnnlab.data.vocab import BOS, EOS, PAD, UNK, Vocabulary
@@ -76,7 +77,7 @@ def split_source(text: str, tokenizer: str, lowercase: bool = True) -> list[str]
 class PairFormat:
     """What differs between the N->M tasks, declared by their datamodules as data.
 
-    It travels as named spec entries (and so inside every checkpoint): the task picks its
+    It travels as fields of the ``PairSpec`` (and so inside every checkpoint): the task picks its
     scorer by name and shows sources with ``joiner``; ``rnnlab-convert`` splits raw input
     with ``tokenizer``. Neither asks which task it serves.
     """
@@ -137,10 +138,11 @@ class PairDataModule(RnnlabDataModule):
                     y = torch.tensor(self.tgt_vocab.encode([*tgt, EOS]), dtype=torch.long)
                     items.append((x, y, targets, src))
             self.datasets[split] = ListDataset(items)
-        self.spec = {"vocab_size": len(self.src_vocab), "padding_idx": self.src_vocab.pad_id,
-                     "tgt_vocab_size": len(self.tgt_vocab), "tgt_itos": list(self.tgt_vocab.itos),
-                     "bos_id": self.tgt_vocab.stoi[BOS], "eos_id": self.tgt_vocab.stoi[EOS],
-                     **self.format.entries()}
+        self.spec = PairSpec(vocab_size=len(self.src_vocab), padding_idx=self.src_vocab.pad_id,
+                             tgt_vocab_size=len(self.tgt_vocab),
+                             tgt_itos=list(self.tgt_vocab.itos),
+                             bos_id=self.tgt_vocab.stoi[BOS], eos_id=self.tgt_vocab.stoi[EOS],
+                             **self.format.entries())
 
     def collate(self, items: list) -> dict:
         x, lengths = pad_batch([it[0] for it in items], self.src_vocab.pad_id)

@@ -172,8 +172,8 @@ def _log_baseline(logger: Any, cfg: DictConfig, baseline: Any, dm: Any,
     if isinstance(baseline, MajorityTag):
         return _log_table(logger, cfg, "majority_tag", {
             "table": baseline.table, "lowercase": bool(getattr(baseline, "lowercase", False)),
-            "char_level": bool(dm.spec.get("char_level"))},
-            pd.DataFrame({"text": [" ".join(t) if not dm.spec.get("char_level") else "".join(t)
+            "char_level": dm.spec.char_level},
+            pd.DataFrame({"text": [" ".join(t) if not dm.spec.char_level else "".join(t)
                                    for t in dm.tagged("test")[0][:2]]}))
     if isinstance(baseline, ForecastBaseline):
         from rnnlab.build import model_config
@@ -182,7 +182,7 @@ def _log_baseline(logger: Any, cfg: DictConfig, baseline: Any, dm: Any,
         history = pd.DataFrame(dm.history("test")[:, dm.series.targets], columns=targets)
         horizon = int(cfg.task.get("horizon") or dm.periods["test"].steps)
         return _log_table(logger, cfg, "forecast", {
-            "model": model_config(cfg), "targets": targets, "season": int(dm.spec["season"]),
+            "model": model_config(cfg), "targets": targets, "season": int(dm.spec.season),
             "horizon": horizon}, history, {"horizon": horizon})
     raise UserError(f"model={cfg.model.name} has no servable form; add one to "
                     f"rnnlab.serving.publish.")

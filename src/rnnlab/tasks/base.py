@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from rnnlab.data.batching import global_batch_index, is_empty_batch
+from rnnlab.data.spec import DataSpec
 from rnnlab.errors import ConfigError
 
 OptimizerFactory = Callable[..., Optimizer]
@@ -89,12 +90,12 @@ class WordDropout(nn.Module):
     the unseen ones it will meet at test time, and the model learns not to lean on the
     identity of words it saw once.
 
-    "Rare" is a training count in ``1..max_count`` (``spec["token_counts"]``, per id); the
+    "Rare" is a training count in ``1..max_count`` (``spec.token_counts``, per id); the
     specials (count 0) are never touched. A no-op at ``p=0`` and whenever the module is in
     eval mode; callers apply it in ``training_step`` only, so evaluation never sees it.
     """
 
-    def __init__(self, p: float, max_count: int, spec: Mapping[str, Any]) -> None:
+    def __init__(self, p: float, max_count: int, spec: DataSpec) -> None:
         super().__init__()
         if not 0.0 <= float(p) <= 1.0:
             raise ConfigError(f"task.module.word_dropout must be in [0, 1], got {p!r}.")
@@ -106,7 +107,7 @@ class WordDropout(nn.Module):
         self.unk_id = -1
         rare = torch.zeros(0, dtype=torch.bool)
         if self.p > 0:
-            counts, unk = spec.get("token_counts"), spec.get("unk_id")
+            counts, unk = spec.token_counts, spec.unk_id
             if not counts or unk is None:
                 raise ConfigError("task.module.word_dropout > 0 needs word counts and an <unk> "
                                   "token from the data, which this datamodule does not give; "

@@ -13,6 +13,7 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
+from rnnlab.data.spec import ClassifySpec
 from rnnlab.metrics.distributed import WeightedMean
 from rnnlab.models.heads import ClassifierHead
 from rnnlab.tasks.base import OptimizerFactory, RnnlabTask, WordDropout
@@ -41,15 +42,15 @@ class ClassificationTask(RnnlabTask):
     (:class:`rnnlab.tasks.base.WordDropout`; token datamodules only); never at eval.
     """
 
-    def __init__(self, backbone: nn.Module, spec: dict[str, Any], optimizer: OptimizerFactory,
+    def __init__(self, backbone: nn.Module, spec: ClassifySpec, optimizer: OptimizerFactory,
                  scheduler: Any = None, monitor: str = "val/acc", pooling: str = "last",
                  dropout: float = 0.0, label_smoothing: float = 0.0,
                  max_predictions: int = DEFAULT_MAX_ROWS, word_dropout: float = 0.0,
                  word_dropout_max_count: int = 1) -> None:
         super().__init__(backbone, optimizer, scheduler, monitor)
         self.word_dropout = WordDropout(word_dropout, word_dropout_max_count, spec)
-        self.num_classes = int(spec["num_classes"])
-        self.class_names = list(spec.get("class_names") or range(self.num_classes))
+        self.num_classes = int(spec.num_classes)
+        self.class_names = list(spec.class_names or range(self.num_classes))
         self.head = ClassifierHead(backbone.output_size, self.num_classes, pooling, dropout)
         self.label_smoothing = label_smoothing
         metrics = classification_metrics(self.num_classes)

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
+from rnnlab.data.spec import ForecastSpec
 from rnnlab.metrics.distributed import WeightedMean
 from rnnlab.metrics.forecast import forecast_metrics
 from rnnlab.tasks.base import OptimizerFactory, RnnlabTask
@@ -57,11 +58,11 @@ def score_period(dm: Any, split: str, forecast: np.ndarray, run: Any, title: str
                  plot: bool = True) -> dict[str, float]:
     """Metrics of an original-scale forecast of ``split``'s period, and its plot."""
     history, truth = dm.history(split)[:, dm.series.targets], dm.truth(split)
-    metrics = forecast_metrics(truth, forecast, history, dm.spec["season"], f"{split}/")
+    metrics = forecast_metrics(truth, forecast, history, dm.spec.season, f"{split}/")
     if plot:
         text = f"{title}: {split} MAPE {metrics[f'{split}/mape']:.2f}%, RMSE {metrics[f'{split}/rmse']:.2f}"
         log_figure(run, forecast_figure(dm.dates(), history, truth, forecast,
-                                        dm.spec["target_names"], text),
+                                        dm.spec.target_names, text),
                    f"plots/forecast_{split}.png")
     return metrics
 
@@ -69,16 +70,16 @@ def score_period(dm: Any, split: str, forecast: np.ndarray, run: Any, title: str
 class ForecastTask(RnnlabTask):
     """Backbone over a window -> last state -> the next ``steps`` x ``features`` values."""
 
-    def __init__(self, backbone: nn.Module, spec: dict[str, Any], optimizer: OptimizerFactory,
+    def __init__(self, backbone: nn.Module, spec: ForecastSpec, optimizer: OptimizerFactory,
                  scheduler: Any = None, monitor: str = "val/loss", dropout: float = 0.0,
                  max_predictions: int = DEFAULT_MAX_ROWS) -> None:
         super().__init__(backbone, optimizer, scheduler, monitor)
-        self.steps = int(spec["steps"])
-        self.features = int(spec["num_features"])
-        self.window = int(spec["window"])
+        self.steps = int(spec.steps)
+        self.features = int(spec.num_features)
+        self.window = int(spec.window)
         # the evaluation periods the datamodule declares ({split: points}); each is
         # forecast whole from its start, as a statistical model is asked to
-        self.periods = {str(k): int(v) for k, v in dict(spec.get("periods") or {}).items()}
+        self.periods = {str(k): int(v) for k, v in spec.periods.items()}
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(backbone.output_size, self.steps * self.features)
         self.losses = nn.ModuleDict({"val": WeightedMean(), "test": WeightedMean()})

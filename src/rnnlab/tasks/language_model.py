@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from rnnlab.data.spec import LanguageModelSpec
 from rnnlab.errors import ConfigError, UserError, require
 from rnnlab.tasks.base import OptimizerFactory, RnnlabTask
 from rnnlab.tracking.artifacts import log_text
@@ -84,17 +85,17 @@ class LanguageModelTask(RnnlabTask):
             validation epoch (length 0 turns them off); ``sample_seed`` fixes them.
     """
 
-    def __init__(self, backbone: nn.Module, spec: dict[str, Any], optimizer: OptimizerFactory,
+    def __init__(self, backbone: nn.Module, spec: LanguageModelSpec, optimizer: OptimizerFactory,
                  scheduler: Any = None, monitor: str = "val/loss", tie_weights: bool = False,
                  dropout: float = 0.0, stateful: bool = False, sample_length: int = 300,
                  sample_temperatures: Sequence[float] = (0.5, 1.0),
                  sample_prompts: Sequence[str] = ("\n",), sample_seed: int = 1,
                  max_predictions: int = DEFAULT_MAX_ROWS) -> None:
         super().__init__(backbone, optimizer, scheduler, monitor)
-        self.vocab_size = int(spec["vocab_size"])
-        self.itos = list(spec.get("itos") or [])
-        self.unk_id = spec.get("unk_id")
-        self.context = int(spec.get("seq_len") or 128)
+        self.vocab_size = int(spec.vocab_size or 0)
+        self.itos = list(spec.itos)
+        self.unk_id = spec.unk_id
+        self.context = int(spec.seq_len)
         self.recurrent = backbone.is_recurrent
         if stateful and not self.recurrent:
             raise ConfigError("task.stateful=true carries a recurrent state across batches, and "

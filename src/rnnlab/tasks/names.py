@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnlab.data.spec import NamesSpec
 from rnnlab.errors import UserError, require
 from rnnlab.models.conditioned import ConditionedGenerator
 from rnnlab.tasks.base import OptimizerFactory, RnnlabTask
@@ -88,7 +89,7 @@ class NamesTask(RnnlabTask):
             regularisation.
     """
 
-    def __init__(self, backbone: nn.Module, spec: dict[str, Any], optimizer: OptimizerFactory,
+    def __init__(self, backbone: nn.Module, spec: NamesSpec, optimizer: OptimizerFactory,
                  scheduler: Any = None, monitor: str = "val/loss", condition: str = "init",
                  char_dim: int = 64, category_dim: int = 32, dropout: float = 0.0,
                  sample_count: int = 5, sample_temperatures: Sequence[float] = (0.5, 1.0),
@@ -96,18 +97,17 @@ class NamesTask(RnnlabTask):
                  eval_seed: int = 1, classifier_ngrams: Sequence[int] = (1, 3),
                  classifier_c: float = 1.0, max_predictions: int = DEFAULT_MAX_ROWS) -> None:
         super().__init__(backbone, optimizer, scheduler, monitor)
-        self.itos = list(spec["itos"])
-        self.categories = list(spec["categories"])
-        self.aliases = dict(spec.get("aliases") or {})  # other names of a category: fr_FR
-        self.max_len = int(spec["max_len"])
-        self.unk_id = spec.get("unk_id")
+        self.itos = list(spec.itos)
+        self.categories = list(spec.categories)
+        self.aliases = dict(spec.aliases)  # other names of a category: fr_FR
+        self.max_len = int(spec.max_len)
+        self.unk_id = spec.unk_id
         self.model = ConditionedGenerator(
-            backbone, int(spec["num_chars"]), len(self.categories), condition, char_dim,
-            category_dim, bos_id=int(spec["bos_id"]), eos_id=int(spec["eos_id"]),
-            padding_idx=int(spec["padding_idx"]),
-            banned=[i for i in (spec["padding_idx"], self.unk_id, spec["bos_id"]) if i is not None],
+            backbone, spec.num_chars, len(self.categories), condition, char_dim,
+            category_dim, bos_id=spec.bos_id, eos_id=spec.eos_id, padding_idx=spec.padding_idx,
+            banned=[i for i in (spec.padding_idx, self.unk_id, spec.bos_id) if i is not None],
             dropout=dropout)
-        self.pad_id = int(spec["padding_idx"])
+        self.pad_id = spec.padding_idx
         self.condition = condition
         require(isinstance(sample_count, int) and sample_count >= 0,
                 f"task.module.sample_count must be 0 or more, got {sample_count!r}.")

@@ -1,7 +1,7 @@
 """Sequence regression (N->1 real target): the adding problem, any sequence -> number.
 
 A long-memory problem only means something next to what a model without memory scores,
-so when the data's ``spec`` carries ``baseline_loss`` it is logged beside the model's loss
+so when the data's ``spec`` carries a ``baseline_loss`` it is logged beside the model's loss
 (``val/baseline_loss``, ``val/loss_ratio``) and the test ends with ``test/solved``: 1.0
 when the test loss is below ``solved_fraction`` (10%) of the baseline, else 0.0.
 """
@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnlab.data.spec import RegressSpec
 from rnnlab.metrics.distributed import WeightedMean
 from rnnlab.models.heads import ClassifierHead
 from rnnlab.tasks.base import OptimizerFactory, RnnlabTask
@@ -43,15 +44,15 @@ class RegressionTask(RnnlabTask):
     logits. ``solved_fraction``: how far below the memoryless baseline counts as solved.
     """
 
-    def __init__(self, backbone: nn.Module, spec: dict[str, Any], optimizer: OptimizerFactory,
+    def __init__(self, backbone: nn.Module, spec: RegressSpec, optimizer: OptimizerFactory,
                  scheduler: Any = None, monitor: str = "val/loss", pooling: str = "last",
                  dropout: float = 0.0, solved_fraction: float = 0.1,
                  max_predictions: int = DEFAULT_MAX_ROWS) -> None:
         super().__init__(backbone, optimizer, scheduler, monitor)
         self.predictions = PredictionRows(max_predictions, whole_batches=True)
-        self.output_size = int(spec.get("output_size", 1))
+        self.output_size = int(spec.output_size)
         self.head = ClassifierHead(backbone.output_size, self.output_size, pooling, dropout)
-        self.baseline = spec.get("baseline_loss")
+        self.baseline = spec.baseline_loss
         self.solved_fraction = solved_fraction
         self.losses = nn.ModuleDict({"val": WeightedMean(), "test": WeightedMean()})
 

@@ -5,8 +5,9 @@ over the epochs (``teacher_forcing: {start: 1.0, end: 0.5}``), so the decoder le
 recover from its own mistakes. Validation decodes greedily (the monitored metric is the
 real one, not the loss); test decodes with beam search when ``beam_size > 1``, logs a
 few decoded examples and attention heat maps as run artifacts. What differs between g2p
-and translation (the scorer, how sources are shown) arrives as the spec's ``scorer`` and
-``joiner`` entries, declared by the datamodule; this module never asks which task it serves.
+and translation (the scorer, how sources are shown) arrives as the ``PairSpec``'s ``scorer``
+and ``joiner`` fields, declared by the datamodule; this module never asks which task it
+serves.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
+from rnnlab.data.spec import PairSpec
 from rnnlab.errors import ConfigError, UserError, require
 from rnnlab.metrics.distributed import WeightedMean, gather_objects
 from rnnlab.metrics.seq2seq import (
@@ -92,7 +94,7 @@ def bleu_row(hyp: list[str], variants: list[list[str]]) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class Scorer:
-    """One way to score decoded outputs, chosen by the ``scorer`` entry of the spec."""
+    """One way to score decoded outputs, chosen by the spec's ``scorer`` field."""
 
     corpus: Callable[[Hyps, Refs, bool], dict[str, float]]  # split metrics, computed once
     row: Callable[[list[str], list[list[str]]], dict[str, float]]  # one example's columns
@@ -110,25 +112,14 @@ SCORERS = {
     "bleu": Scorer(bleu_scores, bleu_row, {"test/bleu": {"kind": "bleu"}}),
 }
 
-# Checkpoints written before the N->M datamodules declared their format in the spec name
-# only their task (``spec["seq2seq"]``; a spec without it meant translate). This is what
-# those names meant, frozen: the one place that reads the old key.
-LEGACY_FORMATS = {"g2p": {"scorer": "edits", "tokenizer": "chars", "joiner": ""},
-                  "translate": {"scorer": "bleu", "tokenizer": "words", "joiner": " "}}
-
-
-def pair_format(spec: Mapping[str, Any]) -> dict[str, str]:
-    """The ``scorer``, ``tokenizer`` and ``joiner`` entries of an N->M spec (from the old
-    task name for checkpoints that predate them); an unknown scorer is refused."""
-    if "scorer" in spec:
-        entries = {k: spec[k] for k in ("scorer", "tokenizer", "joiner")}
-    else:
-        entries = LEGACY_FORMATS[str(spec.get("seq2seq", "translate"))]
-    if entries["scorer"] not in SCORERS:
-        raise ConfigError(f"the data spec names scorer {entries['scorer']!r}, which this "
+def scorer_of(spec: PairSpec) -> Scorer:
+    """The spec's scorer (old checkpoints' task names are mapped by
+    :func:`rnnlab.data.spec.spec_from_dict`); an unknown one is refused."""
+    if spec.scorer not in SCORERS:
+        raise ConfigError(f"the data spec names scorer {spec.scorer!r}, which this "
                           f"version of rnnlab does not know ({', '.join(SCORERS)}); use the "
                           f"rnnlab version that wrote the checkpoint.")
-    return dict(entries)
+    return SCORERS[spec.scorer]
 
 
 def teacher_forcing_schedule(value: float | Mapping[str, float]) -> tuple[float, float]:
@@ -186,7 +177,7 @@ def load_members(paths: Sequence[str | Path], data_state: Mapping[str, Any],
 class Seq2SeqTask(RnnlabTask):
     """Backbone encoder -> bridged recurrent decoder with attention -> output tokens."""
 
-    def __init__(self, backbone: nn.Module, spec: dict[str, Any], optimizer: OptimizerFactory,
+    def __init__(self, backbone: nn.Module, spec: PairSpec, optimizer: OptimizerFactory,
                  scheduler: Any = None, monitor: str = "val/wer", attention: str = "bahdanau",
                  context: str = "last", context_feed: str = "both", encoder_dropout: float = 0.0,
                  decoder_cell: str | None = None,
@@ -210,15 +201,14 @@ class Seq2SeqTask(RnnlabTask):
         self.max_decode_len = max_decode_len
         self.label_smoothing = label_smoothing
         self.num_examples, self.num_heatmaps = num_examples, num_heatmaps
-        entries = pair_format(spec)
-        self.scorer = SCORERS[entries["scorer"]]
-        self.joiner = entries["joiner"]  # how source tokens are shown
-        self.tgt_itos = list(spec["tgt_itos"])
+        self.scorer = scorer_of(spec)
+        self.joiner = spec.joiner  # how source tokens are shown
+        self.tgt_itos = list(spec.tgt_itos)
         # ARPAbet-style targets (CMUdict) mark stress with a trailing digit on vowels
         self.has_stress = strip_stress(self.tgt_itos) != self.tgt_itos
         self.pad_id = 0
-        self.model = Seq2Seq(backbone, int(spec["tgt_vocab_size"]), int(spec["bos_id"]),
-                             int(spec["eos_id"]), self.pad_id, attention, context, decoder_cell,
+        self.model = Seq2Seq(backbone, spec.tgt_vocab_size, spec.bos_id,
+                             spec.eos_id, self.pad_id, attention, context, decoder_cell,
                              decoder_hidden_size, decoder_layers, embedding_dim, attention_size,
                              dropout, context_feed, encoder_dropout)
         # other checkpoints whose models join this one at test time (a plain list, so

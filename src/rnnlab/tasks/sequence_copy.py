@@ -12,6 +12,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnlab.data.spec import CopySpec
 from rnnlab.metrics.distributed import WeightedMean
 from rnnlab.tasks.base import OptimizerFactory, RnnlabTask
 from rnnlab.tasks.regression import against_baseline
@@ -26,13 +27,13 @@ PREDICTION_METRICS = {"test/loss": {"kind": "mean", "column": "score"},
 class SequenceCopyTask(RnnlabTask):
     """Backbone -> per-step logits over ``num_classes``; reports loss against the baseline."""
 
-    def __init__(self, backbone: nn.Module, spec: dict[str, Any], optimizer: OptimizerFactory,
+    def __init__(self, backbone: nn.Module, spec: CopySpec, optimizer: OptimizerFactory,
                  scheduler: Any = None, monitor: str = "val/loss", dropout: float = 0.0,
                  solved_fraction: float = 0.1, max_predictions: int = DEFAULT_MAX_ROWS) -> None:
         super().__init__(backbone, optimizer, scheduler, monitor)
-        self.num_classes = int(spec["num_classes"])
-        self.n_symbols = int(spec.get("n_symbols", 0))
-        self.baseline = spec.get("baseline_loss")
+        self.num_classes = int(spec.num_classes)
+        self.n_symbols = int(spec.n_symbols)
+        self.baseline = spec.baseline_loss
         self.solved_fraction = solved_fraction
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(backbone.output_size, self.num_classes)

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnlab.data.spec import TagSpec
 from rnnlab.errors import ConfigError
 from rnnlab.metrics.distributed import WeightedMean, gather_objects
 from rnnlab.metrics.spans import SpanScorer, bio_spans, format_tagged
@@ -99,7 +100,7 @@ class TaggingTask(RnnlabTask):
     """Token features -> backbone -> dropout -> linear emissions -> softmax or CRF.
 
     Args:
-        crf: use the linear-chain CRF head (IOB2 constraints from ``spec['tag_names']``).
+        crf: use the linear-chain CRF head (IOB2 constraints from ``spec.tag_names``).
         dropout: on the backbone features before the emission layer.
         num_examples: tagged test sentences written to the run as an artifact.
         char_features: a char-CNN over each token's characters (needs the datamodule's
@@ -122,7 +123,7 @@ class TaggingTask(RnnlabTask):
             2016: 0.5 on singletons), so the ``<unk>`` embedding is learnt; never at eval.
     """
 
-    def __init__(self, backbone: nn.Module, spec: dict[str, Any], optimizer: OptimizerFactory,
+    def __init__(self, backbone: nn.Module, spec: TagSpec, optimizer: OptimizerFactory,
                  scheduler: Any = None, monitor: str = "val/f1", crf: bool = False,
                  dropout: float = 0.5, num_examples: int = 8, char_features: bool = False,
                  char_filters: int = 30, max_predictions: int = DEFAULT_MAX_ROWS,
@@ -143,20 +144,19 @@ class TaggingTask(RnnlabTask):
         self.bigram_dropout = nn.Dropout(_dropout_rate(bigram_dropout, 0.0, "bigram_dropout"))
         self.feature_size = 0
         if char_features:
-            self.char_cnn = CharCNN(int(self._needs(spec, "char_vocab_size", "char_features")),
+            self.char_cnn = CharCNN(self._needs(spec.char_vocab_size, "char_features"),
                                     filters=char_filters,
                                     dropout=_dropout_rate(char_dropout, dropout, "char_dropout"))
             self.feature_size += self.char_cnn.output_size
         if case_features:
-            self.case_embed = nn.Embedding(int(self._needs(spec, "case_classes", "case_features")),
+            self.case_embed = nn.Embedding(self._needs(spec.case_classes, "case_features"),
                                            self._positive(case_dim, "case_dim"), padding_idx=0)
             self.feature_size += self.case_embed.embedding_dim
         if bigram_features:
             self.bigram_embed = nn.Embedding(
-                int(self._needs(spec, "bigram_vocab_size", "bigram_features")),
+                self._needs(spec.bigram_vocab_size, "bigram_features"),
                 self._positive(bigram_dim, "bigram_dim"), padding_idx=0)
-            self.feature_size += self.bigram_embed.embedding_dim * int(
-                spec.get("bigrams_per_token") or 1)
+            self.feature_size += self.bigram_embed.embedding_dim * spec.bigrams_per_token
         features = backbone.output_size
         if feature_position == "input":
             if self.feature_size or getattr(backbone, "extra_input_size", 0):
@@ -164,8 +164,8 @@ class TaggingTask(RnnlabTask):
         else:
             features += self.feature_size
         self.word_dropout = WordDropout(word_dropout, word_dropout_max_count, spec)
-        self.tag_names = list(spec["tag_names"])
-        self.char_level = bool(spec.get("char_level", False))
+        self.tag_names = list(spec.tag_names)
+        self.char_level = spec.char_level
         self.dropout = nn.Dropout(dropout)
         self.emit = nn.Linear(features, len(self.tag_names))
         self.crf = LinearChainCRF(len(self.tag_names), self.tag_names) if crf else None
@@ -178,12 +178,13 @@ class TaggingTask(RnnlabTask):
         self.predictions = PredictionRows(max_predictions)
 
     @staticmethod
-    def _needs(spec: dict[str, Any], key: str, option: str) -> int:
-        if not spec.get(key):
+    def _needs(size: int | None, option: str) -> int:
+        """``size`` (a feature vocabulary the data gave), or why the option cannot work."""
+        if not size:
             raise ConfigError(f"task.{option}=true needs {option.split('_')[0]} ids from the "
                               f"data, which this datamodule did not provide; set "
                               f"task.datamodule.{option}=true too.")
-        return int(spec[key])
+        return int(size)
 
     @staticmethod
     def _positive(value: Any, key: str) -> int:

@@ -12,6 +12,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from rnnlab.data.spec import DataSpec
 from rnnlab.tracking.record import Diverged, RunInterrupted, SignalHandlers
 
 
@@ -65,12 +66,12 @@ class RunMetadata(pl.Callback):
     and the MLflow run id in every checkpoint, so resuming continues the same run and
     inference commands need neither the config nor the data."""
 
-    def __init__(self, config: dict, spec: dict, data_state: dict,
+    def __init__(self, config: dict, spec: DataSpec, data_state: dict,
                  data_fingerprint: str = "") -> None:
         self.config = config
-        # the word vectors a run started from are in the weights already: a second copy
-        # would add vocabulary x dim floats to every checkpoint
-        self.spec = {k: v for k, v in spec.items() if k != "embeddings"}
+        # plain values (to_dict leaves out the word vectors a run started from: they are
+        # in the weights already, a second copy would add vocabulary x dim floats)
+        self.spec = spec.to_dict()
         self.data_state = data_state
         self.data_fingerprint = data_fingerprint
 
