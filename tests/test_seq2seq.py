@@ -153,7 +153,8 @@ def test_wider_beam_never_scores_worse_than_greedy() -> None:
 def test_beam_size_below_one_is_refused() -> None:
     with pytest.raises(ConfigError, match="beam_size must be"):
         _model("bahdanau").beam_search(*_batch([3]), beam_size=0, max_len=5)
-    spec = PairSpec(tgt_vocab_size=VOCAB, bos_id=BOS, eos_id=EOS, tgt_itos=list("x" * VOCAB))
+    spec = PairSpec(tgt_vocab_size=VOCAB, bos_id=BOS, eos_id=EOS, tgt_itos=list("x" * VOCAB),
+                    scorer="bleu", tokenizer="words", joiner=" ")
     enc = RecurrentEncoder("gru", hidden_size=4, embedding_dim=3, vocab_size=20)
     with pytest.raises(ConfigError, match="task.beam_size must be an integer of at least 1"):
         Seq2SeqTask(enc, spec, optimizer=torch.optim.Adam, beam_size=0)

@@ -105,9 +105,9 @@ class PairSpec(DataSpec):
     tgt_itos: list[str]
     bos_id: int
     eos_id: int
-    scorer: str = "bleu"
-    tokenizer: str = "words"
-    joiner: str = " "
+    scorer: str        # the datamodule's PairFormat, as plain fields
+    tokenizer: str
+    joiner: str
 
 
 @dataclass(kw_only=True)
