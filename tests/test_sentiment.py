@@ -152,6 +152,22 @@ def test_resume_continues_the_same_mlflow_run(make_config, sentiment_csv: Path,
     assert len(steps) == 2 and runs[0].info.status == "FINISHED"
 
 
+def test_last_checkpoint_is_the_newest_state_not_the_best(sentiment_csv: Path, make_config,
+                                                          lab_root: Path) -> None:
+    """With a learning rate of 0 the validation loss never improves after epoch 0, so
+    best.ckpt stays there; last.ckpt must still hold the final step, or a resume after a
+    crash would repeat every epoch since the last improvement."""
+    metrics = run(make_config("model=gru", f"task.data.train={sentiment_csv}", *FAST,
+                              "task.optimizer.lr=0.0", "callbacks.early_stopping=null"))
+    best = torch.load(metrics["ckpt_path"], map_location="cpu", weights_only=True)
+    last = torch.load(Path(metrics["ckpt_path"]).with_name("last.ckpt"), map_location="cpu",
+                      weights_only=True)
+    assert best["epoch"] == 0 and last["epoch"] == 2
+    assert last["global_step"] == 3 * best["global_step"] > 0
+    assert sorted(p.name for p in Path(metrics["ckpt_path"]).parent.iterdir()) == \
+        ["best.ckpt", "last.ckpt"]
+
+
 def test_eval_batches_are_a_fair_sample_in_any_prefix() -> None:
     """limit_val_batches takes a prefix of the eval batches: it must not be the shortest."""
     lengths = [1 + (i * 37) % 60 for i in range(3200)]

@@ -296,7 +296,9 @@ def _fit_and_test(cfg: DictConfig, trainer: Any, module: Any, dm: Any, plan: Che
     if cfg.get("train", True):
         trainer.fit(module, datamodule=dm, ckpt_path=plan.path, weights_only=True)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
-    ckpt = next((c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)), None)
+    # the callback that watches the task's metric (the other one keeps last.ckpt)
+    ckpt = next((c for c in trainer.checkpoint_callbacks
+                 if isinstance(c, ModelCheckpoint) and c.monitor is not None), None)
     best = ckpt.best_model_path if ckpt is not None and ckpt.best_model_path else None
     if best and ckpt.best_model_score is not None:
         metrics[f"best/{cfg.task.monitor}"] = float(ckpt.best_model_score)
