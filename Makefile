@@ -62,7 +62,7 @@ sweep: install ## the recurrent cells on sentiment: make sweep ARGS="task=ner"
 compare: install ## cross-task report from the MLflow store (reports/)
 	$(BIN)/python compare.py $(ARGS)
 
-headline: install ## every cell x every task x 3 seeds, 15 s each, two jobs at a time (~45 min)
+headline: install ## every cell x every task x 3 seeds, 15 s each, two jobs at a time (~1 h)
 	OMP_NUM_THREADS=1 $(BIN)/python train.py experiment=headline hydra/launcher=joblib \
 		hydra.launcher.n_jobs=2 $(ARGS)
 

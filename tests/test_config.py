@@ -178,6 +178,33 @@ def test_paths_are_absolute_and_store_is_under_root(tmp_path: Path) -> None:
     assert cfg.logger.mlflow.experiment_name == "sentiment"
 
 
+def _swept(experiment: str, key: str, options: list[str]) -> set[str]:
+    """The options of config group ``key`` that the experiment's sweep expands to."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose("config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+    (override,) = OverridesParser.create().parse_overrides([f"{key}={cfg.hydra.sweeper.params[key]}"])
+    return set(override.value().filter(options))
+
+
+def _model_conf(name: str) -> DictConfig:
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        return compose("config", overrides=[f"model={name}"]).model
+
+
+def test_sweep_grids_take_every_cell_and_task_from_conf() -> None:
+    """A new cell's config file puts it in the headline and vanishing-gradient grids; only
+    the non-neural baselines stay out (a grid that named its models would miss it)."""
+    neural = {m for m in MODELS if not _model_conf(m)._target_.startswith("rnnlab.baselines")}
+    assert {"mingru", "minlstm", "indrnn", "transformer"} <= neural < set(MODELS)
+    assert _swept("headline", "model", MODELS) == neural
+    assert _swept("headline", "task", TASKS) == set(TASKS)
+    one_way = {m for m in neural if "cell" in (conf := _model_conf(m)) and not conf.bidirectional}
+    assert _swept("vanishing_gradients", "model", MODELS) == one_way - {"rnn_relu"}
+    assert {"rnn", "irnn", "lstm", "gru", "mingru", "minlstm", "indrnn"} <= one_way
+
+
 SEARCHES = sorted(p.stem for p in (config_dir() / "hparams_search").glob("*.yaml"))
 
 

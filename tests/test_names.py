@@ -19,7 +19,7 @@ from rnnlab.cli.generate import main as generate_main
 from rnnlab.data.names import NamesDataModule, names_from_provider, split_by_name
 from rnnlab.data.sources import PinnedDistribution, sha256_of
 from rnnlab.errors import ConfigError, DataError, UserError
-from rnnlab.models import RecurrentEncoder, TransformerEncoder
+from rnnlab.models import CELLS, RecurrentEncoder, TransformerEncoder
 from rnnlab.models.conditioned import ConditionedGenerator
 from rnnlab.train import run
 
@@ -284,6 +284,16 @@ def test_training_reduces_loss(model: str, condition: str, make_config, fake_fak
     assert metrics["test/category_acc_real"] > 0.6  # the made-up languages are easy to tell
     assert metrics["test/bpc"] == pytest.approx(metrics["test/loss"] / 0.6931471805599453)
     assert ("test/category_gain" in metrics) == (condition != "none")
+
+
+@pytest.mark.parametrize("cell", [c for c in CELLS if c not in ("gru", "lstm", "rnn")])
+def test_every_other_registered_cell_learns_names(cell: str, make_config, fake_faker: Path,
+                                                  lab_root: Path) -> None:
+    """The headline grid runs every cell on names; the cells the test above leaves out train
+    here, the category entering through the initial state (the encoder-decoder's bridge)."""
+    run(make_config("experiment=names_tiny", f"model={cell}", "task.condition=init", *TINY))
+    history = _history(lab_root, "train/loss_epoch")
+    assert len(history) == 2 and history[-1] < history[0]
 
 
 def test_run_samples_checkpoint_and_generate_cli(make_config, fake_faker: Path, lab_root: Path,
