@@ -56,8 +56,8 @@ server: install ## shared MLflow server on PostgreSQL at 127.0.0.1:PORT (default
 server-stop: ## stop the server of make server and its PostgreSQL
 	$(BIN)/python -m rnnlab.tracking.server stop $(if $(SERVER_DIR),--dir $(SERVER_DIR))
 
-sweep: install ## the recurrent cells on sentiment: make sweep ARGS="task=ner"
-	$(BIN)/python train.py -m model=rnn,lstm,gru,bilstm,tfidf_logreg $(ARGS)
+sweep: install ## every model in conf/model on sentiment (misfits skipped): make sweep ARGS="task=ner"
+	$(BIN)/python train.py -m 'model=glob(*)' $(ARGS)
 
 compare: install ## cross-task report from the MLflow store (reports/)
 	$(BIN)/python compare.py $(ARGS)
