@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
 from test_charlm import write_text
 from test_forecast import seasonal_values, write_series_csv
 from test_g2p import write_cmudict
@@ -240,6 +241,17 @@ def test_span_counts_are_merged_over_ranks_before_scoring() -> None:
 
 
 # ---- one checkpoint, tested by one process and by two (Lightning, forked gloo) ------------
+def tiny_run_parts(task: str, tmp_path: Path) -> tuple[DictConfig, Any]:
+    """The composed config (hidden 16, batches of 7) and its set-up datamodule, seeded."""
+    cfg = compose_config([*_task_overrides(task, tmp_path), "model.hidden_size=16",
+                          "task.datamodule.batch_size=7"], tmp_path)
+    pl.seed_everything(0)
+    dm = build_datamodule(cfg)
+    dm.prepare_data()
+    dm.setup()
+    return cfg, dm
+
+
 def _task_overrides(task: str, root: Path) -> list[str]:
     """Tiny user data for ``task``; 30 test examples in batches of 7 where batches are
     bucketed (five batches: one rank gets a filler batch, and the last batch is short)."""
@@ -288,12 +300,7 @@ def test_two_processes_report_what_one_does(task: str, epochs: int, tmp_path: Pa
     # artifacts need the MLflow logger (the end-to-end tests below have it); without a
     # logger Lightning's trainer.log_dir is a collective that rank 0 would call alone
     monkeypatch.setattr(artifacts, "log_file", lambda *args, **kwargs: None)
-    cfg = compose_config([*_task_overrides(task, tmp_path), "model.hidden_size=16",
-                          "task.datamodule.batch_size=7"], tmp_path)
-    pl.seed_everything(0)
-    dm = build_datamodule(cfg)
-    dm.prepare_data()
-    dm.setup()
+    cfg, dm = tiny_run_parts(task, tmp_path)
     if task in ("sentiment", "ner", "g2p"):
         assert len(dm.datasets["test"]) == 30
     module = build_module(cfg, dm.spec)

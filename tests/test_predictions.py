@@ -163,10 +163,9 @@ def test_two_processes_write_the_rows_one_does(task: str, tmp_path: Path,
     import pickle
 
     import pytorch_lightning as pl
-    from test_ddp import _task_overrides
+    from test_ddp import tiny_run_parts
 
-    from conftest import compose_config
-    from rnnlab.build import build_datamodule, build_module
+    from rnnlab.build import build_module
     from rnnlab.tracking import artifacts, predictions
 
     monkeypatch.setattr(artifacts, "log_file", lambda *args, **kwargs: None)
@@ -176,12 +175,7 @@ def test_two_processes_write_the_rows_one_does(task: str, tmp_path: Path,
         written.write_bytes(pickle.dumps(rows))
 
     monkeypatch.setattr(predictions, "write_rows", capture)
-    cfg = compose_config([*_task_overrides(task, tmp_path), "model.hidden_size=16",
-                          "task.datamodule.batch_size=7"], tmp_path)
-    pl.seed_everything(0)
-    dm = build_datamodule(cfg)
-    dm.prepare_data()
-    dm.setup()
+    cfg, dm = tiny_run_parts(task, tmp_path)
     module = build_module(cfg, dm.spec)
     common = {"accelerator": "cpu", "logger": False, "enable_progress_bar": False,
               "enable_model_summary": False, "enable_checkpointing": False,
