@@ -51,10 +51,10 @@ ui: install ## MLflow UI on http://127.0.0.1:5000 over the default store
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
 server: install ## shared MLflow server on PostgreSQL at 127.0.0.1:PORT (default 5000), files in .server/; prints the URI to export
-	$(BIN)/python -m rnnlab.tracking.server start --host $(SERVER_HOST) --port $(PORT) $(if $(SERVER_DIR),--dir $(SERVER_DIR))
+	$(BIN)/python -m rnnlab.ops.server start --host $(SERVER_HOST) --port $(PORT) $(if $(SERVER_DIR),--dir $(SERVER_DIR))
 
 server-stop: ## stop the server of make server and its PostgreSQL
-	$(BIN)/python -m rnnlab.tracking.server stop $(if $(SERVER_DIR),--dir $(SERVER_DIR))
+	$(BIN)/python -m rnnlab.ops.server stop $(if $(SERVER_DIR),--dir $(SERVER_DIR))
 
 sweep: install ## every model in conf/model on sentiment (misfits skipped): make sweep ARGS="task=ner"
 	$(BIN)/python train.py -m 'model=glob(*)' $(ARGS)

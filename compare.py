@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parent
 os.environ.setdefault("RNNLAB_ROOT", str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
 
-from rnnlab.compare import main  # noqa: E402
+from rnnlab.report.compare import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -2,7 +2,7 @@
 
 ``conf/`` stays the one source of the configs (the checkout and an editable install read
 it in place); a built wheel gets a copy as the package data ``rnnlab/conf/``, where
-``rnnlab.config.config_dir()`` finds it when rnnlab is installed. Everything else about
+``rnnlab.core.paths.config_dir()`` finds it when rnnlab is installed. Everything else about
 the package is in pyproject.toml.
 """
 

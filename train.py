@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent
 os.environ.setdefault("RNNLAB_ROOT", str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))  # runnable from a checkout without installing
 
-from rnnlab.train import main  # noqa: E402
+from rnnlab.run.train import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

@@ -106,10 +106,10 @@ def speed_table(args: argparse.Namespace) -> None:
 
 
 def train_alone(overrides: list[str], store: Path) -> tuple[dict, float]:
-    """``rnnlab.train.run`` on one composed config (a throw-away MLflow store), timed."""
+    """``rnnlab.run.train.run`` on one composed config (a throw-away MLflow store), timed."""
     from charlm_budget import make_config  # noqa: PLC0415  (this folder is on sys.path)
 
-    from rnnlab.train import run
+    from rnnlab.run.train import run
 
     cfg = make_config(overrides, store)
     start = time.perf_counter()
@@ -169,7 +169,7 @@ def print_rows(title: str, rows: dict[str, dict[str, object]], extra: str = "") 
 
 
 def quality_tables(args: argparse.Namespace) -> None:
-    from rnnlab.config import config_dir
+    from rnnlab.core.paths import config_dir
 
     cells = args.cells
     missing = [c for c in cells if not (config_dir() / "model" / f"{c}.yaml").exists()]

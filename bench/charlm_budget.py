@@ -43,7 +43,7 @@ from charlm_vs_plain_loop import PlainLM  # noqa: E402  (this folder is on sys.p
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from rnnlab.config import config_dir, register_resolvers  # noqa: E402
+from rnnlab.core.paths import config_dir, register_resolvers  # noqa: E402
 from rnnlab.models.cells import cell_names  # noqa: E402
 
 EVAL_STREAMS = 64
@@ -92,10 +92,10 @@ def plain_loop(cfg: DictConfig, seconds: float) -> dict[str, float]:
 
 
 def pipeline(cfg: DictConfig) -> dict[str, float]:
-    """``rnnlab.train.run`` as train.py calls it, then its best checkpoint scored."""
+    """``rnnlab.run.train.run`` as train.py calls it, then its best checkpoint scored."""
     from rnnlab.build import build_datamodule
-    from rnnlab.checkpoint import load_checkpoint
-    from rnnlab.train import run
+    from rnnlab.inference import load_checkpoint
+    from rnnlab.run.train import run
 
     start = time.perf_counter()
     metrics = run(cfg)

@@ -5,7 +5,7 @@ Both train the same model (the lab's RecurrentEncoder + a linear output layer, b
 the same config) on the same batches (the datamodule's random windows of epoch 0, in the
 same order) with Adam and gradient-norm clipping at 1.0, for the same number of steps,
 and report training tokens per second (wall clock from the first batch to the last step,
-data loading included). The pipeline is ``rnnlab.train.run`` as ``train.py`` runs it:
+data loading included). The pipeline is ``rnnlab.run.train.run`` as ``train.py`` runs it:
 Lightning, the task module, MLflow tracking (to a throw-away store) and the throughput
 callback; no validation, checkpointing or early stopping. Runs alternate plain/pipeline
 to spread machine noise over both; the table shows every run and the medians.
@@ -37,7 +37,7 @@ import torch.nn.functional as F  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from rnnlab.config import config_dir, register_resolvers  # noqa: E402
+from rnnlab.core.paths import config_dir, register_resolvers  # noqa: E402
 from rnnlab.models.cells import cell_names  # noqa: E402
 
 
@@ -105,8 +105,8 @@ def plain_loop(cfg: DictConfig, steps: int) -> float:
 
 
 def pipeline(cfg: DictConfig) -> float:
-    """Tokens/s of ``rnnlab.train.run`` (the ThroughputMonitor's figure for the epoch)."""
-    from rnnlab.train import run
+    """Tokens/s of ``rnnlab.run.train.run`` (the ThroughputMonitor's figure for the epoch)."""
+    from rnnlab.run.train import run
 
     metrics = run(cfg)
     return float(metrics["perf/train_items_per_sec"])

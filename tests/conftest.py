@@ -16,7 +16,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from rnnlab.config import config_dir, register_resolvers
+from rnnlab.core.paths import config_dir, register_resolvers
 
 REPO = Path(__file__).resolve().parents[1]
 register_resolvers()

@@ -22,11 +22,11 @@ from test_translate import write_pairs
 
 from conftest import token_batch
 from rnnlab.cli.generate import main as generate_main
-from rnnlab.errors import ConfigError
+from rnnlab.core.errors import ConfigError
 from rnnlab.models import CELLS, RecurrentEncoder
 from rnnlab.models.cells import get_cell
 from rnnlab.models.cells.scan import reverse_within, scan, scan_sequential
-from rnnlab.train import run
+from rnnlab.run.train import run
 
 
 def test_parallel_scan_equals_the_recurrence_with_a_signed_start() -> None:

@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 import rnnlab.data.charlm as charlm
 from rnnlab.build import check_pair
 from rnnlab.cli.generate import main as generate_main
+from rnnlab.core.errors import ConfigError, DataError, UserError
 from rnnlab.data.charlm import (
     CharLMDataModule,
     RandomWindows,
@@ -24,10 +25,9 @@ from rnnlab.data.charlm import (
 )
 from rnnlab.data.sources import PinnedDistribution, sha256_of
 from rnnlab.data.spec import LanguageModelSpec
-from rnnlab.errors import ConfigError, DataError, UserError
 from rnnlab.models import CELLS, RecurrentEncoder
+from rnnlab.run.train import run
 from rnnlab.tasks.language_model import LanguageModelTask, encode_prompt
-from rnnlab.train import run
 
 LINES = ["ROMEO: But soft, what light through yonder window breaks?",
          "JULIET: O Romeo, Romeo, wherefore art thou Romeo?",

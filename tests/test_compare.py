@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from rnnlab.compare import main
+from rnnlab.report.compare import main
 
 # task -> (monitor, mode, {model: [(seed, best val, test)]})
 KNOWN = {
@@ -190,8 +190,8 @@ def test_run_start_tag_matches_the_hash_of_its_params(make_config, sentiment_csv
                                                        lab_root: Path) -> None:
     """The tag train.py writes equals what compare.py derives from the logged params, so
     runs logged before the tag group with runs logged after it."""
+    from rnnlab.run.train import run
     from rnnlab.tracking.config_hash import CONFIG_HASH_TAG, config_hash, config_identity
-    from rnnlab.train import run
 
     run(make_config("model=tfidf_logreg", f"task.data.train={sentiment_csv}"))
     client = MlflowClient(f"sqlite:///{lab_root}/mlflow.db")
@@ -257,7 +257,7 @@ PLANTED = {"sentiment": ("val/acc", "max"), "speech": ("val/acc", "max"), "ner":
 def _planted_store(tmp_path: Path) -> str:
     import json
 
-    from rnnlab.stats import metric_value
+    from rnnlab.report.stats import metric_value
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(uri)

@@ -32,8 +32,8 @@ from rnnlab.build import (
     is_baseline,
     model_class,
 )
-from rnnlab.config import config_dir
-from rnnlab.errors import ConfigError
+from rnnlab.core.errors import ConfigError
+from rnnlab.core.paths import config_dir
 
 MODELS = sorted(p.stem for p in (config_dir() / "model").glob("*.yaml"))
 TASKS = sorted(p.stem for p in (config_dir() / "task").glob("*.yaml"))

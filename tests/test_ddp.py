@@ -39,6 +39,8 @@ import rnnlab.data.synthetic as synthetic
 import rnnlab.tracking.artifacts as artifacts
 from conftest import REPO, compose_config, write_sentiment_csv
 from rnnlab.build import build_datamodule, build_module
+from rnnlab.core.dist import gather_objects
+from rnnlab.core.errors import ConfigError
 from rnnlab.data.batching import (
     BucketBatchSampler,
     RowShard,
@@ -47,8 +49,7 @@ from rnnlab.data.batching import (
     is_empty_batch,
     shard_batches,
 )
-from rnnlab.errors import ConfigError
-from rnnlab.metrics.distributed import WeightedMean, gather_objects
+from rnnlab.metrics.distributed import WeightedMean
 from rnnlab.metrics.spans import SpanScorer
 
 

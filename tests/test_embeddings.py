@@ -14,12 +14,12 @@ from mlflow.tracking import MlflowClient
 
 from conftest import write_sentiment_csv
 from rnnlab.build import apply_embeddings, build_module
+from rnnlab.core.errors import ConfigError, DataError
 from rnnlab.data import embeddings as emb
 from rnnlab.data.base import RnnlabDataModule
 from rnnlab.data.sentiment import SentimentDataModule
 from rnnlab.data.vocab import Vocabulary
-from rnnlab.errors import ConfigError, DataError
-from rnnlab.train import run
+from rnnlab.run.train import run
 
 RNG = np.random.default_rng(0)
 WORDS = ["the", "movie", "Paris", "good", "bad"]

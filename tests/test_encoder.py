@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import token_batch
-from rnnlab.errors import ConfigError
+from rnnlab.core.errors import ConfigError
 from rnnlab.models import CELLS, RecurrentEncoder, TransformerEncoder
 
 _batch = token_batch

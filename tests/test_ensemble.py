@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import token_batch
-from rnnlab.errors import ConfigError
+from rnnlab.core.errors import ConfigError
 from rnnlab.models import RecurrentEncoder
 from rnnlab.models.ensemble import Ensemble
 from rnnlab.models.seq2seq import Seq2Seq, beam_search

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from rnnlab.baselines.statistical import ARIMA, ETS, Naive, SeasonalNaive
+from rnnlab.core.errors import ConfigError, DataError
 from rnnlab.data.forecast import ForecastDataModule, SeriesTransform, window_starts
-from rnnlab.errors import ConfigError, DataError
 from rnnlab.metrics.forecast import forecast_metrics, mae, mape, mase, rmse, smape
 
 

@@ -9,9 +9,9 @@ from mlflow.tracking import MlflowClient
 from test_forecast import seasonal_values, write_series_csv
 
 from conftest import compose_config
-from rnnlab.errors import UserError
+from rnnlab.core.errors import UserError
 from rnnlab.models import CELLS
-from rnnlab.train import run
+from rnnlab.run.train import run
 
 FAST = ["task.window=12", "task.horizon=6", "task.test_size=12", "task.val_size=12",
         "trainer.max_epochs=4", "task.datamodule.batch_size=8", "callbacks=none",

@@ -12,12 +12,12 @@ from mlflow.tracking import MlflowClient
 
 from rnnlab.build import build_datamodule, build_module, model_class
 from rnnlab.cli.convert import main as convert_main
+from rnnlab.core.errors import ConfigError, DataError
 from rnnlab.data.g2p import G2PDataModule, parse_cmudict
 from rnnlab.data.spec import LEGACY_PAIR_FORMATS, PairSpec, spec_from_dict
 from rnnlab.data.translate import TranslateDataModule, split_source
-from rnnlab.errors import ConfigError, DataError
+from rnnlab.run.train import run
 from rnnlab.tasks.seq2seq import scorer_of
-from rnnlab.train import run
 
 PHONES = {"a": "AE1", "b": "B", "d": "D", "e": "EH0", "k": "K", "m": "M", "o": "OW1",
           "s": "S", "t": "T"}

@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 from rnnlab.build import build_datamodule
 from rnnlab.data.g2p import G2PDataModule
 from rnnlab.data.translate import PairDataModule, TranslateDataModule
-from rnnlab.train import run
+from rnnlab.run.train import run
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow

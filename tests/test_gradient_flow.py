@@ -14,10 +14,10 @@ from mlflow.tracking import MlflowClient
 from rnnlab.data.spec import ClassifySpec, RegressSpec, TagSpec
 from rnnlab.data.synthetic import adding_problem
 from rnnlab.models import RecurrentEncoder
+from rnnlab.run.train import run
 from rnnlab.tasks.classification import ClassificationTask
 from rnnlab.tasks.regression import RegressionTask
 from rnnlab.tracking.gradient_flow import gradient_norms, norms_by_distance, step_gradients
-from rnnlab.train import run
 
 
 def _regression(cell: str, hidden: int = 4, layers: int = 1) -> RegressionTask:

@@ -16,8 +16,8 @@ from hydra.utils import instantiate
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from rnnlab.config import config_dir
-from rnnlab.errors import ConfigError
+from rnnlab.core.errors import ConfigError
+from rnnlab.core.paths import config_dir
 from rnnlab.tracking.sweep import check_launcher
 
 REPO = Path(__file__).resolve().parents[1]

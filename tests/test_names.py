@@ -16,12 +16,12 @@ from omegaconf import OmegaConf
 import rnnlab.data.names as names_data
 from rnnlab.build import check_pair
 from rnnlab.cli.generate import main as generate_main
+from rnnlab.core.errors import ConfigError, DataError, UserError
 from rnnlab.data.names import NamesDataModule, names_from_provider, split_by_name
 from rnnlab.data.sources import PinnedDistribution, sha256_of
-from rnnlab.errors import ConfigError, DataError, UserError
 from rnnlab.models import CELLS, RecurrentEncoder, TransformerEncoder
 from rnnlab.models.conditioned import ConditionedGenerator
-from rnnlab.train import run
+from rnnlab.run.train import run
 
 # three made-up "languages", each with its own sounds, so a tiny model can tell them apart
 SOUNDS = {"fr_FR": (["Ma", "Lu", "Jo", "Ré", "Cé"], ["ette", "ier", "eau", "ine"]),
@@ -235,10 +235,10 @@ def test_mismatched_backbones_are_refused() -> None:
 
 def test_category_is_refused_for_a_charlm_checkpoint(monkeypatch: pytest.MonkeyPatch,
                                                      capsys: pytest.CaptureFixture) -> None:
-    import rnnlab.checkpoint
+    import rnnlab.cli.generate
 
     charlm = SimpleNamespace(module=object(), config=OmegaConf.create({"task": {"name": "charlm"}}))
-    monkeypatch.setattr(rnnlab.checkpoint, "load_checkpoint", lambda *a, **k: charlm)
+    monkeypatch.setattr(rnnlab.cli.generate, "load_checkpoint", lambda *a, **k: charlm)
     assert generate_main(["lm.ckpt", "--category", "French"]) == 2
     assert capsys.readouterr().err.strip() == (
         "error: --category is for task=names checkpoints, and lm.ckpt holds a task=charlm "
@@ -329,7 +329,7 @@ def test_run_samples_checkpoint_and_generate_cli(make_config, fake_faker: Path, 
     assert generate_main([ckpt, "--category", "German", "--temperature", "0"]) == 2
     assert "error: temperature must be greater than 0" in capsys.readouterr().err
     with pytest.raises(UserError, match="has characters never seen in training"):
-        from rnnlab.checkpoint import load_checkpoint
+        from rnnlab.inference import load_checkpoint
 
         load_checkpoint(ckpt).module.generate("German", prefix="§")
 

@@ -12,11 +12,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from rnnlab.cli.tag import main as tag_main
+from rnnlab.core.errors import ConfigError, DataError
 from rnnlab.data.ner import NerDataModule
-from rnnlab.errors import ConfigError, DataError
 from rnnlab.models import CELLS
 from rnnlab.models.presets import recurrent_presets
-from rnnlab.train import run
+from rnnlab.run.train import run
 
 REPO = Path(__file__).resolve().parents[1]
 PEOPLE = [["Ann"], ["Bob", "Smith"], ["Carla"], ["Dan", "Lee"], ["Eve"]]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from rnnlab.core.errors import DataError
 from rnnlab.data.conll import parse_conll, read_conll, read_prepared, to_iob2, write_conll
-from rnnlab.errors import DataError
 
 # CoNLL-2003 English as distributed: 4 columns, IOB1, -DOCSTART- documents
 CONLL03 = """-DOCSTART- -X- -X- O

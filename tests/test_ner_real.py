@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rnnlab.train import run
+from rnnlab.run.train import run
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow

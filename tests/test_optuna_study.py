@@ -16,7 +16,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from hydra_plugins.rnnlab_optuna._impl import OptunaSweep, format_value, safe_url, search_space
-from rnnlab.errors import ConfigError
+from rnnlab.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 

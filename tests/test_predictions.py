@@ -11,8 +11,8 @@ from mlflow.tracking import MlflowClient
 from test_names import TINY as NAMES_TINY
 from test_names import fake_faker  # noqa: F401  (a fixture)
 
-from rnnlab.stats import metric_value
-from rnnlab.train import run
+from rnnlab.report.stats import metric_value
+from rnnlab.run.train import run
 
 COLUMNS = {"example", "input", "gold", "prediction", "score"}
 
@@ -202,7 +202,7 @@ def test_compare_pairs_a_network_with_the_baseline_example_by_example(
     import csv
 
     from conftest import write_sentiment_csv
-    from rnnlab.compare import main
+    from rnnlab.report.compare import main
 
     data = write_sentiment_csv(tmp_path / "big.csv", n=400)
     run(make_config("model=gru", f"task.data.train={data}", *SENTIMENT_FAST))

@@ -24,11 +24,11 @@ from test_translate import write_pairs
 
 from conftest import compose_config, write_sentiment_csv
 from rnnlab.build import build_datamodule
-from rnnlab.checkpoint import load_checkpoint
 from rnnlab.data.speech import read_frames_npz
+from rnnlab.inference import load_checkpoint
 from rnnlab.metrics.spans import SpanScorer
+from rnnlab.run.train import run
 from rnnlab.serving.publish import MODEL_URI_TAG, package_requirement
-from rnnlab.train import run
 
 SMALL = ["model.hidden_size=16", "model.embedding_dim=16"]
 
@@ -127,7 +127,7 @@ def test_ner_model_tags_sentences_and_scores_the_runs_f1(lab: Path) -> None:
 
 
 def test_charlm_model_continues_a_prompt_as_rnnlab_generate(lab: Path) -> None:
-    from rnnlab.cli.generate import generate_text
+    from rnnlab.inference.sampling import generate_text
 
     text = write_text(lab / "plays.txt")
     metrics, _, r = _train(lab, "charlm", "task=charlm", "model=gru", f"task.data.path={text}",
@@ -175,7 +175,7 @@ def test_forecast_model_forecasts_a_history_as_the_test_period(lab: Path) -> Non
 
 
 def test_g2p_model_pronounces_words_as_rnnlab_convert(lab: Path) -> None:
-    from rnnlab.cli.convert import convert
+    from rnnlab.inference.convert import convert
 
     words = write_cmudict(lab / "tiny.dict")
     metrics, _, r = _train(lab, "g2p", "task=g2p", "model=gru", f"task.data.path={words}",
@@ -298,7 +298,7 @@ def test_a_failed_upload_fails_the_run_and_marks_the_model_failed(
 
 
 def test_translate_model_translates_sentences_as_rnnlab_convert(lab: Path) -> None:
-    from rnnlab.cli.convert import convert
+    from rnnlab.inference.convert import convert
 
     pairs = write_pairs(lab / "pairs.tsv")
     metrics, _, r = _train(lab, "translate", "task=translate", "model=gru",
@@ -314,7 +314,7 @@ def test_translate_model_translates_sentences_as_rnnlab_convert(lab: Path) -> No
 
 
 def test_names_model_generates_names_as_rnnlab_generate(lab: Path) -> None:
-    from rnnlab.cli.generate import generate_names
+    from rnnlab.inference.sampling import generate_names
 
     names = lab / "names.csv"
     rows = ["category,sequence"] + [f"{c},{p}{s}" for c, p in (("Alpha", "Ka"), ("Beta", "Zu"))

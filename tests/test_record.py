@@ -18,9 +18,9 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from conftest import write_sentiment_csv
-from rnnlab.errors import ConfigError, DataError, UserError
+from rnnlab.core.errors import ConfigError, DataError, UserError
+from rnnlab.run.train import run
 from rnnlab.tracking.record import Diverged
-from rnnlab.train import run
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["trainer.max_epochs=2", "task.datamodule.batch_size=16", "model.hidden_size=16",

@@ -16,9 +16,9 @@ from test_g2p import write_cmudict
 from test_ner import write_conll
 
 from conftest import compose_config, write_sentiment_csv
-from rnnlab.compare import main as compare_main
-from rnnlab.tracking.registry import ALIAS, MODEL_URI_TAG, best_runs
-from rnnlab.train import run
+from rnnlab.report.compare import main as compare_main
+from rnnlab.report.registry import ALIAS, MODEL_URI_TAG, best_runs
+from rnnlab.run.train import run
 
 SMALL = ["model.hidden_size=16", "model.embedding_dim=16"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rnnlab.errors import ConfigError
+from rnnlab.core.errors import ConfigError
 from rnnlab.models import CELLS, RecurrentEncoder, TransformerEncoder
 from rnnlab.models.cells import cell_names, get_cell
 from rnnlab.models.seq2seq import Seq2Seq

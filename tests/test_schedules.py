@@ -13,9 +13,9 @@ from pytorch_lightning.callbacks import Timer
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from rnnlab.errors import ConfigError
+from rnnlab.core.errors import ConfigError
+from rnnlab.run.train import run
 from rnnlab.schedules import BudgetAnneal, budget_factor
-from rnnlab.train import run
 
 
 def test_factor_shapes() -> None:

@@ -9,12 +9,12 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from conftest import write_sentiment_csv
+from rnnlab.core.errors import ConfigError, DataError
 from rnnlab.data.batching import BucketBatchSampler
 from rnnlab.data.sentiment import SentimentDataModule
-from rnnlab.errors import ConfigError, DataError
 from rnnlab.models.cells import cell_names
 from rnnlab.models.presets import recurrent_presets
-from rnnlab.train import run
+from rnnlab.run.train import run
 
 FAST = ["trainer.max_epochs=3", "task.datamodule.batch_size=16", "model.hidden_size=16",
         "model.embedding_dim=16", "task.datamodule.min_freq=1", "task.backbone.input_dropout=0.1"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from rnnlab.data.sentiment import SentimentDataModule
-from rnnlab.train import run
+from rnnlab.run.train import run
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow

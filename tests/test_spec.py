@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from rnnlab.core.errors import DataError
 from rnnlab.data.spec import (
     KINDS,
     ClassifySpec,
@@ -19,7 +20,6 @@ from rnnlab.data.spec import (
     TagSpec,
     spec_from_dict,
 )
-from rnnlab.errors import DataError
 
 # one filled-in spec per head kind, as the datamodules build them
 EXAMPLES = [

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from rnnlab.core.errors import ConfigError, DataError
 from rnnlab.data.spec import ClassifySpec
 from rnnlab.data.speech import SpeechDataModule, parse_ts, read_frames_npz
-from rnnlab.errors import ConfigError, DataError
-from rnnlab.train import run
+from rnnlab.run.train import run
 
 
 def write_frames_npz(path: Path, n: int = 60, dim: int = 13, n_classes: int = 3,

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from sklearn.model_selection import train_test_split
 
+from rnnlab.core.errors import ConfigError
 from rnnlab.data.speech import SpeechDataModule
 from rnnlab.data.splits import carve_splits
-from rnnlab.errors import ConfigError
 
 SPLITS = ("train", "val", "test")
 

@@ -1,4 +1,4 @@
-"""rnnlab.stats: metrics from per-example statistics, intervals and tests on known cases."""
+"""rnnlab.report.stats: metrics from per-example statistics, intervals and tests on known cases."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from rnnlab.stats import (
+from rnnlab.report.stats import (
     align,
     average_ranks,
     bootstrap_interval,

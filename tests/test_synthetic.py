@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from mlflow.tracking import MlflowClient
 
+from rnnlab.core.errors import ConfigError
 from rnnlab.data.synthetic import (
     AddingDataModule,
     CopyDataModule,
@@ -19,8 +20,7 @@ from rnnlab.data.synthetic import (
     copy_baseline,
     copy_problem,
 )
-from rnnlab.errors import ConfigError
-from rnnlab.train import run
+from rnnlab.run.train import run
 
 
 def _gen(seed: int) -> torch.Generator:

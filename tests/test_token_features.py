@@ -15,8 +15,8 @@ import torch
 from test_ner import write_conll
 from torch import nn
 
-from rnnlab.checkpoint import load_checkpoint
 from rnnlab.cli.tag import main as tag_main
+from rnnlab.core.errors import ConfigError
 from rnnlab.data.ner import (
     CASE_CLASSES,
     NerDataModule,
@@ -26,13 +26,13 @@ from rnnlab.data.ner import (
 )
 from rnnlab.data.spec import ClassifySpec, DataSpec, TagSpec
 from rnnlab.data.vocab import Vocabulary
-from rnnlab.errors import ConfigError
+from rnnlab.inference import load_checkpoint
 from rnnlab.models import RecurrentEncoder, TransformerEncoder
+from rnnlab.run.train import run
 from rnnlab.serving.predictors import Tagger
 from rnnlab.tasks.base import WordDropout
 from rnnlab.tasks.classification import ClassificationTask
 from rnnlab.tasks.tagging import TaggingTask
-from rnnlab.train import run
 
 PEOPLE = ["张伟", "李娜", "王芳", "刘洋"]
 PLACES = ["北京", "上海", "广州", "深圳"]

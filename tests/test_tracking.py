@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from rnnlab.train import run
+from rnnlab.run.train import run
 
 FAST = ["trainer.max_epochs=1", "task.datamodule.batch_size=16", "model.hidden_size=16",
         "model.embedding_dim=16", "task.datamodule.min_freq=1"]

@@ -14,11 +14,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from rnnlab.cli.convert import main as convert_main
+from rnnlab.core.errors import ConfigError, DataError
 from rnnlab.data.translate import TranslateDataModule, read_pair_tsv, tokenize_words
-from rnnlab.errors import ConfigError, DataError
 from rnnlab.metrics.seq2seq import translation_scores
-from rnnlab.stats import metric_value
-from rnnlab.train import run
+from rnnlab.report.stats import metric_value
+from rnnlab.run.train import run
 
 LEXICON = {"the": "le", "cat": "chat", "dog": "chien", "sees": "voit", "eats": "mange",
            "bird": "oiseau", "fish": "poisson", "big": "gros", "small": "petit", "red": "rouge"}

@@ -73,7 +73,7 @@ def test_an_installed_wheel_trains_from_any_folder(tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
     write_sentiment_csv(work / "reviews.csv")
-    where = subprocess.run([str(python), "-c", "import rnnlab.config as c; print(c.__file__); "
+    where = subprocess.run([str(python), "-c", "import rnnlab.core.paths as c; print(c.__file__); "
                             "print(c.config_dir()); print(c.project_root())"], cwd=work, env=env,
                            capture_output=True, text=True, check=True).stdout.split()
     assert where[0].startswith(site)  # the installed package, not the checkout

@@ -16,7 +16,7 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Timer
 
-from rnnlab.errors import ConfigError
+from rnnlab.core.errors import ConfigError
 
 SHAPES = ("linear", "cosine")
 

@@ -44,7 +44,7 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState
 
-from rnnlab.errors import ConfigError
+from rnnlab.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 DIRECTIONS = ("minimize", "maximize")

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from rnnlab.baselines.base import Baseline
-from rnnlab.errors import ConfigError, require
+from rnnlab.core.errors import ConfigError, require
 from rnnlab.tasks.forecasting import score_period
 
 

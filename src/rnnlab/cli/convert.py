@@ -12,20 +12,16 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-import torch
-
-from rnnlab.errors import ConfigError, DataError, UserError
-
-if TYPE_CHECKING:
-    from rnnlab.checkpoint import LoadedModel
+from rnnlab.core.errors import DataError, UserError
+from rnnlab.data.tables import read_text_file
+from rnnlab.inference import load_checkpoint
+from rnnlab.inference.convert import convert, require_seq2seq
+from rnnlab.tasks.seq2seq import load_members
 
 
 def read_inputs(path: str) -> list[str]:
     """Non-empty lines of ``path``; an empty line inside the file is an error (file:line)."""
-    from rnnlab.data.tables import read_text_file
-
     lines = read_text_file(path).splitlines()
     while lines and not lines[-1].strip():
         lines.pop()
@@ -35,44 +31,6 @@ def read_inputs(path: str) -> list[str]:
     if not lines:
         raise DataError(f"{path} is empty; give one word or sentence per line.")
     return [line.strip() for line in lines]
-
-
-def require_seq2seq(loaded: LoadedModel, what: str = "rnnlab-convert") -> None:
-    """Refuse a checkpoint whose module is no encoder-decoder, naming its task."""
-    from rnnlab.tasks.seq2seq import Seq2SeqTask
-
-    if not isinstance(loaded.module, Seq2SeqTask):
-        task = loaded.config.get("task", {}).get("name", "?")
-        raise UserError(f"the checkpoint was trained for task={task}; {what} needs a "
-                        f"sequence-to-sequence checkpoint (task=g2p or task=translate).")
-
-
-def convert(loaded: LoadedModel, inputs: Sequence[str], beam_size: int | None = None,
-            batch_size: int = 64) -> list[list[str]]:
-    """Output tokens for each input string, using a loaded seq2seq checkpoint."""
-    from rnnlab.data.batching import pad_batch
-    from rnnlab.data.translate import split_source
-    from rnnlab.data.vocab import Vocabulary
-
-    require_seq2seq(loaded)
-    state = loaded.data_state
-    if beam_size is not None and beam_size < 1:
-        raise ConfigError(f"--beam must be at least 1 (1 = greedy search), got {beam_size}.")
-    vocab = Vocabulary.from_dict(state["src_vocab"])
-    tokenizer = loaded.spec.tokenizer
-    encoded = []
-    for i, text in enumerate(inputs, 1):
-        tokens = split_source(text, tokenizer, bool(state.get("lowercase", True)))
-        if not tokens:
-            raise DataError(f"input {i} ({text!r}) is empty; give a word or sentence.")
-        encoded.append(torch.tensor(vocab.encode(tokens), dtype=torch.long))
-    module = loaded.module
-    outputs: list[list[str]] = []
-    with torch.no_grad():
-        for start in range(0, len(encoded), batch_size):
-            x, lengths = pad_batch(encoded[start: start + batch_size], vocab.pad_id)
-            outputs.extend(module.decode(x, lengths, beam_size))
-    return outputs
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -95,15 +53,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError("give the inputs either on the command line or with --file (exactly "
                             "one of the two).")
         inputs = read_inputs(args.file) if args.file else list(args.inputs)
-        from rnnlab.checkpoint import load_checkpoint
-
         loaded = load_checkpoint(args.checkpoint)
         if args.ensemble:
-            from rnnlab.tasks.seq2seq import load_members
-
             require_seq2seq(loaded, "--ensemble")
             loaded.module.use_ensemble(load_members(args.ensemble, loaded.data_state,
-                                                    "--ensemble"))
+                                                    load_checkpoint, "--ensemble"))
         outputs = convert(loaded, inputs, args.beam)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

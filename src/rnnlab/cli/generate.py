@@ -16,7 +16,10 @@ import argparse
 import sys
 import warnings
 
-from rnnlab.errors import UserError
+from rnnlab.core.errors import UserError
+from rnnlab.inference import load_checkpoint
+from rnnlab.inference.sampling import charlm_text, sample_names
+from rnnlab.tasks.names import NamesTask
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -43,62 +46,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def generate_text(checkpoint: str, prompt: str = "\n", length: int = 500,
-                  temperature: float = 0.8, top_k: int = 0, seed: int = 1,
-                  device: str = "cpu") -> str:
-    """The prompt followed by ``length`` sampled characters (a ``task=charlm`` checkpoint)."""
-    from rnnlab.checkpoint import load_checkpoint
-
-    return _charlm_text(load_checkpoint(checkpoint, map_location=device), checkpoint, prompt,
-                        length, temperature, top_k, seed, device)
-
-
-def generate_names(checkpoint: str, category: str, n: int = 10, temperature: float = 0.8,
-                   seed: int = 1, prefix: str = "", max_len: int | None = None,
-                   device: str = "cpu") -> list[str]:
-    """``n`` sampled names of ``category`` (a ``task=names`` checkpoint)."""
-    from rnnlab.checkpoint import load_checkpoint
-
-    return _names(load_checkpoint(checkpoint, map_location=device), checkpoint, category, n,
-                  temperature, seed, prefix, max_len, device)
-
-
-def _charlm_text(loaded, checkpoint: str, prompt: str, length: int, temperature: float,
-                 top_k: int, seed: int, device: str) -> str:
-    from rnnlab.tasks.language_model import LanguageModelTask, check_sampling, encode_prompt
-
-    check_sampling(temperature, top_k)
-    if length < 0:
-        raise UserError(f"--length must be 0 or more characters, got {length}.")
-    module = loaded.module
-    if not isinstance(module, LanguageModelTask):
-        raise UserError(f"checkpoint {checkpoint} holds a task={loaded.config.task.name} model; "
-                        f"rnnlab-generate needs one trained with task=charlm or task=names.")
-    module.to(device)
-    ids = encode_prompt(prompt, module.itos, module.unk_id)
-    return prompt + module.decode(module.generate(ids, length, temperature, top_k, seed))
-
-
-def _names(loaded, checkpoint: str, category: str | None, n: int, temperature: float,
-           seed: int, prefix: str, max_len: int | None, device: str) -> list[str]:
-    module = loaded.module
-    if category is None:
-        raise UserError(f"checkpoint {checkpoint} generates names of a category; pass "
-                        f"--category, one of {', '.join(module.categories)}.")
-    if max_len is not None and max_len < 1:
-        raise UserError(f"--length must be at least 1 character per name, got {max_len}.")
-    module.to(device)
-    return module.generate(category, n, temperature, seed, prefix, max_len)
-
-
 def run_generate(args: argparse.Namespace) -> str:
     """The text ``main`` prints: charlm text, or one name per line."""
-    from rnnlab.checkpoint import load_checkpoint
-    from rnnlab.tasks.names import NamesTask
-
     loaded = load_checkpoint(args.checkpoint, map_location=args.device)
     if isinstance(loaded.module, NamesTask):
-        names = _names(loaded, args.checkpoint, args.category, args.n, args.temperature,
+        names = sample_names(loaded, args.checkpoint, args.category, args.n, args.temperature,
                        args.seed, args.prompt or "", args.length, args.device)
         return "\n".join(names) + "\n"
     if args.category is not None:
@@ -107,7 +59,7 @@ def run_generate(args: argparse.Namespace) -> str:
                         f"instead.")
     prompt = "\n" if args.prompt is None else args.prompt
     length = 500 if args.length is None else args.length
-    return _charlm_text(loaded, args.checkpoint, prompt, length, args.temperature, args.top_k,
+    return charlm_text(loaded, args.checkpoint, prompt, length, args.temperature, args.top_k,
                         args.seed, args.device)
 
 

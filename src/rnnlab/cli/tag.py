@@ -12,24 +12,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from rnnlab.core.errors import UserError
 from rnnlab.data.ner import SentenceEncoder
 from rnnlab.data.tables import read_text_file
-from rnnlab.errors import UserError
+from rnnlab.inference import load_checkpoint
+from rnnlab.inference.tagging import split_text, tag_sentences
 from rnnlab.metrics.spans import bio_spans
-
-
-def split_text(text: str, char_level: bool) -> list[str]:
-    return [c for c in text if not c.isspace()] if char_level else text.split()
-
-
-def tag_sentences(module, encoder: SentenceEncoder, sentences: list[list[str]],
-                  batch_size: int = 64) -> list[list[str]]:
-    """IOB2 tags for each non-empty tokenised sentence, encoded as in training (the
-    checkpoint's :class:`SentenceEncoder`: vocabulary, lowercasing, token features)."""
-    out: list[list[str]] = []
-    for i in range(0, len(sentences), batch_size):
-        out.extend(module.predict_tags(encoder.encode(sentences[i: i + batch_size])))
-    return out
 
 
 def render(tokens: list[str], tags: list[str], char_level: bool) -> str:
@@ -53,8 +41,6 @@ def main(argv: list[str] | None = None) -> int:
     split.add_argument("--words", action="store_true", help="split text on whitespace")
     args = parser.parse_args(argv)
     try:
-        from rnnlab.checkpoint import load_checkpoint
-
         loaded = load_checkpoint(args.checkpoint)
         state = loaded.data_state
         if "tag_names" not in state or not hasattr(loaded.module, "predict_tags"):

@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset
 
+from rnnlab.core.errors import ConfigError
 from rnnlab.data.batching import BucketBatchSampler, SkipEmptyCollate
 from rnnlab.data.spec import DataSpec
-from rnnlab.errors import ConfigError
 
 if TYPE_CHECKING:
     from rnnlab.data.embeddings import WordVectors
@@ -81,7 +81,7 @@ class RnnlabDataModule(pl.LightningDataModule):
             self._setup()
             empty = [split for split, ds in self.datasets.items() if len(ds) == 0]
             if empty:  # caught here, not as a metric "not available" deep inside training
-                from rnnlab.errors import DataError
+                from rnnlab.core.errors import DataError
 
                 sizes = ", ".join(f"{k} {len(v)}" for k, v in self.datasets.items())
                 raise DataError(f"the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'}"

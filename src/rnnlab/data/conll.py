@@ -20,8 +20,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rnnlab.core.errors import DataError
 from rnnlab.data.tables import read_text_file
-from rnnlab.errors import DataError
 
 TAG_RE = re.compile(r"^([BIESLU])-(\S+)$")
 

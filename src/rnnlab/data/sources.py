@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from rnnlab.errors import DataError
+from rnnlab.core.errors import DataError
 
 NESTED = "::"  # separates an archive member from a path inside that member (tar in tar)
 

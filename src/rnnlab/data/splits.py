@@ -14,7 +14,7 @@ from collections.abc import Collection, Sequence
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from rnnlab.errors import ConfigError, require
+from rnnlab.core.errors import ConfigError, require
 
 
 def check_fractions(fractions: Sequence[float], key: str) -> tuple[float, float, float]:

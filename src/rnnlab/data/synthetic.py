@@ -28,12 +28,12 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
+from rnnlab.core.dist import rank_world
+from rnnlab.core.errors import ConfigError, require
 from rnnlab.data.base import RnnlabDataModule
 from rnnlab.data.batching import RowShard
 from rnnlab.data.spec import CopySpec, RegressSpec
 from rnnlab.data.splits import fingerprint
-from rnnlab.errors import ConfigError, require
-from rnnlab.metrics.distributed import rank_world
 
 BLANK = 0
 # the loaders run in-process (num_workers=0), so a batch stream with a length is exact

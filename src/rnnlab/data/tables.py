@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from rnnlab.errors import DataError
+from rnnlab.core.errors import DataError
 
 
 def read_text_file(path: str | Path) -> str:

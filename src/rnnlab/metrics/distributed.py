@@ -20,34 +20,11 @@ which every rank runs, and then log the (identical) result on every rank.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 from torch import Tensor
 from torchmetrics import Metric
-
-T = TypeVar("T")
-
-
-def rank_world() -> tuple[int, int]:
-    """(rank, world size) of this process; (0, 1) without a process group."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def gather_objects(obj: T) -> list[T]:
-    """``obj`` of every rank, in rank order (``[obj]`` in a single process).
-
-    Picklable Python objects of any size (counters, token lists, small arrays): what
-    eval hooks need to merge once per epoch, not per step.
-    """
-    _, world = rank_world()
-    if world == 1:
-        return [obj]
-    out: list[Any] = [None] * world
-    torch.distributed.all_gather_object(out, obj)
-    return out
 
 
 class WeightedMean(Metric):

@@ -75,7 +75,7 @@ class SpanScorer:
         """A new scorer holding the counts of every data-parallel rank (a collective: all
         ranks call it). F1 is not a mean of per-rank F1s, so the counts are merged, not the
         scores; in one process this is a copy."""
-        from rnnlab.metrics.distributed import gather_objects
+        from rnnlab.core.dist import gather_objects
 
         total = SpanScorer()
         for part in gather_objects(self):

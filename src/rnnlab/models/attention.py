@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from rnnlab.errors import require
+from rnnlab.core.errors import require
 
 ATTENTIONS = ("none", "bahdanau", "luong_dot", "luong_general")
 

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from rnnlab.errors import ConfigError, require
+from rnnlab.core.errors import ConfigError, require
 
 CONDITIONS = ("init", "every_step", "both", "none")
 State = Tensor | tuple[Tensor, Tensor] | None

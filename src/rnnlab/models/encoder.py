@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from rnnlab.errors import ConfigError, require
+from rnnlab.core.errors import ConfigError, require
 from rnnlab.models.cells import INITS, LayerArgs, cell_names, get_cell
 
 CELLS = cell_names()

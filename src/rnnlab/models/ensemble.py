@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from rnnlab.errors import require
+from rnnlab.core.errors import require
 from rnnlab.models.seq2seq import Encoded, Seq2Seq, State
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from rnnlab.errors import require
+from rnnlab.core.errors import require
 from rnnlab.models.encoder import length_mask
 
 POOLINGS = ("last", "mean", "max")

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from rnnlab.config import config_dir
+from rnnlab.core.paths import config_dir
 from rnnlab.models.cells import cell_names
 
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor, nn
 
-from rnnlab.errors import require
+from rnnlab.core.errors import require
 from rnnlab.models.attention import ATTENTIONS, Attention
 from rnnlab.models.cells import LayerArgs, get_cell
 from rnnlab.models.encoder import length_mask

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from rnnlab.errors import require
+from rnnlab.core.errors import require
 from rnnlab.models.encoder import (
     Backbone,
     EncoderOutput,

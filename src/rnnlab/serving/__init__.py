@@ -1,6 +1,6 @@
 """Serving trained models through MLflow: every finished run logs a pyfunc model.
 
-A checkpoint alone rebuilds a model (:func:`rnnlab.checkpoint.load_checkpoint`), and the
+A checkpoint alone rebuilds a model (:func:`rnnlab.inference.load_checkpoint`), and the
 inference CLIs turn raw text into predictions from it. This package wraps the same code
 as an MLflow model, so ``mlflow.pyfunc.load_model(uri).predict(...)``,
 ``mlflow models predict`` and ``mlflow models serve`` take raw inputs (text, frames, a

@@ -33,11 +33,11 @@ import torch
 from mlflow.models.signature import ModelSignature
 from mlflow.types.schema import Array, ColSpec, Object, ParamSchema, ParamSpec, Property, Schema
 
-from rnnlab.checkpoint import LoadedModel
+from rnnlab.build import LoadedModel
+from rnnlab.core.errors import DataError, UserError
 from rnnlab.data.batching import pad_batch
 from rnnlab.data.text import tokenize
 from rnnlab.data.vocab import Vocabulary
-from rnnlab.errors import DataError, UserError
 
 BATCH = 64
 
@@ -228,8 +228,8 @@ class Tagger(Predictor):
                                              else " ")]})
 
     def predict(self, frame: Any, params: dict[str, Any]) -> pd.DataFrame:
-        from rnnlab.cli.tag import split_text, tag_sentences
         from rnnlab.data.ner import SentenceEncoder
+        from rnnlab.inference.tagging import split_text, tag_sentences
         from rnnlab.metrics.spans import bio_spans
 
         char_level = bool(self.state.get("char_level"))
@@ -327,7 +327,7 @@ class Converter(Predictor):
         return pd.DataFrame({"text": [_words(vocab, 5, self.module.joiner)]})
 
     def predict(self, frame: Any, params: dict[str, Any]) -> pd.DataFrame:
-        from rnnlab.cli.convert import convert
+        from rnnlab.inference.convert import convert
 
         texts = [str(t) for t in column_values(frame, "text", self.kind)]
         outputs = convert(self.loaded, texts, _int_param(params, "beam_size", 1)) if texts else []

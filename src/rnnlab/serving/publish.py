@@ -17,11 +17,8 @@ statistical forecasters as small pyfunc models.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -29,9 +26,11 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig
 
+from rnnlab.inference import CHECKPOINT_FILE
+from rnnlab.tracking.mlflow import quiet_mlflow, using_tracking_uri
+
 MODEL_URI_TAG = "rnnlab.model_uri"
 MODEL_NAME = "model"
-CHECKPOINT_FILE = "model.ckpt"
 MODEL_CODE = Path(__file__).with_name("model_code.py")  # "models from code": no pickle
 
 
@@ -43,44 +42,6 @@ def package_requirement() -> str:
     except metadata.PackageNotFoundError:  # run from a checkout that was never installed
         from rnnlab import __version__ as version
     return f"rnnlab=={version}"
-
-
-@contextmanager
-def using_tracking_uri(uri: str) -> Iterator[None]:
-    """MLflow's model logging reads the global tracking URI; point it at the run's store
-    for the call and put back what was there (the environment variable included)."""
-    import mlflow
-
-    before_env = os.environ.get("MLFLOW_TRACKING_URI")
-    before = mlflow.get_tracking_uri() if before_env else None
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(before)
-        if before_env is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-
-
-@contextmanager
-def quiet_mlflow() -> Iterator[None]:
-    """No progress bars and INFO notes from MLflow while the block runs (they would fill
-    a run's log and the CLIs' stderr); warnings still show."""
-    import logging
-
-    quiet = logging.getLogger("mlflow")
-    level = quiet.level
-    quiet.setLevel(logging.WARNING)
-    progress = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
-    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
-    try:
-        yield
-    finally:
-        quiet.setLevel(level)
-        if progress is None:
-            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
-        else:
-            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = progress
 
 
 def _log(logger: Any, flavor: Any, example: Any, what: str, start: float, **kwargs: Any
@@ -115,7 +76,7 @@ def slim_checkpoint(path: str | Path, out: Path) -> Path:
     callbacks), read and written as plain data."""
     import torch
 
-    from rnnlab.checkpoint import read_checkpoint
+    from rnnlab.build.checkpoint import read_checkpoint
 
     ckpt = read_checkpoint(path, "best checkpoint")
     torch.save({"state_dict": ckpt["state_dict"], "rnnlab": ckpt["rnnlab"]}, out)
@@ -126,7 +87,7 @@ def log_servable_model(logger: Any, cfg: DictConfig, checkpoint: str | Path) -> 
     """Log the pyfunc model of ``checkpoint`` to the logger's MLflow run; returns its URI."""
     import mlflow.pyfunc
 
-    from rnnlab.checkpoint import load_checkpoint
+    from rnnlab.inference import load_checkpoint
     from rnnlab.serving.predictors import predictor_for
     from rnnlab.serving.pyfunc import CHECKPOINT_ARTIFACT
 
@@ -151,7 +112,7 @@ def log_baseline_model(loggers: list, cfg: DictConfig, baseline: Any, dm: Any,
     """Log a fitted baseline's model to the MLflow run of ``loggers`` (rank zero only)."""
     from pytorch_lightning.loggers import MLFlowLogger
 
-    from rnnlab.tracking.record import is_rank_zero
+    from rnnlab.core.dist import is_rank_zero
 
     uri = None
     for lg in loggers:
@@ -165,7 +126,7 @@ def _log_baseline(logger: Any, cfg: DictConfig, baseline: Any, dm: Any,
     from rnnlab.baselines.majority_tag import MajorityTag
     from rnnlab.baselines.statistical import ForecastBaseline
     from rnnlab.baselines.tfidf import TfidfLogReg
-    from rnnlab.errors import UserError
+    from rnnlab.core.errors import UserError
 
     if isinstance(baseline, TfidfLogReg):
         return _log_tfidf(logger, baseline, dm, metrics)

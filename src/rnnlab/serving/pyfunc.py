@@ -2,7 +2,7 @@
 
 The model is logged "from code" (:mod:`rnnlab.serving.model_code`, three lines that
 import this class), so no pickled object travels with it: a served network is rebuilt
-from its checkpoint artifact by :func:`rnnlab.checkpoint.load_checkpoint`
+from its checkpoint artifact by :func:`rnnlab.inference.load_checkpoint`
 (``weights_only=True``), and a baseline from a JSON file. Loading a model is therefore as
 safe as loading a checkpoint.
 
@@ -25,7 +25,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from rnnlab.errors import DataError
+from rnnlab.core.errors import DataError
 
 CHECKPOINT_ARTIFACT = "checkpoint"
 BASELINE_ARTIFACT = "baseline"
@@ -41,7 +41,7 @@ class LabModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         artifacts = context.artifacts
         if CHECKPOINT_ARTIFACT in artifacts:
-            from rnnlab.checkpoint import load_checkpoint
+            from rnnlab.inference import load_checkpoint
             from rnnlab.serving.predictors import predictor_for
 
             loaded = load_checkpoint(artifacts[CHECKPOINT_ARTIFACT], key="model artifact")
@@ -76,7 +76,7 @@ class MajorityTagPredictor:
         self.char_level = bool(spec["char_level"])
 
     def __call__(self, frame: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        from rnnlab.cli.tag import split_text
+        from rnnlab.inference.tagging import split_text
         from rnnlab.metrics.spans import bio_spans
         from rnnlab.serving.predictors import column_values
 

@@ -21,9 +21,9 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from rnnlab.core.errors import ConfigError
 from rnnlab.data.batching import global_batch_index, is_empty_batch
 from rnnlab.data.spec import DataSpec
-from rnnlab.errors import ConfigError
 
 OptimizerFactory = Callable[..., Optimizer]
 
@@ -31,6 +31,10 @@ OptimizerFactory = Callable[..., Optimizer]
 class RnnlabTask(pl.LightningModule):
     """Base class: a backbone, an optimizer factory (a Hydra ``_partial_``) and an optional
     scheduler factory. ``monitor`` is the metric a plateau scheduler watches."""
+
+    # rebuilds another checkpoint of this lab (set by rnnlab.build.build_module, which
+    # owns loading; a task that joins other models at test time calls it)
+    checkpoint_loader: Callable[..., Any] | None = None
 
     def __init__(self, backbone: nn.Module, optimizer: OptimizerFactory,
                  scheduler: Callable[..., Any] | None = None, monitor: str = "val/loss") -> None:

@@ -20,7 +20,7 @@ from rnnlab.tasks.base import OptimizerFactory, RnnlabTask, WordDropout
 from rnnlab.tracking.artifacts import confusion_matrix_figure, log_figure
 from rnnlab.tracking.predictions import DEFAULT_MAX_ROWS, PredictionRows
 
-# how test/acc, test/f1 and test/loss follow from predictions/test.parquet (rnnlab.stats)
+# how test/acc, test/f1 and test/loss follow from predictions/test.parquet (rnnlab.report.stats)
 PREDICTION_METRICS = {"test/acc": {"kind": "mean", "column": "score"},
                       "test/f1": {"kind": "macro_f1", "gold": "gold", "prediction": "prediction"},
                       "test/loss": {"kind": "mean", "column": "loss"}}

@@ -25,7 +25,7 @@ from rnnlab.tasks.base import OptimizerFactory, RnnlabTask
 from rnnlab.tracking.artifacts import log_figure
 from rnnlab.tracking.predictions import DEFAULT_MAX_ROWS, PredictionRows
 
-# how the test window loss follows from predictions/test.parquet (rnnlab.stats): each test
+# how the test window loss follows from predictions/test.parquet (rnnlab.report.stats): each test
 # window's mean squared error over its steps and columns (model space)
 PREDICTION_METRICS = {"test/loss": {"kind": "mean", "column": "score"}}
 

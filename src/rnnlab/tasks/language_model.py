@@ -27,13 +27,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from rnnlab.core.errors import ConfigError, UserError, require
 from rnnlab.data.spec import LanguageModelSpec
-from rnnlab.errors import ConfigError, UserError, require
 from rnnlab.tasks.base import OptimizerFactory, RnnlabTask
 from rnnlab.tracking.artifacts import log_text
 from rnnlab.tracking.predictions import DEFAULT_MAX_ROWS, PredictionRows
 
-# how the test scores follow from predictions/test.parquet (rnnlab.stats): summed nats
+# how the test scores follow from predictions/test.parquet (rnnlab.report.stats): summed nats
 # and characters of each scored sequence (a row of a test batch)
 PREDICTION_METRICS = {"test/loss": {"kind": "ratio", "num": "nats", "den": "chars"},
                       "test/bpc": {"kind": "ratio", "num": "nats", "den": "chars",

@@ -41,15 +41,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnlab.core.errors import UserError, require
 from rnnlab.data.spec import NamesSpec
-from rnnlab.errors import UserError, require
 from rnnlab.models.conditioned import ConditionedGenerator
 from rnnlab.tasks.base import OptimizerFactory, RnnlabTask
 from rnnlab.tasks.language_model import PerCharLoss
 from rnnlab.tracking.artifacts import confusion_matrix_figure, log_figure, log_text
 from rnnlab.tracking.predictions import DEFAULT_MAX_ROWS, PredictionRows
 
-# how the test loss follows from predictions/test.parquet (rnnlab.stats): summed nats and
+# how the test loss follows from predictions/test.parquet (rnnlab.report.stats): summed nats and
 # predicted symbols (characters and the end of the name) of each test name
 PREDICTION_METRICS = {"test/loss": {"kind": "ratio", "num": "nats", "den": "symbols"}}
 

@@ -23,9 +23,10 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
+from rnnlab.core.dist import gather_objects
+from rnnlab.core.errors import ConfigError, UserError, require
 from rnnlab.data.spec import PairSpec
-from rnnlab.errors import ConfigError, UserError, require
-from rnnlab.metrics.distributed import WeightedMean, gather_objects
+from rnnlab.metrics.distributed import WeightedMean
 from rnnlab.metrics.seq2seq import (
     closest_reference,
     g2p_scores,
@@ -98,7 +99,7 @@ class Scorer:
 
     corpus: Callable[[Hyps, Refs, bool], dict[str, float]]  # split metrics, computed once
     row: Callable[[list[str], list[list[str]]], dict[str, float]]  # one example's columns
-    # how rnnlab.stats recomputes the test metrics from predictions/test.parquet
+    # how rnnlab.report.stats recomputes the test metrics from predictions/test.parquet
     prediction_metrics: dict[str, dict[str, str]]
 
 
@@ -149,15 +150,16 @@ def attention_figure(weights: np.ndarray, src: list[str], out: list[str]) -> Fig
 
 
 def load_members(paths: Sequence[str | Path], data_state: Mapping[str, Any],
-                 key: str = "task.module.ensemble") -> list[Seq2Seq]:
+                 loader: Callable[[str], Any], key: str = "task.module.ensemble"
+                 ) -> list[Seq2Seq]:
     """Encoder-decoders from other checkpoints, checked to share ``data_state``'s
-    vocabularies (same task, same training data), so their scores can be averaged."""
-    from rnnlab.checkpoint import load_checkpoint
-
+    vocabularies (same task, same training data), so their scores can be averaged.
+    ``loader`` rebuilds a checkpoint (the build layer's, passed down: a task never
+    imports the layers above it)."""
     members = []
     for i, path in enumerate(paths):
         try:
-            loaded = load_checkpoint(path)
+            loaded = loader(path)
         except UserError as err:
             raise ConfigError(f"{key}[{i}]: {err}") from err
         state = loaded.data_state
@@ -251,7 +253,8 @@ class Seq2SeqTask(RnnlabTask):
     def setup(self, stage: str) -> None:
         if stage == "test" and self.ensemble_paths and not self._members:
             self.use_ensemble(load_members(self.ensemble_paths,
-                                           self.trainer.datamodule.checkpoint_state()))
+                                           self.trainer.datamodule.checkpoint_state(),
+                                           self.checkpoint_loader))
 
     def decode(self, x: Tensor, lengths: Tensor, beam_size: int | None = None,
                alone: bool = False) -> list[list[str]]:

@@ -33,9 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnlab.core.dist import gather_objects
+from rnnlab.core.errors import ConfigError
 from rnnlab.data.spec import TagSpec
-from rnnlab.errors import ConfigError
-from rnnlab.metrics.distributed import WeightedMean, gather_objects
+from rnnlab.metrics.distributed import WeightedMean
 from rnnlab.metrics.spans import SpanScorer, bio_spans, format_tagged
 from rnnlab.models.crf import LinearChainCRF
 from rnnlab.tasks.base import OptimizerFactory, RnnlabTask, WordDropout
@@ -44,7 +45,7 @@ from rnnlab.tracking.predictions import DEFAULT_MAX_ROWS, PredictionRows
 
 TAG_PAD = -100
 FEATURE_POSITIONS = ("input", "output")
-# how the test scores follow from predictions/test.parquet (rnnlab.stats): entity counts
+# how the test scores follow from predictions/test.parquet (rnnlab.report.stats): entity counts
 # per sentence, so F1 is recomputed from resampled sentences, never averaged
 PREDICTION_METRICS = {"test/f1": {"kind": "f1", "tp": "tp", "fp": "fp", "fn": "fn"},
                       "test/precision": {"kind": "precision", "tp": "tp", "fp": "fp", "fn": "fn"},

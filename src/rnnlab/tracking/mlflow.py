@@ -19,7 +19,7 @@ from typing import Any
 from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from rnnlab.errors import ConfigError
+from rnnlab.core.errors import ConfigError
 
 MAX_PARAM_LENGTH = 6000  # MLflow's limit for one param value
 _CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
@@ -233,3 +233,41 @@ def git_commit(root_dir: str | Path) -> str:
     except (OSError, subprocess.SubprocessError):
         pass
     return "unknown"
+
+
+@contextmanager
+def using_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's model logging reads the global tracking URI; point it at the run's store
+    for the call and put back what was there (the environment variable included)."""
+    import mlflow
+
+    before_env = os.environ.get("MLFLOW_TRACKING_URI")
+    before = mlflow.get_tracking_uri() if before_env else None
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
+        if before_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+@contextmanager
+def quiet_mlflow() -> Iterator[None]:
+    """No progress bars and INFO notes from MLflow while the block runs (they would fill
+    a run's log and the CLIs' stderr); warnings still show."""
+    import logging
+
+    quiet = logging.getLogger("mlflow")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    progress = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    try:
+        yield
+    finally:
+        quiet.setLevel(level)
+        if progress is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = progress

@@ -15,7 +15,7 @@ order a single process scores them, with
   characters), so a bootstrap can resample whole sentences.
 
 Beside it, ``predictions/test.json`` says how each logged test metric follows from the
-columns (``{"test/f1": {"kind": "f1", ...}}``, read by :mod:`rnnlab.stats`), how many
+columns (``{"test/f1": {"kind": "f1", ...}}``, read by :mod:`rnnlab.report.stats`), how many
 examples the test split had and how many rows were kept.
 
 Size bound: at most ``task.module.max_predictions`` rows (default
@@ -75,7 +75,7 @@ class PredictionRows:
 
     def __init__(self, max_rows: int = DEFAULT_MAX_ROWS, whole_batches: bool = False) -> None:
         if not isinstance(max_rows, int) or max_rows < 0:
-            from rnnlab.errors import ConfigError
+            from rnnlab.core.errors import ConfigError
 
             raise ConfigError(f"task.module.max_predictions must be 0 (no predictions file) "
                               f"or a positive number of rows, got {max_rows!r}.")
@@ -161,7 +161,7 @@ class PredictionRows:
     # ---- writing (every rank calls; rank zero writes) ----------------------------------
     def gather(self) -> list[dict[str, Any]]:
         """Every rank's rows in single-process order (a collective), then cleared."""
-        from rnnlab.metrics.distributed import gather_objects
+        from rnnlab.core.dist import gather_objects
 
         mine, self._rows = self._rows, []
         merged = sorted((r for part in gather_objects(mine) for r in part), key=lambda r: r[0])
@@ -172,7 +172,7 @@ class PredictionRows:
 
     def write(self, module: Any, metrics: Mapping[str, Mapping[str, Any]]) -> None:
         """Gather the rows and, on rank zero, log them with ``metrics`` (how each test
-        metric follows from the columns, see :mod:`rnnlab.stats`)."""
+        metric follows from the columns, see :mod:`rnnlab.report.stats`)."""
         if not self.enabled:
             return
         rows = self.gather()

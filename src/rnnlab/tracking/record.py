@@ -24,27 +24,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
-from rnnlab.errors import UserError
+from rnnlab.core.dist import global_rank, is_rank_zero
+from rnnlab.core.errors import UserError
 
 FAILURE_TAG = "rnnlab.failure"
 RUN_ID_ENV = "RNNLAB_RUN_ID"
 URI_ENV = "RNNLAB_RUN_TRACKING_URI"
-RANK_ENV_KEYS = ("RANK", "SLURM_PROCID", "NODE_RANK", "LOCAL_RANK", "JSM_NAMESPACE_RANK")
-
-
-def global_rank() -> int:
-    """This process's rank as the launchers set it before any trainer exists (0 alone)."""
-    for key in ("RANK", "SLURM_PROCID"):
-        if os.environ.get(key, "").isdigit() and int(os.environ[key]) > 0:
-            return int(os.environ[key])
-    node, local = os.environ.get("NODE_RANK", "0"), os.environ.get("LOCAL_RANK", "0")
-    if node.isdigit() and local.isdigit() and (int(node) or int(local)):
-        return int(node) * 1000 + int(local)  # exact value unknown here; only "not zero" matters
-    return 0
-
-
-def is_rank_zero() -> bool:
-    return global_rank() == 0
 
 
 class Diverged(Exception):

@@ -103,7 +103,7 @@ def check_launcher(config: DictConfig) -> None:
     ``-1`` or ``auto`` (all GPUs) means nothing to SLURM, and submitit would only fail
     once the array is queued (or, locally, hide every GPU from the job).
     """
-    from rnnlab.errors import ConfigError
+    from rnnlab.core.errors import ConfigError
 
     launcher = config.hydra.get("launcher") or {}
     target = str(launcher.get("_target_", ""))
@@ -191,7 +191,7 @@ class SweepParentRuns(Callback):
                                                config.paths.root_dir))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from rnnlab.errors import ConfigError
+        from rnnlab.core.errors import ConfigError
 
         try:
             check_launcher(config)

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rnnlab.errors import require
+from rnnlab.core.errors import require
 
 State = Tensor | tuple[Tensor, ...]
 INITS = ("default", "xavier", "orthogonal", "identity")

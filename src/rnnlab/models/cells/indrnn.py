@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from rnnlab.errors import require
+from rnnlab.core.errors import require
 from rnnlab.models.cells import Cell, LayerArgs, register
 from rnnlab.models.cells.scan import ScanLayer, ScanStack
 

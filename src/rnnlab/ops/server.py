@@ -17,8 +17,8 @@ use an address of a private network. PostgreSQL
 refuses to run as root, so as root its programs run as the ``postgres`` user (which
 owns ``.server/pg``); as anyone else they run as that user.
 
-    python -m rnnlab.tracking.server start [--port 5000] [--dir .server]
-    python -m rnnlab.tracking.server status | stop
+    python -m rnnlab.ops.server start [--port 5000] [--dir .server]
+    python -m rnnlab.ops.server status | stop
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from rnnlab.errors import UserError
+from rnnlab.core.errors import UserError
 
 PG_USER = "rnnlab"  # the cluster's superuser (a database role, not a system account)
 DATABASES = ("mlflow", "optuna")
@@ -359,7 +359,7 @@ def status(folder: str | Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from rnnlab.config import project_root
+    from rnnlab.core.paths import project_root
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["start", "stop", "status"])

@@ -7,6 +7,8 @@ through the datamodule's ``spec``. Impossible pairs are refused before any work.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -15,9 +17,9 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.baselines.base import Baseline
-from rnnlab.data.spec import DataSpec
-from rnnlab.errors import ConfigError
-from rnnlab.resume import check_ckpt_path
+from rnnlab.build.checkpoint import check_ckpt_path, load_state, read_checkpoint
+from rnnlab.core.errors import ConfigError
+from rnnlab.data.spec import DataSpec, spec_from_dict
 from rnnlab.tasks.base import RnnlabTask
 
 MODEL_META_KEYS = ("name",)
@@ -97,7 +99,40 @@ def build_module(cfg: DictConfig, spec: DataSpec) -> RnnlabTask:
                        scheduler=scheduler, monitor=cfg.task.monitor)
     # after the task is built, so that nothing it initialises overwrites the vectors
     apply_embeddings(cfg, backbone, spec)
+    # a task that joins other checkpoints (a seq2seq ensemble at test time) rebuilds them
+    # through this layer, so the task layer never imports the loader above it
+    module.checkpoint_loader = load_module
     return module
+
+
+@dataclass
+class LoadedModel:
+    """A trained model rebuilt from its checkpoint alone."""
+
+    module: Any            # the task's LightningModule, in eval mode
+    config: DictConfig     # the resolved training config
+    spec: DataSpec         # sizes from the datamodule
+    data_state: dict[str, Any]  # vocabularies etc. from the datamodule
+
+
+def load_module(path: str | Path, map_location: str = "cpu", key: str = "checkpoint",
+                shown: str | None = None) -> LoadedModel:
+    """Rebuild the model a local ``.ckpt`` of this lab holds, or fail with one sentence.
+
+    The checkpoint's own config and spec size the model, so neither the config files nor
+    the training data are needed (:func:`rnnlab.inference.load_checkpoint` also takes
+    ``models:/`` URIs; ``shown`` is the name errors give, the URI a file came from)."""
+    ckpt = read_checkpoint(path, key, map_location)
+    meta = ckpt["rnnlab"]
+    cfg = OmegaConf.create(meta["config"])
+    if OmegaConf.select(cfg, "task.module.ensemble"):  # test-time partners stay behind
+        cfg.task.module.ensemble = None
+    label = f"{key}={shown or path}"
+    spec = spec_from_dict(meta["spec"], label)
+    module = build_module(cfg, spec)
+    load_state(module, ckpt["state_dict"], label)
+    module.eval()
+    return LoadedModel(module, cfg, spec, meta.get("data_state") or {})
 
 
 def apply_embeddings(cfg: DictConfig, backbone: Any, spec: DataSpec) -> None:

@@ -8,15 +8,15 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # <root>/src/rnnlab -> <root>
-PACKAGED_CONF = Path(__file__).resolve().parent / "conf"  # the configs a wheel carries
+PACKAGE_ROOT = Path(__file__).resolve().parents[3]  # <root>/src/rnnlab/core -> <root>
+PACKAGED_CONF = Path(__file__).resolve().parents[1] / "conf"  # the configs a wheel carries
 
 
 def checkout_root() -> Path | None:
     """The checkout this module runs from (``python train.py``, an editable install), or
     None for an installed wheel."""
     if (PACKAGE_ROOT / "conf" / "config.yaml").is_file() and \
-            (PACKAGE_ROOT / "src" / "rnnlab" / "config.py").resolve() == Path(__file__).resolve():
+            (PACKAGE_ROOT / "src" / "rnnlab" / "core" / "paths.py").resolve() == Path(__file__).resolve():
         return PACKAGE_ROOT
     return None
 

@@ -16,7 +16,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from rnnlab.errors import ConfigError
+from rnnlab.core.errors import ConfigError
 
 
 def _keys(node: Any, prefix: str) -> Iterator[tuple[str, Any]]:
@@ -41,8 +41,8 @@ def check_writable(folder: Path, key: str) -> None:
 
 def preflight(cfg: DictConfig) -> None:
     """Seed, batch sizes and output folders, before any data is read or run created."""
+    from rnnlab.core.dist import is_rank_zero
     from rnnlab.tracking.mlflow import local_artifact_root, resolve_tracking_uri
-    from rnnlab.tracking.record import is_rank_zero
 
     seed = cfg.get("seed")
     if isinstance(seed, bool) or not isinstance(seed, int):

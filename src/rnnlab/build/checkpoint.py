@@ -1,6 +1,7 @@
-"""Reading checkpoints safely, and rebuilding a trained model from one alone.
+"""Reading checkpoint files safely: the file-level half of loading a trained model.
 
-Every checkpoint carries the resolved config, the data spec, the data fingerprint and the
+:func:`rnnlab.build.load_module` rebuilds a module from what is read here, and
+:func:`rnnlab.inference.load_checkpoint` adds ``models:/`` URIs on top. Every checkpoint carries the resolved config, the data spec, the data fingerprint and the
 datamodule's ``checkpoint_state`` (vocabularies, label names, scalers) under the
 ``rnnlab`` key, so inference commands (tagging, generation, conversion) need neither the
 config files nor the training data. All of it is plain data (dicts, lists, strings,
@@ -12,23 +13,15 @@ from __future__ import annotations
 
 import pickle
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from rnnlab.data.spec import DataSpec, spec_from_dict
-from rnnlab.errors import UserError
+from rnnlab.core.errors import ConfigError, UserError
 
-
-@dataclass
-class LoadedModel:
-    module: Any            # the task's LightningModule, in eval mode
-    config: DictConfig     # the resolved training config
-    spec: DataSpec         # sizes from the datamodule
-    data_state: dict[str, Any]  # vocabularies etc. from the datamodule
+AUTO = "auto"  # ckpt_path=auto: continue the newest matching run
 
 
 def check_checkpoint_file(path: str | Path, key: str = "checkpoint",
@@ -91,32 +84,6 @@ def config_differences(stored: dict[str, Any], current: dict[str, Any],
     return out
 
 
-def load_checkpoint(path: str | Path, map_location: str = "cpu",
-                    key: str = "checkpoint") -> LoadedModel:
-    """Load a ``.ckpt`` written by this lab, or fail with one sentence saying why.
-
-    ``path`` may also be a registered or logged MLflow model, ``models:/rnnlab-ner@champion``
-    (see :mod:`rnnlab.tracking.registry`): its checkpoint is downloaded through MLflow and
-    read the same way, so every command that takes a checkpoint takes such a URI."""
-    from rnnlab.build import build_module
-    from rnnlab.tracking.registry import is_model_uri, model_checkpoint
-
-    if is_model_uri(str(path)):
-        with model_checkpoint(str(path)) as local:
-            ckpt = read_checkpoint(local, key, map_location)
-    else:
-        ckpt = read_checkpoint(path, key, map_location)
-    meta = ckpt["rnnlab"]
-    cfg = OmegaConf.create(meta["config"])
-    if OmegaConf.select(cfg, "task.module.ensemble"):  # test-time partners stay behind
-        cfg.task.module.ensemble = None
-    spec = spec_from_dict(meta["spec"], f"{key}={path}")
-    module = build_module(cfg, spec)
-    load_state(module, ckpt["state_dict"], f"{key}={path}")
-    module.eval()
-    return LoadedModel(module, cfg, spec, meta.get("data_state") or {})
-
-
 def load_state(module: torch.nn.Module, state: dict[str, Any], label: str) -> None:
     """``load_state_dict`` with a one-sentence error naming the first mismatched tensor."""
     own = module.state_dict()
@@ -135,3 +102,14 @@ def load_state(module: torch.nn.Module, state: dict[str, Any], label: str) -> No
         raise UserError(f"{label} does not fit this model ({detail}); use the model settings "
                         f"it was trained with (its config is inside it) or another checkpoint.")
     module.load_state_dict(state)
+
+
+def check_ckpt_path(cfg: DictConfig) -> None:
+    """Fail fast (before any data is read) on a ckpt_path that cannot be a checkpoint."""
+    path = cfg.get("ckpt_path")
+    if not path or str(path) == AUTO:
+        if str(path) == AUTO and not cfg.get("train", True):
+            raise ConfigError("ckpt_path=auto resumes training; a test-only run "
+                              "(train=false) needs the path of the checkpoint to test.")
+        return
+    check_checkpoint_file(str(path), "ckpt_path", ConfigError)

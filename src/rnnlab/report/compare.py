@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rnnlab.config import project_root
-from rnnlab.errors import UserError
+from rnnlab.core.errors import UserError
+from rnnlab.core.paths import project_root
 from rnnlab.tracking.config_hash import CONFIG_HASH_TAG, config_hash, config_identity
 
 REPORT_EXPERIMENT = "reports"
@@ -107,7 +107,7 @@ class Entry:
 def _client(uri: str):
     from mlflow.tracking import MlflowClient
 
-    from rnnlab.errors import ConfigError
+    from rnnlab.core.errors import ConfigError
     from rnnlab.tracking.mlflow import check_reachable
 
     try:
@@ -355,7 +355,7 @@ def _task_significance(client: Any, rows: list[Entry], cache: Path, resamples: i
                        alpha: float, seed: int) -> list[str]:
     """Intervals for each entry of one task, the paired test of each against the task's
     best entry, and the sentences that say what they mean."""
-    from rnnlab.stats import align, bootstrap_interval, randomisation_test, t_interval
+    from rnnlab.report.stats import align, bootstrap_interval, randomisation_test, t_interval
 
     rows = sorted(rows, key=lambda e: e.rank)
     metric = rows[0].test_metric
@@ -424,7 +424,7 @@ def _across_tasks(entries: list[Entry], out_dir: Path, alpha: float) -> tuple[li
     critical difference, and the CD diagram."""
     import numpy as np
 
-    from rnnlab.stats import average_ranks, cd_diagram, cliques, friedman
+    from rnnlab.report.stats import average_ranks, cd_diagram, cliques, friedman
 
     table = model_ranks(entries)
     tasks = sorted(table)
@@ -675,7 +675,7 @@ def main(argv: list[str] | None = None) -> int:
         client.set_terminated(run.info.run_id, "FINISHED")
     print(f"report written to {out_dir}")
     if args.register:
-        from rnnlab.tracking.registry import register_champions
+        from rnnlab.report.registry import register_champions
 
         return register_champions(client, args.tasks.split(",") if args.tasks else None,
                                   args.models.split(",") if args.models else None,

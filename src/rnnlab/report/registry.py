@@ -6,10 +6,8 @@
 them), registers its model as a version of the registered model ``rnnlab-<task>`` (once:
 registering again finds the same version) and moves the alias ``champion`` to it. So
 "the current best NER tagger" has a name: ``models:/rnnlab-ner@champion``.
-
-:func:`model_checkpoint` turns such a URI back into a checkpoint file, downloaded
-through MLflow (a local store or a tracking server alike), so every command that takes a
-checkpoint path also takes ``models:/...`` (see :func:`rnnlab.checkpoint.load_checkpoint`).
+Every command that takes a checkpoint path also takes such a URI
+(:func:`rnnlab.inference.load_checkpoint`).
 """
 
 from __future__ import annotations
@@ -17,15 +15,9 @@ from __future__ import annotations
 import datetime as dt
 import math
 import sys
-import tempfile
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-from rnnlab.errors import UserError
 
 PREFIX = "rnnlab-"
 ALIAS = "champion"
@@ -150,7 +142,7 @@ def register_champions(client: Any, tasks: list[str] | None = None,
                        since: dt.date | None = None) -> int:
     """``compare.py --register``: register each task's best run, print what moved and
     return the exit code (2 with one sentence when nothing can be registered)."""
-    from rnnlab.serving.publish import quiet_mlflow, using_tracking_uri
+    from rnnlab.tracking.mlflow import quiet_mlflow, using_tracking_uri
 
     chosen, notes = best_runs(client, tasks, models, sweep_id, since)
     if not chosen:
@@ -168,38 +160,3 @@ def register_champions(client: Any, tasks: list[str] | None = None,
     print(f"use them as mlflow.pyfunc.load_model('models:/{PREFIX}{first}@{ALIAS}') or pass "
           f"the URI to rnnlab-tag / rnnlab-generate / rnnlab-convert.")
     return 0
-
-
-# ---- models:/ URIs where a checkpoint path goes ----------------------------------------------
-def is_model_uri(path: Any) -> bool:
-    return isinstance(path, str) and path.startswith("models:/")
-
-
-@contextmanager
-def model_checkpoint(uri: str, tracking_uri: str | None = None) -> Iterator[Path]:
-    """The checkpoint inside the model ``uri`` (``models:/rnnlab-ner@champion``,
-    ``models:/rnnlab-ner/3``, ``models:/m-<id>``), downloaded from the tracking store
-    (``MLFLOW_TRACKING_URI`` or the project's ``mlflow.db``) into a temporary folder that
-    is removed afterwards. It holds the weights and metadata of the run's best checkpoint."""
-    from mlflow.artifacts import download_artifacts
-
-    from rnnlab.config import project_root
-    from rnnlab.serving.publish import CHECKPOINT_FILE, quiet_mlflow, using_tracking_uri
-    from rnnlab.tracking.mlflow import redact, resolve_tracking_uri
-
-    store = resolve_tracking_uri(tracking_uri, project_root())
-    with tempfile.TemporaryDirectory(prefix="rnnlab-model-") as tmp:
-        try:
-            with using_tracking_uri(store), quiet_mlflow():
-                local = Path(download_artifacts(artifact_uri=uri, dst_path=tmp))
-        except Exception as err:
-            reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
-            raise UserError(f"{uri} cannot be read from the MLflow store {redact(store)} "
-                            f"({redact(reason)}); check the name and alias (python compare.py "
-                            f"--register creates rnnlab-<task>@champion) or set "
-                            f"MLFLOW_TRACKING_URI to the store that has it.") from None
-        ckpt = local / "artifacts" / CHECKPOINT_FILE
-        if not ckpt.is_file():
-            raise UserError(f"{uri} is a baseline model without a checkpoint (scikit-learn or "
-                            f"a lookup table); load it with mlflow.pyfunc.load_model instead.")
-        yield ckpt

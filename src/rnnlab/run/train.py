@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from rnnlab.config import config_dir, register_resolvers
-from rnnlab.errors import ConfigError, UserError
-from rnnlab.resume import CheckpointPlan, plan_checkpoint
+from rnnlab.core.errors import ConfigError, UserError
+from rnnlab.core.paths import config_dir, register_resolvers
+from rnnlab.run.resume import CheckpointPlan, plan_checkpoint
 from rnnlab.tracking.record import RunInterrupted
 
 if TYPE_CHECKING:
@@ -60,8 +60,8 @@ def _loggers(cfg: DictConfig, dm: Any, plan: CheckpointPlan) -> list:
     resuming, reopened) here; other DDP ranks get loggers that write nothing."""
     from hydra.utils import instantiate
 
+    from rnnlab.core.dist import is_rank_zero
     from rnnlab.tracking.mlflow import make_mlflow_logger, redact
-    from rnnlab.tracking.record import is_rank_zero
 
     rank_zero = is_rank_zero()
     out = []
@@ -91,9 +91,9 @@ def _log_run_start(loggers: list, cfg: DictConfig, dm: Any, n_params: int,
     gets the resuming command beside it."""
     from pytorch_lightning.loggers import MLFlowLogger
 
+    from rnnlab.core.dist import is_rank_zero
     from rnnlab.tracking.datasets import log_datasets
     from rnnlab.tracking.mlflow import flatten, log_params, redact
-    from rnnlab.tracking.record import is_rank_zero
 
     if not is_rank_zero():
         return
@@ -139,7 +139,8 @@ def _record_for(loggers: list) -> RunRecord | None:
     exported so that DDP workers started from here know it."""
     from pytorch_lightning.loggers import MLFlowLogger
 
-    from rnnlab.tracking.record import RunRecord, is_rank_zero
+    from rnnlab.core.dist import is_rank_zero
+    from rnnlab.tracking.record import RunRecord
 
     if not is_rank_zero():
         return None
@@ -164,7 +165,7 @@ def _attach_to_sweep(loggers: list, plan: CheckpointPlan) -> None:
     """A new run of a multirun job becomes a child of its sweep's parent run."""
     from pytorch_lightning.loggers import MLFlowLogger
 
-    from rnnlab.tracking.record import is_rank_zero
+    from rnnlab.core.dist import is_rank_zero
     from rnnlab.tracking.sweep import attach_to_parent
 
     if plan.resume_run_id is not None or not is_rank_zero():
@@ -314,8 +315,8 @@ def _log_run_end(loggers: list, cfg: DictConfig, metrics: dict[str, float],
                  best: str | None) -> None:
     from pytorch_lightning.loggers import MLFlowLogger
 
+    from rnnlab.core.dist import is_rank_zero
     from rnnlab.serving.publish import log_servable_model
-    from rnnlab.tracking.record import is_rank_zero
 
     for lg in loggers:
         if isinstance(lg, MLFlowLogger) and best and is_rank_zero():
@@ -346,8 +347,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     import pytorch_lightning as pl
 
     from rnnlab.build import build_datamodule, check_pair, is_baseline
-    from rnnlab.preflight import preflight, redact_hydra_files
-    from rnnlab.tracking.record import RunRecord, SignalHandlers, is_rank_zero
+    from rnnlab.core.dist import is_rank_zero
+    from rnnlab.run.preflight import preflight, redact_hydra_files
+    from rnnlab.tracking.record import RunRecord, SignalHandlers
 
     # MLflow exports the URI it last used into the environment; a later run in the same
     # process (a sweep job, a test) must resolve its own store, not inherit that one

@@ -20,15 +20,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from rnnlab.checkpoint import (
-    check_checkpoint_file,
+from rnnlab.build.checkpoint import (
+    AUTO,
     config_differences,
     load_state,
     read_checkpoint,
 )
-from rnnlab.errors import ConfigError
+from rnnlab.core.errors import ConfigError
 
-AUTO = "auto"
 RESOLVED_ENV = "RNNLAB_RESOLVED_CKPT"  # rank zero's choice for ckpt_path=auto, for DDP workers
 
 
@@ -46,17 +45,6 @@ class CheckpointPlan:
         return tags
 
 
-def check_ckpt_path(cfg: DictConfig) -> None:
-    """Fail fast (before any data is read) on a ckpt_path that cannot be a checkpoint."""
-    path = cfg.get("ckpt_path")
-    if not path or str(path) == AUTO:
-        if str(path) == AUTO and not cfg.get("train", True):
-            raise ConfigError("ckpt_path=auto resumes training; a test-only run "
-                              "(train=false) needs the path of the checkpoint to test.")
-        return
-    check_checkpoint_file(str(path), "ckpt_path", ConfigError)
-
-
 def _identity(config: dict[str, Any]) -> dict[str, Any]:
     """What makes two runs the same experiment for ``ckpt_path=auto``."""
     task = dict(config.get("task") or {})
@@ -65,7 +53,7 @@ def _identity(config: dict[str, Any]) -> dict[str, Any]:
 
 def find_auto_checkpoint(cfg: DictConfig) -> Path | None:
     """The newest ``last.ckpt`` under the outputs folder written by this configuration."""
-    from rnnlab.tracking.record import is_rank_zero
+    from rnnlab.core.dist import is_rank_zero
 
     if not is_rank_zero():  # workers follow rank zero's choice
         chosen = os.environ.get(RESOLVED_ENV)
@@ -133,7 +121,7 @@ def plan_checkpoint(cfg: DictConfig, dm: Any, module: Any) -> CheckpointPlan:
     run_id = meta.get("mlflow_run_id")
     if not training:
         return CheckpointPlan(path=path, evaluates=run_id or "",
-                              extra_tags={"rnnlab.checkpoint": path})
+                              extra_tags={"rnnlab.build.checkpoint": path})
     if run_id and _uses_mlflow(cfg):
         _check_run_in_store(cfg, run_id, path, dm)
     return CheckpointPlan(path=path, resume_run_id=run_id if _uses_mlflow(cfg) else None)
@@ -146,8 +134,8 @@ def _uses_mlflow(cfg: DictConfig) -> bool:
 def _check_run_in_store(cfg: DictConfig, run_id: str, path: str, dm: Any) -> None:
     from mlflow.tracking import MlflowClient
 
+    from rnnlab.core.dist import is_rank_zero
     from rnnlab.tracking.mlflow import redact, resolve_tracking_uri
-    from rnnlab.tracking.record import is_rank_zero
 
     if not is_rank_zero():
         return
