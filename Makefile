@@ -41,8 +41,9 @@ test-slow: install ## the slow tests: real corpora, longer training
 
 test-all: test test-slow ## both suites
 
-lint: install ## ruff
+lint: install ## ruff, and the layers contract (every import points down; see pyproject.toml)
 	$(BIN)/ruff check src tests bench train.py compare.py
+	$(BIN)/lint-imports
 
 format: install ## ruff format and import sorting
 	$(BIN)/ruff check --fix src tests bench train.py compare.py

@@ -66,7 +66,7 @@ def test_corpus_bleu_from_sentence_statistics_equals_sacrebleu() -> None:
 
 
 def test_macro_f1_equals_torchmetrics() -> None:
-    from rnnlab.tasks.classification import classification_metrics
+    from rnnlab.metrics.classification import classification_metrics
 
     rng = np.random.default_rng(2)
     gold = rng.integers(0, 4, 300)

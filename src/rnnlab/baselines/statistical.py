@@ -17,7 +17,8 @@ import numpy as np
 
 from rnnlab.baselines.base import Baseline
 from rnnlab.core.errors import ConfigError, require
-from rnnlab.tasks.forecasting import score_period
+from rnnlab.metrics.forecast import score_period
+from rnnlab.tracking.artifacts import log_figure
 
 
 class ForecastBaseline(Baseline):
@@ -43,7 +44,10 @@ class ForecastBaseline(Baseline):
                 warnings.simplefilter("ignore")
                 forecast = np.stack([self.predict(history[:, j], steps, dm.spec.season)
                                      for j in range(history.shape[1])], axis=1)
-            metrics.update(score_period(dm, split, forecast, run, self.label, plot=split == "test"))
+            scores, figure = score_period(dm, split, forecast, self.label, plot=split == "test")
+            metrics.update(scores)
+            if figure is not None:
+                log_figure(run, figure, f"plots/forecast_{split}.png")
         return metrics
 
 

@@ -17,7 +17,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from rnnlab.baselines.base import Baseline
 from rnnlab.data.text import tokenize
-from rnnlab.tasks.classification import classification_metrics
+from rnnlab.metrics.classification import PREDICTION_METRICS, classification_metrics
 from rnnlab.tracking.artifacts import confusion_matrix_figure, log_figure
 from rnnlab.tracking.predictions import DEFAULT_MAX_ROWS, PredictionRows, write_rows
 
@@ -67,8 +67,6 @@ class TfidfLogReg(Baseline):
                            gold: list[int], preds: Any, class_names: list[str]) -> None:
         """``predictions/test.parquet`` as the networks write it: one row per test
         snippet (its index in the split), correct 0/1 and the log loss of its label."""
-        from rnnlab.tasks.classification import PREDICTION_METRICS
-
         if self.max_predictions <= 0:
             return
         proba = clf.predict_proba(features)

@@ -8,7 +8,10 @@ period, per target, so 1.0 means "as good as repeating last season".
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+from matplotlib.figure import Figure
 
 METRICS = ("mae", "rmse", "mape", "smape", "mase")
 
@@ -70,3 +73,40 @@ def forecast_metrics(y_true: np.ndarray, y_pred: np.ndarray, history: np.ndarray
     return {f"{prefix}mae": mae(y_true, y_pred), f"{prefix}rmse": rmse(y_true, y_pred),
             f"{prefix}mape": mape(y_true, y_pred), f"{prefix}smape": smape(y_true, y_pred),
             f"{prefix}mase": mase(y_true, y_pred, history, season)}
+
+
+def forecast_figure(dates: list[str] | None, history: np.ndarray, truth: np.ndarray,
+                    forecast: np.ndarray, names: list[str], title: str) -> Figure:
+    """History, truth and forecast of each target (one panel per target, at most four)."""
+    import matplotlib.pyplot as plt
+
+    shown = min(len(names), 4)
+    fig, axes = plt.subplots(shown, 1, figsize=(9, 2.8 * shown), squeeze=False)
+    n_hist, n_out = len(history), len(truth)
+    x = np.arange(n_hist + n_out)
+    for j, ax in enumerate(axes[:, 0]):
+        ax.plot(x[:n_hist], history[:, j], color="0.35", lw=1.2, label="history")
+        ax.plot(x[n_hist:], truth[:, j], color="tab:blue", lw=1.5, label="truth")
+        ax.plot(x[n_hist:], forecast[:, j], color="tab:orange", lw=1.5, ls="--", label="forecast")
+        ax.axvline(n_hist - 0.5, color="0.6", lw=0.8, ls=":")
+        ax.set_ylabel(names[j])
+        if dates is not None and len(dates) >= len(x):
+            ticks = np.linspace(0, len(x) - 1, 8).astype(int)
+            ax.set_xticks(ticks, [str(dates[i]) for i in ticks], fontsize=8)
+    axes[0, 0].legend(loc="upper left", fontsize=8)
+    axes[0, 0].set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def score_period(dm: Any, split: str, forecast: np.ndarray, title: str, plot: bool = True
+                 ) -> tuple[dict[str, float], Figure | None]:
+    """Metrics of an original-scale forecast of ``split``'s period (a forecast datamodule's
+    history and truth), and its plot when ``plot``: networks and baselines score alike."""
+    history, truth = dm.history(split)[:, dm.series.targets], dm.truth(split)
+    metrics = forecast_metrics(truth, forecast, history, dm.spec.season, f"{split}/")
+    if not plot:
+        return metrics, None
+    text = f"{title}: {split} MAPE {metrics[f'{split}/mape']:.2f}%, RMSE {metrics[f'{split}/rmse']:.2f}"
+    return metrics, forecast_figure(dm.dates(), history, truth, forecast,
+                                    dm.spec.target_names, text)

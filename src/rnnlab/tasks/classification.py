@@ -6,32 +6,17 @@ from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics import MetricCollection
 from torchmetrics.classification import (
-    MulticlassAccuracy,
     MulticlassConfusionMatrix,
-    MulticlassF1Score,
 )
 
 from rnnlab.data.spec import ClassifySpec
+from rnnlab.metrics.classification import PREDICTION_METRICS, classification_metrics
 from rnnlab.metrics.distributed import WeightedMean
 from rnnlab.models.heads import ClassifierHead
 from rnnlab.tasks.base import OptimizerFactory, RnnlabTask, WordDropout
 from rnnlab.tracking.artifacts import confusion_matrix_figure, log_figure
 from rnnlab.tracking.predictions import DEFAULT_MAX_ROWS, PredictionRows
-
-# how test/acc, test/f1 and test/loss follow from predictions/test.parquet (rnnlab.report.stats)
-PREDICTION_METRICS = {"test/acc": {"kind": "mean", "column": "score"},
-                      "test/f1": {"kind": "macro_f1", "gold": "gold", "prediction": "prediction"},
-                      "test/loss": {"kind": "mean", "column": "loss"}}
-
-
-def classification_metrics(num_classes: int) -> MetricCollection:
-    """Accuracy and macro-F1: the same objects score networks and baselines."""
-    return MetricCollection({
-        "acc": MulticlassAccuracy(num_classes, average="micro"),
-        "f1": MulticlassF1Score(num_classes, average="macro"),
-    })
 
 
 class ClassificationTask(RnnlabTask):

@@ -15,12 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from rnnlab.data.spec import ForecastSpec
 from rnnlab.metrics.distributed import WeightedMean
-from rnnlab.metrics.forecast import forecast_metrics
+from rnnlab.metrics.forecast import score_period
 from rnnlab.tasks.base import OptimizerFactory, RnnlabTask
 from rnnlab.tracking.artifacts import log_figure
 from rnnlab.tracking.predictions import DEFAULT_MAX_ROWS, PredictionRows
@@ -28,43 +27,6 @@ from rnnlab.tracking.predictions import DEFAULT_MAX_ROWS, PredictionRows
 # how the test window loss follows from predictions/test.parquet (rnnlab.report.stats): each test
 # window's mean squared error over its steps and columns (model space)
 PREDICTION_METRICS = {"test/loss": {"kind": "mean", "column": "score"}}
-
-
-def forecast_figure(dates: list[str] | None, history: np.ndarray, truth: np.ndarray,
-                    forecast: np.ndarray, names: list[str], title: str) -> Figure:
-    """History, truth and forecast of each target (one panel per target, at most four)."""
-    import matplotlib.pyplot as plt
-
-    shown = min(len(names), 4)
-    fig, axes = plt.subplots(shown, 1, figsize=(9, 2.8 * shown), squeeze=False)
-    n_hist, n_out = len(history), len(truth)
-    x = np.arange(n_hist + n_out)
-    for j, ax in enumerate(axes[:, 0]):
-        ax.plot(x[:n_hist], history[:, j], color="0.35", lw=1.2, label="history")
-        ax.plot(x[n_hist:], truth[:, j], color="tab:blue", lw=1.5, label="truth")
-        ax.plot(x[n_hist:], forecast[:, j], color="tab:orange", lw=1.5, ls="--", label="forecast")
-        ax.axvline(n_hist - 0.5, color="0.6", lw=0.8, ls=":")
-        ax.set_ylabel(names[j])
-        if dates is not None and len(dates) >= len(x):
-            ticks = np.linspace(0, len(x) - 1, 8).astype(int)
-            ax.set_xticks(ticks, [str(dates[i]) for i in ticks], fontsize=8)
-    axes[0, 0].legend(loc="upper left", fontsize=8)
-    axes[0, 0].set_title(title)
-    fig.tight_layout()
-    return fig
-
-
-def score_period(dm: Any, split: str, forecast: np.ndarray, run: Any, title: str,
-                 plot: bool = True) -> dict[str, float]:
-    """Metrics of an original-scale forecast of ``split``'s period, and its plot."""
-    history, truth = dm.history(split)[:, dm.series.targets], dm.truth(split)
-    metrics = forecast_metrics(truth, forecast, history, dm.spec.season, f"{split}/")
-    if plot:
-        text = f"{title}: {split} MAPE {metrics[f'{split}/mape']:.2f}%, RMSE {metrics[f'{split}/rmse']:.2f}"
-        log_figure(run, forecast_figure(dm.dates(), history, truth, forecast,
-                                        dm.spec.target_names, text),
-                   f"plots/forecast_{split}.png")
-    return metrics
 
 
 class ForecastTask(RnnlabTask):
@@ -154,8 +116,11 @@ class ForecastTask(RnnlabTask):
         dm = self.trainer.datamodule  # None when Lightning was given bare loaders
         if dm is not None and split in self.periods and not self.trainer.sanity_checking:
             title = self.backbone.cell or type(self.backbone).__name__
-            values.update(score_period(dm, split, self.forecast(dm, split), self.trainer, title,
-                                       plot and self.global_rank == 0))
+            scores, figure = score_period(dm, split, self.forecast(dm, split), title,
+                                          plot and self.global_rank == 0)
+            values.update(scores)
+            if figure is not None:
+                log_figure(self.trainer, figure, f"plots/forecast_{split}.png")
         self.log_reduced(values, prog_bar=values if split == "val" else ())
 
     def on_validation_epoch_end(self) -> None:
