@@ -14,6 +14,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from rnnlab.core.dist import gather_objects
+
 Span = tuple[str, int, int]  # (type, start, end) with end exclusive
 
 
@@ -75,8 +77,6 @@ class SpanScorer:
         """A new scorer holding the counts of every data-parallel rank (a collective: all
         ranks call it). F1 is not a mean of per-rank F1s, so the counts are merged, not the
         scores; in one process this is a copy."""
-        from rnnlab.core.dist import gather_objects
-
         total = SpanScorer()
         for part in gather_objects(self):
             total.merge(part)

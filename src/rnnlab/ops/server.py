@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rnnlab.core.errors import UserError
+from rnnlab.core.paths import project_root
 
 PG_USER = "rnnlab"  # the cluster's superuser (a database role, not a system account)
 DATABASES = ("mlflow", "optuna")
@@ -359,8 +360,6 @@ def status(folder: str | Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from rnnlab.core.paths import project_root
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["start", "stop", "status"])
     parser.add_argument("--dir", default=None,

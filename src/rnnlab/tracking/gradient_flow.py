@@ -43,6 +43,7 @@ from torch import Tensor, nn
 
 from rnnlab.models.encoder import Backbone, EncoderOutput
 from rnnlab.tracking.artifacts import log_figure, log_text, plt
+from rnnlab.tracking.mlflow import resolve_tracking_uri
 
 log = logging.getLogger("rnnlab")
 
@@ -264,9 +265,7 @@ class SweepComparison(_HydraCallback):
             log.warning("sweep summary skipped: %s", err)
 
     def _summarise(self, config: Any) -> None:
-        from mlflow.tracking import MlflowClient
-
-        from rnnlab.tracking.mlflow import resolve_tracking_uri
+        from mlflow.tracking import MlflowClient  # only a sweep summary needs the client
 
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         root = config.paths.root_dir
