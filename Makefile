@@ -13,19 +13,33 @@ PORT ?= 5000
 SERVER_DIR ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train tiny test test-slow test-all lint format ui server server-stop sweep compare headline bench clean
+.PHONY: help install upgrade train tiny test test-slow test-all lint format ui server server-stop sweep compare headline bench clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(BIN)/.installed: pyproject.toml
+EXTRAS := dev,sweeps,server
+# the versions the test suite last passed with (make upgrade refreshes them); torch is
+# pinned by TORCH above instead, since its build (CPU or CUDA) depends on the machine
+CONSTRAINTS ?= constraints.txt
+
+$(BIN)/.installed: pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[dev,sweeps,server]"
+	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) -e ".[$(EXTRAS)]"
 	touch $@
 
-install: $(BIN)/.installed ## create .venv and install rnnlab with its dependencies
+install: $(BIN)/.installed ## create .venv and install rnnlab at the pinned versions of constraints.txt
+
+upgrade: ## newest allowed versions of every dependency, then rewrite constraints.txt (run make test after)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q --upgrade --upgrade-strategy eager -e ".[$(EXTRAS)]"
+	{ echo "# Versions the test suite passed with; written by make upgrade, used by make install."; \
+	  echo "# torch is pinned by the Makefile's TORCH instead (its build depends on the machine)."; \
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -v -i -E '^(torch|rnnlab)=='; } > $(CONSTRAINTS)
+	touch $(BIN)/.installed
 
 train: install ## train the default experiment (task=sentiment model=lstm); ARGS="model=gru ..."
 	$(BIN)/python train.py $(ARGS)
