@@ -57,7 +57,7 @@ def test_report_ranks_by_each_tasks_direction(tmp_path: Path, capsys) -> None:
     rank = {(r["task"], r["model"]): int(r["rank"]) for r in rows}
     assert rank[("sentiment", "lstm")] == 1 and rank[("sentiment", "rnn")] == 3  # maximised
     assert rank[("forecast", "gru")] == 1 and rank[("forecast", "rnn")] == 3     # minimised
-    assert rank[("speech", "lstm")] == 1 and rank[("speech", "gru")] == 2  # mean over seeds
+    assert rank[("speech", "lstm")] == 1 and rank[("speech", "gru")] == 2  # by validation
     lstm = next(r for r in rows if r["task"] == "sentiment" and r["model"] == "lstm")
     assert lstm["best val"] == "0.8000" and lstm["test (best run)"] == "0.7900"
     assert lstm["seeds"] == "2" and lstm["test mean ± std"].startswith("0.7800 ± 0.0141")
@@ -97,6 +97,42 @@ def test_empty_and_unreachable_store(tmp_path: Path, capsys) -> None:
     assert "train something first" in capsys.readouterr().err
     assert main(["--tracking-uri", "http://127.0.0.1:9", "--no-log"]) == 2
     assert "cannot read the MLflow tracking store http://127.0.0.1:9" in capsys.readouterr().err
+
+
+# --- the report's best run is the run --register registers ---------------------------
+
+def test_the_report_names_the_run_register_registers(tmp_path: Path, capsys) -> None:
+    """gru tests better on average, lstm seed 1 validates best: both the report and the
+    registry choose by validation, so both name lstm seed 1."""
+    from rnnlab.report.registry import ALIAS, MODEL_URI_TAG
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("sentiment", artifact_location=(tmp_path / "art").as_uri())
+    ids = {}
+    for model, seed, val, test in [("lstm", 1, 0.82, 0.74), ("lstm", 2, 0.78, 0.76),
+                                   ("gru", 1, 0.80, 0.79), ("gru", 2, 0.79, 0.80)]:
+        run = client.create_run(exp, tags={"task": "sentiment", "model": model,
+                                           "seed": str(seed)})
+        rid = ids[(model, seed)] = run.info.run_id
+        client.log_param(rid, "task.monitor", "val/acc")
+        client.log_param(rid, "task.mode", "max")
+        client.log_metric(rid, "best/val/acc", val)
+        client.log_metric(rid, "test/acc", test)
+        logged = client.create_logged_model(exp, source_run_id=rid, name="model")
+        client.set_tag(rid, MODEL_URI_TAG, logged.model_uri)
+        client.set_terminated(rid, "FINISHED")
+    out = tmp_path / "rep"
+    assert main(["--tracking-uri", uri, "--out", str(out), "--no-log", "--register"]) == 0
+    rows = {r["model"]: r for r in _rows(out)}
+    assert rows["lstm"]["rank"] == "1" and rows["gru"]["rank"] == "2"
+    assert rows["lstm"]["test (best run)"] == "0.7400"
+    assert rows["gru"]["test mean ± std"].startswith("0.7950")  # better on test, not chosen
+    best = ids[("lstm", 1)]
+    report = (out / "report.md").read_text()
+    assert f"would register: lstm seed 1, run {best[:8]}." in report
+    assert "rnnlab-sentiment@champion -> version 1: lstm seed 1" in capsys.readouterr().out
+    assert client.get_model_version_by_alias("rnnlab-sentiment", ALIAS).run_id == best
 
 
 # --- entries are configurations -------------------------------------------------------

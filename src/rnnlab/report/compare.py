@@ -4,11 +4,14 @@ An entry of the report is one *configuration* of a task: the runs whose resolved
 is the same apart from the seed and run-local bookkeeping (tag ``rnnlab.config_hash``,
 see :func:`config_identity`), so only seeds of one configuration are averaged; a one-epoch
 smoke test never pools with a full run. ``--group-by`` chooses the keys instead. For each
-entry: the best finished run by the task's own monitored metric and direction (read from
+entry: the best finished run by the task's own validation metric and direction (read from
 the run's logged config, so a loss is minimised and an accuracy maximised), its test
 score, mean +- std over the entry's runs (seeds), parameter count, training time and
 throughput, and the config keys that tell it apart from the same model's other entries.
-Entries are ranked within each task, and each model's best entry is ranked across tasks.
+Entries are ranked within each task by their best run's validation score, the rule of
+:mod:`rnnlab.report.selection` that ``--register`` follows too, so the report names the
+run ``--register`` would register; test scores are reported beside it, never chosen by.
+Each model's best entry is ranked across tasks.
 Writes Markdown, CSV and learning-curve plots, prints the table, and logs the files as
 artifacts of a run in the ``reports`` experiment.
 """
@@ -22,17 +25,52 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rnnlab.core.errors import UserError
-from rnnlab.core.paths import project_root
-from rnnlab.tracking.config_hash import CONFIG_HASH_TAG, config_hash, config_identity
+import numpy as np
+import pandas as pd
+from mlflow.tracking import MlflowClient
 
-REPORT_EXPERIMENT = "reports"
+from rnnlab.core.errors import ConfigError, UserError
+from rnnlab.core.paths import project_root
+from rnnlab.report.registry import best_runs, register_champions
+from rnnlab.report.selection import (
+    REPORT_EXPERIMENT,
+    Choice,
+    best_run,
+    maximises,
+    monitor_of,
+    order_key,
+    task_experiments,
+    task_runs,
+    test_metric,
+    val_score,
+)
+from rnnlab.report.stats import (
+    align,
+    average_ranks,
+    bootstrap_interval,
+    cd_diagram,
+    cliques,
+    friedman,
+    randomisation_test,
+    t_interval,
+)
+from rnnlab.tracking.artifacts import plt
+from rnnlab.tracking.config_hash import CONFIG_HASH_TAG, config_hash, config_identity
+from rnnlab.tracking.mlflow import (
+    check_reachable,
+    ensure_experiment,
+    local_artifact_root,
+    resolve_tracking_uri,
+)
+
+
 def run_config_hash(run: Any) -> str:
     """A run's configuration digest: its tag, or (runs from before the tag) derived from
     its logged params and data fingerprint the same way."""
@@ -60,6 +98,8 @@ class Entry:
     best_val: float
     best_test: float | None
     best_run_id: str
+    best_seed: str = "?"
+    best_start: int = 0  # the best run's start time: of equal scores the earlier ranks first
     tests: list[float] = field(default_factory=list)
     seeds: set[str] = field(default_factory=set)
     n_params: str = ""
@@ -89,7 +129,7 @@ class Entry:
 
     @property
     def test_metric(self) -> str:
-        return self.monitor.replace("val/", "test/", 1)
+        return test_metric(self.monitor)
 
     @property
     def test_mean(self) -> float | None:
@@ -104,12 +144,7 @@ class Entry:
         return f"{statistics.mean(self.tests):.4f} ± {statistics.stdev(self.tests):.4f}"
 
 
-def _client(uri: str):
-    from mlflow.tracking import MlflowClient
-
-    from rnnlab.core.errors import ConfigError
-    from rnnlab.tracking.mlflow import check_reachable
-
+def _client(uri: str) -> MlflowClient:
     try:
         check_reachable(uri)
     except ConfigError as err:
@@ -134,9 +169,7 @@ def collect(client: Any, tasks: list[str] | None = None, models: list[str] | Non
     with ``group_by``, when they share the model and the values of those keys (params such
     as ``trainer.max_epochs``, or tags), so ``group_by=["model"]`` pools by model name."""
     notes: list[str] = []
-    experiments = [e for e in client.search_experiments()
-                   if e.name not in ("Default", REPORT_EXPERIMENT)
-                   and (not tasks or e.name in tasks)]
+    experiments = task_experiments(client, tasks)
     if not experiments:
         raise UserError("the MLflow store has no task experiments"
                         + (f" named {', '.join(tasks)}" if tasks else "")
@@ -144,17 +177,7 @@ def collect(client: Any, tasks: list[str] | None = None, models: list[str] | Non
     keys = [k for k in (group_by or []) if k != "model"]
     grouped: dict[tuple[str, str, str], list[Any]] = defaultdict(list)
     for exp in experiments:
-        runs = client.search_runs([exp.experiment_id], max_results=50_000)
-        finished = [r for r in runs if r.info.status == "FINISHED"
-                    and r.data.tags.get("rnnlab_role") != "sweep_parent"
-                    and r.data.tags.get("model")]
-        if sweep_id:
-            finished = [r for r in finished if r.data.tags.get("sweep_id") == sweep_id]
-        if since:
-            start = dt.datetime.combine(since, dt.time()).timestamp() * 1000
-            finished = [r for r in finished if r.info.start_time >= start]
-        if models:
-            finished = [r for r in finished if r.data.tags["model"] in models]
+        finished = task_runs(client, exp.experiment_id, models, sweep_id, since)
         if not finished:
             notes.append(f"task {exp.name}: no finished runs match the filters.")
         for r in finished:
@@ -171,25 +194,20 @@ def collect(client: Any, tasks: list[str] | None = None, models: list[str] | Non
                             f"trainer.max_epochs or model.hidden_size.")
     entries = []
     for (task, model, key), runs in sorted(grouped.items()):
-        monitor = runs[0].data.params.get("task.monitor", "val/loss")
-        maximise = runs[0].data.params.get("task.mode", "min") == "max"
-        scored = []
-        for r in runs:
-            value = r.data.metrics.get(f"best/{monitor}", r.data.metrics.get(monitor))
-            if value is not None:
-                scored.append((value, r))
+        monitor, maximise = monitor_of(runs[0]), maximises(runs[0])
+        scored = [r for r in runs if val_score(r, monitor) is not None]
         if len(scored) < len(runs):
             notes.append(f"task {task}, model {model}: {len(runs) - len(scored)} run(s) have no "
                          f"{monitor} and were left out.")
-        if not scored:
+        choice = best_run(scored, monitor, maximise)
+        if choice is None:
             continue
-        value, best = (max if maximise else min)(scored, key=lambda t: t[0])
-        test_key = monitor.replace("val/", "test/", 1)
-        entry = Entry(task, model, monitor, maximise, value, best.data.metrics.get(test_key),
-                      best.info.run_id)
-        entry.tests = [r.data.metrics[test_key] for _, r in scored if test_key in r.data.metrics]
-        entry.seeds = {r.data.tags.get("seed", "?") for _, r in scored}
-        entry.run_ids = [r.info.run_id for _, r in scored]
+        best, test_key = choice.run, test_metric(monitor)
+        entry = Entry(task, model, monitor, maximise, choice.value, choice.test, choice.run_id,
+                      choice.seed, best.info.start_time)
+        entry.tests = [r.data.metrics[test_key] for r in scored if test_key in r.data.metrics]
+        entry.seeds = {r.data.tags.get("seed", "?") for r in scored}
+        entry.run_ids = [r.info.run_id for r in scored]
         entry.n_params = best.data.params.get("model.num_parameters", "")
         if best.info.end_time and best.info.start_time:
             entry.train_seconds = (best.info.end_time - best.info.start_time) / 1000
@@ -239,11 +257,10 @@ def _rank(entries: list[Entry]) -> None:
     for e in entries:
         by_task[e.task].append(e)
     for rows in by_task.values():
-        def key(e: Entry) -> float:
-            # the mean test score over seeds: one lucky seed's best run must not decide
-            score = e.test_mean if e.tests else e.best_val
-            return -score if e.maximise else score
-        for i, e in enumerate(sorted(rows, key=key), start=1):
+        # by the best run's validation score (the selection rule), so the first entry holds
+        # the run --register picks; its test score is reported, never ranked by
+        ordered = sorted(rows, key=lambda e: order_key(e.best_val, e.best_start, e.maximise))
+        for i, e in enumerate(ordered, start=1):
             e.rank = i
 
 
@@ -295,6 +312,30 @@ def _row(e: Entry) -> list[str]:
             e.config_hash]
 
 
+def chosen_runs(entries: list[Entry], chosen: Mapping[str, Choice]) -> list[str]:
+    """One sentence per task: its best run by the validation metric, with the test score
+    beside it, and the run ``--register`` would register (``chosen``, from
+    :func:`rnnlab.report.registry.best_runs`): the same run, unless the best one logged no
+    model."""
+    lines = []
+    for task in sorted({e.task for e in entries}):
+        top = min((e for e in entries if e.task == task), key=lambda e: e.rank)
+        test = "" if top.best_test is None else f", {top.test_metric} {top.best_test:.4f}"
+        line = (f"{task}: best by {top.monitor} ({'max' if top.maximise else 'min'}) is "
+                f"{top.label} seed {top.best_seed}, run {top.best_run_id[:8]}: {top.monitor} "
+                f"{top.best_val:.4f}{test}; ")
+        pick = chosen.get(task)
+        if pick is None:
+            line += "would register: nothing (no run with a logged model)."
+        elif pick.run_id == top.best_run_id:
+            line += f"would register: {pick.describe()}."
+        else:
+            line += (f"would register: {pick.describe()} (the best run with a logged model, "
+                     f"{pick.monitor} {pick.value:.4f}).")
+        lines.append(line)
+    return lines
+
+
 def task_by_model(entries: list[Entry]) -> list[str]:
     """Markdown rows: one line per task, the mean test score of every model's best entry
     (its rank among the models)."""
@@ -332,8 +373,6 @@ class Significance:
 def load_predictions(client: Any, run_id: str, cache: Path) -> tuple[Any, dict] | None:
     """A run's ``predictions/test.parquet`` and its description, or None when the run has
     none (runs from before the lab wrote them, or ``max_predictions=0``)."""
-    import pandas as pd
-
     try:
         names = {a.path for a in client.list_artifacts(run_id, PREDICTIONS_DIR)}
         if {f"{PREDICTIONS_DIR}/test.parquet", f"{PREDICTIONS_DIR}/test.json"} - names:
@@ -355,8 +394,6 @@ def _task_significance(client: Any, rows: list[Entry], cache: Path, resamples: i
                        alpha: float, seed: int) -> list[str]:
     """Intervals for each entry of one task, the paired test of each against the task's
     best entry, and the sentences that say what they mean."""
-    from rnnlab.report.stats import align, bootstrap_interval, randomisation_test, t_interval
-
     rows = sorted(rows, key=lambda e: e.rank)
     metric = rows[0].test_metric
     loaded: dict[str, tuple[Any, dict, dict] | None] = {}
@@ -422,10 +459,6 @@ def _task_significance(client: Any, rows: list[Entry], cache: Path, resamples: i
 def _across_tasks(entries: list[Entry], out_dir: Path, alpha: float) -> tuple[list[str], list[Path]]:
     """The Friedman test over the models' ranks on the tasks they all ran, the Nemenyi
     critical difference, and the CD diagram."""
-    import numpy as np
-
-    from rnnlab.report.stats import average_ranks, cd_diagram, cliques, friedman
-
     table = model_ranks(entries)
     tasks = sorted(table)
     scored = {t: {m: e for m, (e, _) in row.items()
@@ -469,8 +502,6 @@ def _across_tasks(entries: list[Entry], out_dir: Path, alpha: float) -> tuple[li
                      f"critical difference (Nemenyi, alpha={alpha}), {fr.n_tasks} tasks")
     path = out_dir / "cd_diagram.png"
     fig.savefig(path, dpi=110, bbox_inches="tight")
-    from rnnlab.tracking.artifacts import plt
-
     plt.close(fig)
     groups = cliques(every, list(fr.mean_ranks), fr.cd)
     if groups:
@@ -482,8 +513,6 @@ def _across_tasks(entries: list[Entry], out_dir: Path, alpha: float) -> tuple[li
 def significance(client: Any, entries: list[Entry], out_dir: Path,
                  resamples: int = 1000, alpha: float = 0.05, seed: int = 0) -> Significance:
     """Intervals, paired tests and the cross-task Friedman/Nemenyi analysis."""
-    import tempfile
-
     sig = Significance(alpha, resamples)
     out_dir.mkdir(parents=True, exist_ok=True)
     by_task: dict[str, list[Entry]] = defaultdict(list)
@@ -523,15 +552,18 @@ def significance_markdown(sig: Significance) -> list[str]:
     return lines
 
 
-def to_markdown(entries: list[Entry], notes: list[str], sig: Significance | None = None) -> str:
+def to_markdown(entries: list[Entry], notes: list[str], sig: Significance | None = None,
+                chosen: Mapping[str, Choice] | None = None) -> str:
     lines = ["# rnnlab comparison", "", f"Generated {dt.datetime.now():%Y-%m-%d %H:%M}.", "",
              "An entry is one configuration of a model: its runs differ only in the seed "
              "(or, with --group-by, share the chosen keys). `config` shows what sets it apart "
              "from the same model's other entries.", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(_row(e)) + " |" for e in entries]
-    lines += ["", "## Task x model (each model's best configuration: mean test score over "
-              "seeds, rank in brackets)", "",
+    lines += ["", "## Best run per task (by the validation metric; what --register would "
+              "register)", "", *(f"- {line}" for line in chosen_runs(entries, chosen or {}))]
+    lines += ["", "## Task x model (each model's best configuration by validation: mean test "
+              "score over seeds, rank in brackets)", "",
               *task_by_model(entries)]
     lines += ["", "## Ranking across tasks (mean rank; 1 is best)", "",
               "| model | mean rank | tasks |", "|---|---|---|"]
@@ -545,8 +577,6 @@ def to_markdown(entries: list[Entry], notes: list[str], sig: Significance | None
 
 def learning_curves(client: Any, entries: list[Entry], out_dir: Path) -> list[Path]:
     """One PNG per task: the monitored metric per epoch of each model's best run."""
-    from rnnlab.tracking.artifacts import plt
-
     paths = []
     for task in sorted({e.task for e in entries}):
         rows = [e for e in entries if e.task == task]
@@ -574,10 +604,11 @@ def learning_curves(client: Any, entries: list[Entry], out_dir: Path) -> list[Pa
 
 
 def write_report(client: Any, entries: list[Entry], notes: list[str], out_dir: Path,
-                 sig: Significance | None = None) -> list[Path]:
+                 sig: Significance | None = None,
+                 chosen: Mapping[str, Choice] | None = None) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     md = out_dir / "report.md"
-    md.write_text(to_markdown(entries, notes, sig), encoding="utf-8")
+    md.write_text(to_markdown(entries, notes, sig, chosen), encoding="utf-8")
     table = out_dir / "report.csv"
     with open(table, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
@@ -587,8 +618,9 @@ def write_report(client: Any, entries: list[Entry], notes: list[str], out_dir: P
     return [md, table, *figures, *learning_curves(client, entries, out_dir)]
 
 
-def _print(entries: list[Entry], notes: list[str], sig: Significance | None = None) -> None:
-    if sys.stdout.isatty():
+def _print(entries: list[Entry], notes: list[str], sig: Significance | None = None,
+           chosen: Mapping[str, Choice] | None = None) -> None:
+    if sys.stdout.isatty():  # rich only draws for a terminal
         from rich.console import Console
         from rich.table import Table
 
@@ -598,12 +630,13 @@ def _print(entries: list[Entry], notes: list[str], sig: Significance | None = No
         for e in entries:
             table.add_row(*_row(e))
         Console().print(table)
+        print("\n".join(chosen_runs(entries, chosen or {})))
         if sig is not None:
             print("\n".join(significance_markdown(sig)[1:]))
         for n in notes:
             print(f"note: {n}")
     else:
-        print(to_markdown(entries, notes, sig))
+        print(to_markdown(entries, notes, sig, chosen))
 
 
 def _keys(text: str | None) -> list[str] | None:
@@ -617,8 +650,6 @@ def _keys(text: str | None) -> list[str] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from rnnlab.tracking.mlflow import ensure_experiment, local_artifact_root, resolve_tracking_uri
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI or the project's mlflow.db")
     parser.add_argument("--tasks", help="comma-separated task names (experiments)")
@@ -636,8 +667,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="bootstrap resamples and randomisation-test shuffles (default "
                              "1000; 0 skips intervals and tests)")
     parser.add_argument("--register", action="store_true",
-                        help="register each task's best run (by its own metric) as "
-                             "rnnlab-<task> and move the alias champion to it")
+                        help="register each task's best run (by its validation metric: the "
+                             "run the report names) as rnnlab-<task> and move the alias "
+                             "champion to it")
     args = parser.parse_args(argv)
     root = project_root()
     try:
@@ -646,11 +678,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --since={args.since} is not a date; use YYYY-MM-DD.", file=sys.stderr)
         return 2
     uri = resolve_tracking_uri(args.tracking_uri, root)
+    tasks = args.tasks.split(",") if args.tasks else None
+    models = args.models.split(",") if args.models else None
     try:
         client = _client(uri)
-        entries, notes = collect(client, args.tasks.split(",") if args.tasks else None,
-                                 args.models.split(",") if args.models else None,
-                                 args.sweep_id, since, _keys(args.group_by))
+        entries, notes = collect(client, tasks, models, args.sweep_id, since,
+                                 _keys(args.group_by))
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -664,8 +697,9 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     sig = significance(client, entries, out_dir, args.resamples) if args.resamples else None
-    files = write_report(client, entries, notes, out_dir, sig)
-    _print(entries, notes, sig)
+    chosen, _ = best_runs(client, tasks, models, args.sweep_id, since)  # what --register takes
+    files = write_report(client, entries, notes, out_dir, sig, chosen)
+    _print(entries, notes, sig, chosen)
     if not args.no_log:
         exp_id = ensure_experiment(client, REPORT_EXPERIMENT, local_artifact_root(uri, root))
         run = client.create_run(exp_id, run_name=f"report {out_dir.name}",
@@ -675,11 +709,7 @@ def main(argv: list[str] | None = None) -> int:
         client.set_terminated(run.info.run_id, "FINISHED")
     print(f"report written to {out_dir}")
     if args.register:
-        from rnnlab.report.registry import register_champions
-
-        return register_champions(client, args.tasks.split(",") if args.tasks else None,
-                                  args.models.split(",") if args.models else None,
-                                  args.sweep_id, since)
+        return register_champions(client, tasks, models, args.sweep_id, since)
     return 0
 
 

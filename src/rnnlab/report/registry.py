@@ -1,9 +1,10 @@
 """The model registry: each task's best model as ``rnnlab-<task>@champion``.
 
 ``python compare.py --register`` looks at every finished run that logged a model (tag
-``rnnlab.model_uri``), picks each task's best one by the task's own metric and direction
-(params ``task.monitor`` / ``task.mode``, the value ``best/<monitor>``, as compare.py reads
-them), registers its model as a version of the registered model ``rnnlab-<task>`` (once:
+``rnnlab.model_uri``), picks each task's best one by the rule of
+:mod:`rnnlab.report.selection` (the task's validation metric ``best/<task.monitor>`` in
+the direction ``task.mode``: the same run the report names as the one it would register),
+registers its model as a version of the registered model ``rnnlab-<task>`` (once:
 registering again finds the same version) and moves the alias ``champion`` to it. So
 "the current best NER tagger" has a name: ``models:/rnnlab-ner@champion``.
 Every command that takes a checkpoint path also takes such a URI
@@ -13,16 +14,26 @@ Every command that takes a checkpoint path also takes such a URI
 from __future__ import annotations
 
 import datetime as dt
-import math
 import sys
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from mlflow.exceptions import MlflowException
+
+from rnnlab.report.selection import (
+    Choice,
+    best_run,
+    maximises,
+    monitor_of,
+    task_experiments,
+    task_runs,
+)
+from rnnlab.serving.publish import MODEL_URI_TAG
+from rnnlab.tracking.mlflow import quiet_mlflow, using_tracking_uri
+
 PREFIX = "rnnlab-"
 ALIAS = "champion"
-MODEL_URI_TAG = "rnnlab.model_uri"  # = rnnlab.serving.publish.MODEL_URI_TAG
-SKIPPED_EXPERIMENTS = ("Default", "reports")
 
 
 @dataclass
@@ -49,51 +60,33 @@ class Champion:
                 f"{self.run_id[:8]}{moved}{kept}")
 
 
-def _score(run: Any, monitor: str) -> float | None:
-    metrics = run.data.metrics
-    value = metrics.get(f"best/{monitor}", metrics.get(monitor))
-    return None if value is None or math.isnan(value) else float(value)
-
-
 def best_runs(client: Any, tasks: list[str] | None = None, models: list[str] | None = None,
               sweep_id: str | None = None, since: dt.date | None = None
-              ) -> tuple[dict[str, tuple[Any, str, bool, float]], list[str]]:
-    """``{task: (run, monitor, maximise, value)}`` of each task's best run with a logged
-    model, and notes on the tasks that have none."""
+              ) -> tuple[dict[str, Choice], list[str]]:
+    """``{task: Choice(run, monitor, maximise, value)}``: each task's best run with a
+    logged model (:func:`rnnlab.report.selection.best_run`), and notes on the tasks that
+    have none. The report names these runs too, so both say the same."""
     notes: list[str] = []
-    chosen: dict[str, tuple[Any, str, bool, float]] = {}
-    for exp in client.search_experiments():
-        if exp.name in SKIPPED_EXPERIMENTS or (tasks and exp.name not in tasks):
-            continue
-        runs = client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'",
-                                  max_results=50_000)
-        runs = [r for r in runs if r.data.tags.get("rnnlab_role") != "sweep_parent"
-                and r.data.tags.get("model") and r.data.tags.get(MODEL_URI_TAG)
-                and (not models or r.data.tags["model"] in models)
-                and (not sweep_id or r.data.tags.get("sweep_id") == sweep_id)
-                and (not since or r.info.start_time >=
-                     dt.datetime.combine(since, dt.time()).timestamp() * 1000)]
+    chosen: dict[str, Choice] = {}
+    for exp in task_experiments(client, tasks):
+        runs = [r for r in task_runs(client, exp.experiment_id, models, sweep_id, since)
+                if r.data.tags.get(MODEL_URI_TAG)]
         if not runs:
             notes.append(f"task {exp.name}: no finished run with a logged model matches "
                          f"(runs from before models were logged have none).")
             continue
         # the task's metric: what its runs monitor (an override of task.monitor on a few
         # runs makes them incomparable, so they are left out)
-        monitor, _ = Counter(r.data.params.get("task.monitor", "val/loss") for r in runs
-                             ).most_common(1)[0]
-        same = [r for r in runs if r.data.params.get("task.monitor", "val/loss") == monitor]
+        monitor, _ = Counter(monitor_of(r) for r in runs).most_common(1)[0]
+        same = [r for r in runs if monitor_of(r) == monitor]
         if len(same) < len(runs):
             notes.append(f"task {exp.name}: {len(runs) - len(same)} run(s) monitor another "
                          f"metric than {monitor} and were left out.")
-        maximise = same[0].data.params.get("task.mode", "min") == "max"
-        scored = [(v, r) for r in same if (v := _score(r, monitor)) is not None]
-        if not scored:
+        choice = best_run(same, monitor, maximises(same[0]))
+        if choice is None:
             notes.append(f"task {exp.name}: no run with a logged model has {monitor}.")
             continue
-        # ties go to the earlier run, so registering again never moves the alias for nothing
-        value, best = min(scored, key=lambda t: (-t[0] if maximise else t[0],
-                                                 t[1].info.start_time))
-        chosen[exp.name] = (best, monitor, maximise, value)
+        chosen[exp.name] = choice
     return chosen, notes
 
 
@@ -109,8 +102,6 @@ def _version_of(client: Any, name: str, model_uri: str, run_id: str) -> Any:
 def register(client: Any, task: str, run: Any, monitor: str, maximise: bool,
              value: float) -> Champion:
     """Register ``run``'s model under ``rnnlab-<task>`` and point ``champion`` at it."""
-    from mlflow.exceptions import MlflowException
-
     name, uri = f"{PREFIX}{task}", run.data.tags[MODEL_URI_TAG]
     try:
         client.get_registered_model(name)
@@ -142,8 +133,6 @@ def register_champions(client: Any, tasks: list[str] | None = None,
                        since: dt.date | None = None) -> int:
     """``compare.py --register``: register each task's best run, print what moved and
     return the exit code (2 with one sentence when nothing can be registered)."""
-    from rnnlab.tracking.mlflow import quiet_mlflow, using_tracking_uri
-
     chosen, notes = best_runs(client, tasks, models, sweep_id, since)
     if not chosen:
         print("error: no finished run with a logged model matches the filters, so nothing "
