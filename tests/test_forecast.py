@@ -101,6 +101,9 @@ def test_inverse_transform_round_trips(log: bool, seasonal_diff: bool, scale: st
     for origin in (36, 48, 60):  # undoing the difference reads the history before the origin
         back = t.inverse(z[origin:], x[:origin])
         np.testing.assert_allclose(back, x[origin:], rtol=1e-9)
+    served = SeriesTransform.from_state(t.state())  # as the checkpoint carries it
+    np.testing.assert_array_equal(served.forward(x), z)
+    np.testing.assert_array_equal(served.inverse(z[48:], x[:48]), t.inverse(z[48:], x[:48]))
 
 
 def test_log_refuses_non_positive_values(tmp_path: Path) -> None:

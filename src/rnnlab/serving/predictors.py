@@ -36,8 +36,21 @@ from mlflow.types.schema import Array, ColSpec, Object, ParamSchema, ParamSpec, 
 from rnnlab.build import LoadedModel
 from rnnlab.core.errors import DataError, UserError
 from rnnlab.data.batching import pad_batch
-from rnnlab.data.text import tokenize
+from rnnlab.data.forecast import SeriesTransform
+from rnnlab.data.ner import SentenceEncoder
+from rnnlab.data.sentiment import TextEncoder
 from rnnlab.data.vocab import Vocabulary
+from rnnlab.inference.convert import convert
+from rnnlab.inference.tagging import split_text, tag_sentences
+from rnnlab.metrics.spans import bio_spans
+from rnnlab.tasks.classification import ClassificationTask
+from rnnlab.tasks.forecasting import ForecastTask
+from rnnlab.tasks.language_model import LanguageModelTask, check_sampling, encode_prompt
+from rnnlab.tasks.names import NamesTask
+from rnnlab.tasks.regression import RegressionTask
+from rnnlab.tasks.seq2seq import Seq2SeqTask
+from rnnlab.tasks.sequence_copy import SequenceCopyTask
+from rnnlab.tasks.tagging import TaggingTask
 
 BATCH = 64
 
@@ -171,11 +184,9 @@ class TextClassifier(_Classifier):
         return pd.DataFrame({"text": [_words(vocab, 8), _words(vocab, 3)]})
 
     def predict(self, frame: Any, params: dict[str, Any]) -> pd.DataFrame:
-        vocab = Vocabulary.from_dict(self.state["vocab"])
-        lowercase, max_len = bool(self.state.get("lowercase", True)), int(self.state["max_len"])
-        ids = [torch.tensor(vocab.encode(tokenize(str(t), lowercase)[:max_len] or ["<unk>"]),
-                            dtype=torch.long) for t in column_values(frame, "text", self.kind)]
-        return self._classify(ids, vocab.pad_id)
+        encoder = TextEncoder.from_state(self.state)
+        ids = [encoder.encode(str(t)) for t in column_values(frame, "text", self.kind)]
+        return self._classify(ids, encoder.vocab.pad_id)
 
 
 class FrameClassifier(_Classifier):
@@ -228,10 +239,6 @@ class Tagger(Predictor):
                                              else " ")]})
 
     def predict(self, frame: Any, params: dict[str, Any]) -> pd.DataFrame:
-        from rnnlab.data.ner import SentenceEncoder
-        from rnnlab.inference.tagging import split_text, tag_sentences
-        from rnnlab.metrics.spans import bio_spans
-
         char_level = bool(self.state.get("char_level"))
         sentences = [split_text(str(t), char_level) for t in column_values(frame, "text", self.kind)]
         filled = [s for s in sentences if s]
@@ -266,8 +273,6 @@ class TextGenerator(Predictor):
         return pd.DataFrame({"prompt": [str(prompts[0])]})
 
     def predict(self, frame: Any, params: dict[str, Any]) -> pd.DataFrame:
-        from rnnlab.tasks.language_model import check_sampling, encode_prompt
-
         temperature, top_k = float(params["temperature"]), _int_param(params, "top_k", 0)
         check_sampling(temperature, top_k)
         length, seed = _int_param(params, "length", 0), _int_param(params, "seed", 0)
@@ -327,8 +332,6 @@ class Converter(Predictor):
         return pd.DataFrame({"text": [_words(vocab, 5, self.module.joiner)]})
 
     def predict(self, frame: Any, params: dict[str, Any]) -> pd.DataFrame:
-        from rnnlab.inference.convert import convert
-
         texts = [str(t) for t in column_values(frame, "text", self.kind)]
         outputs = convert(self.loaded, texts, _int_param(params, "beam_size", 1)) if texts else []
         return pd.DataFrame({"output": [" ".join(o) for o in outputs], "tokens": outputs},
@@ -360,14 +363,9 @@ class Forecaster(Predictor):
         horizon = self.loaded.config.task.get("horizon") or self.state["steps"]
         return {"horizon": int(horizon)}
 
-    def transform(self) -> Any:
-        from rnnlab.data.forecast import SeriesTransform
-
-        s = self.state["transform"]
-        t = SeriesTransform(bool(s["log"]), bool(s["lag"]), str(s["scale"]),
-                            max(int(s["lag"]), 1), list(s["log_columns"]))
-        t.shift, t.spread = np.asarray(s["shift"]), np.asarray(s["spread"])
-        return t
+    def transform(self) -> SeriesTransform:
+        """The training series' fitted transform, from the checkpoint."""
+        return SeriesTransform.from_state(self.state["transform"])
 
     def needed(self) -> int:
         return int(self.state["transform"]["lag"]) + int(self.state["window"])
@@ -437,15 +435,6 @@ class SequenceLabeller(Predictor):
 
 def predictor_for(loaded: LoadedModel) -> Predictor:
     """The predictor of a loaded checkpoint's task, or one sentence saying there is none."""
-    from rnnlab.tasks.classification import ClassificationTask
-    from rnnlab.tasks.forecasting import ForecastTask
-    from rnnlab.tasks.language_model import LanguageModelTask
-    from rnnlab.tasks.names import NamesTask
-    from rnnlab.tasks.regression import RegressionTask
-    from rnnlab.tasks.seq2seq import Seq2SeqTask
-    from rnnlab.tasks.sequence_copy import SequenceCopyTask
-    from rnnlab.tasks.tagging import TaggingTask
-
     module, state = loaded.module, loaded.data_state
     table: Sequence[tuple[type, type[Predictor]]] = (
         (TaggingTask, Tagger), (Seq2SeqTask, Converter), (NamesTask, NameGenerator),

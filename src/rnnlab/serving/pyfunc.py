@@ -24,8 +24,13 @@ from typing import Any
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from hydra.utils import instantiate
 
 from rnnlab.core.errors import DataError
+from rnnlab.inference import load_checkpoint
+from rnnlab.inference.tagging import split_text
+from rnnlab.metrics.spans import bio_spans
+from rnnlab.serving.predictors import column_values, predictor_for, read_history
 
 CHECKPOINT_ARTIFACT = "checkpoint"
 BASELINE_ARTIFACT = "baseline"
@@ -41,9 +46,6 @@ class LabModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         artifacts = context.artifacts
         if CHECKPOINT_ARTIFACT in artifacts:
-            from rnnlab.inference import load_checkpoint
-            from rnnlab.serving.predictors import predictor_for
-
             loaded = load_checkpoint(artifacts[CHECKPOINT_ARTIFACT], key="model artifact")
             self.predictor = predictor_for(loaded)
         else:
@@ -76,10 +78,6 @@ class MajorityTagPredictor:
         self.char_level = bool(spec["char_level"])
 
     def __call__(self, frame: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        from rnnlab.inference.tagging import split_text
-        from rnnlab.metrics.spans import bio_spans
-        from rnnlab.serving.predictors import column_values
-
         joiner = "" if self.char_level else " "
         rows = []
         for text in column_values(frame, "text", self.kind):
@@ -103,11 +101,7 @@ class ForecastBaselinePredictor:
         self.season, self.horizon = int(spec["season"]), int(spec["horizon"])
 
     def __call__(self, frame: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        from hydra.utils import instantiate
-
         horizon = int((params or {}).get("horizon") or self.horizon)
-        from rnnlab.serving.predictors import read_history
-
         history = read_history(frame, self.targets, 2, "a model is fitted on them")
         baseline = instantiate(self.model)
         baseline.validate()
