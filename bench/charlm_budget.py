@@ -43,6 +43,7 @@ from charlm_vs_plain_loop import PlainLM  # noqa: E402  (this folder is on sys.p
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from rnnlab.build.schema import register_configs  # noqa: E402
 from rnnlab.core.paths import config_dir, register_resolvers  # noqa: E402
 from rnnlab.models.cells import cell_names  # noqa: E402
 
@@ -52,6 +53,7 @@ Forward = Callable[[torch.Tensor, object], tuple[torch.Tensor, object]]
 
 def make_config(overrides: list[str], store: Path) -> DictConfig:
     register_resolvers()
+    register_configs()
     paths = [f"paths.root_dir={store}", f"paths.output_dir={store}/outputs",
              f"paths.data_dir={ROOT / 'data'}",
              f"logger.mlflow.tracking_uri=sqlite:///{store}/mlflow.db"]

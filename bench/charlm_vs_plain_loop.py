@@ -37,12 +37,14 @@ import torch.nn.functional as F  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from rnnlab.build.schema import register_configs  # noqa: E402
 from rnnlab.core.paths import config_dir, register_resolvers  # noqa: E402
 from rnnlab.models.cells import cell_names  # noqa: E402
 
 
 def make_config(args: argparse.Namespace, store: Path) -> DictConfig:
     register_resolvers()
+    register_configs()
     overrides = [
         "experiment=charlm_shakespeare", f"model={args.model}", f"seed={args.seed}",
         f"model.hidden_size={args.hidden}", f"task.datamodule.seq_len={args.seq_len}",

@@ -16,10 +16,12 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from rnnlab.build.schema import register_configs
 from rnnlab.core.paths import config_dir, register_resolvers
 
 REPO = Path(__file__).resolve().parents[1]
 register_resolvers()
+register_configs()  # the schemas conf/model, conf/task and conf/trainer start from
 torch.set_num_threads(1)  # tiny models: threads cost more than they give, and CI has 2 cores
 os.environ.setdefault("CI", "1")  # plain progress output in tests
 

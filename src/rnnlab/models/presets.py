@@ -21,7 +21,8 @@ def _resolve(folder: Path, name: str) -> dict[str, Any]:
     raw = yaml.safe_load((folder / f"{name}.yaml").read_text(encoding="utf-8")) or {}
     merged: dict[str, Any] = {}
     for base in raw.pop("defaults", []) or []:
-        if isinstance(base, str) and base != "_self_":
+        # another preset of this folder; not _self_, nor the schema (/schema/model/...)
+        if isinstance(base, str) and base != "_self_" and not base.startswith("/"):
             merged.update(_resolve(folder, base))
     merged.update(raw)
     return merged

@@ -9,22 +9,14 @@ from __future__ import annotations
 
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from rnnlab.build.schema import validate
 from rnnlab.core.errors import ConfigError
-
-
-def _keys(node: Any, prefix: str) -> Iterator[tuple[str, Any]]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield from _keys(value, f"{prefix}.{key}")
-    else:
-        yield prefix, node
 
 
 def check_writable(folder: Path, key: str) -> None:
@@ -40,18 +32,14 @@ def check_writable(folder: Path, key: str) -> None:
 
 
 def preflight(cfg: DictConfig) -> None:
-    """Seed, batch sizes and output folders, before any data is read or run created."""
+    """The schemas' checks, data-parallel settings and output folders, before any data is
+    read or run created (``train.py`` has run the schemas' checks already; a config
+    composed elsewhere, as in the tests, gets them here)."""
     from rnnlab.core.dist import is_rank_zero
     from rnnlab.tracking.mlflow import local_artifact_root, resolve_tracking_uri
 
-    seed = cfg.get("seed")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ConfigError(f"seed={seed} is not an integer; give a whole number such as seed=42.")
-    resolved = OmegaConf.to_container(cfg.task, resolve=True)
-    for key, value in _keys(resolved, "task"):
-        if key.rsplit(".", 1)[-1].endswith("batch_size") and value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ConfigError(f"{key}={value} must be a whole number of at least 1.")
+    # types, ranges, choices and cross-field rules of model, task and trainer (and the seed)
+    validate(cfg)
     trainer = cfg.get("trainer") or {}
     devices, nodes = trainer.get("devices"), trainer.get("num_nodes") or 1
     parallel = ("ddp" in str(trainer.get("strategy") or "")

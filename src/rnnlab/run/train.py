@@ -417,7 +417,19 @@ def hydra_main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
-    """Console-script entry (``rnnlab-train``); Hydra reads the command line."""
+    """Console-script entry (``rnnlab-train``); Hydra reads the command line.
+
+    The command line's config is composed and checked against the schemas first, so a
+    wrong type, unknown key or value outside its choices is one sentence and exit 2,
+    before Hydra makes a run folder."""
+    from rnnlab.build.schema import check_command_line, register_configs
+
+    register_configs()
+    try:
+        check_command_line(sys.argv[1:])
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     hydra_main()
 
 
