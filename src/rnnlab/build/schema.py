@@ -90,6 +90,12 @@ def _choice(key: str, value: Any, choices: Sequence[str], optional: bool = False
     raise ConfigError(f"{key}={value!r} is unknown; use one of {', '.join(choices)}{extra}{hint}.")
 
 
+def _word_dropout(value: float) -> None:
+    # 1 is allowed: every rare word becomes <unk> (Iyyer et al. 2015 drop any word that way)
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"task.module.word_dropout must be in [0, 1], got {value!r}.")
+
+
 def _batch_size(key: str, value: int) -> None:
     if value < 1:
         raise ConfigError(f"{key}={value} must be a whole number of at least 1.")
@@ -759,7 +765,7 @@ class TaggingModule(ModuleSchema):
         _positive("task.module.bigram_dim", self.bigram_dim)
         _choice("task.module.feature_position", self.feature_position, FEATURE_POSITIONS)
         _fraction("task.module.dropout", self.dropout)
-        _fraction("task.module.word_dropout", self.word_dropout)
+        _word_dropout(self.word_dropout)
         _positive("task.module.word_dropout_max_count", self.word_dropout_max_count)
 
 
@@ -815,7 +821,7 @@ class WordDropoutClassificationModule(ClassificationModule):
 
     def check(self) -> None:
         super().check()
-        _fraction("task.module.word_dropout", self.word_dropout)
+        _word_dropout(self.word_dropout)
         _positive("task.module.word_dropout_max_count", self.word_dropout_max_count)
 
 
