@@ -354,3 +354,35 @@ def test_report_says_which_differences_are_significant(tmp_path: Path) -> None:
     reports = client.search_runs([client.get_experiment_by_name("reports").experiment_id])
     assert "report/cd_diagram.png" in {a.path for a in client.list_artifacts(
         reports[0].info.run_id, "report")}
+
+
+def test_seed_intervals_need_three_distinct_seeds_and_repeats_are_not_seeds(tmp_path: Path
+                                                                          ) -> None:
+    """gru ran seed 1 twice: one seed with repeats, no interval; lstm two seeds: n/a; rnn
+    seeds 1, 1, 2 (three runs, two seeds): n/a; transformer three seeds: an interval over
+    the three seeds, its repeated seed averaged first."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("sentiment", artifact_location=(tmp_path / "art").as_uri())
+    for model, runs in {"gru": [(1, 0.70), (1, 0.72)], "lstm": [(1, 0.80), (2, 0.78)],
+                        "rnn": [(1, 0.60), (1, 0.62), (2, 0.58)],
+                        "transformer": [(1, 0.75), (1, 0.77), (2, 0.74), (3, 0.73)]}.items():
+        for seed, test in runs:
+            rid = client.create_run(exp, tags={"model": model, "seed": str(seed)}).info.run_id
+            client.log_param(rid, "task.monitor", "val/acc")
+            client.log_param(rid, "task.mode", "max")
+            client.log_metric(rid, "best/val/acc", test + 0.01)
+            client.log_metric(rid, "test/acc", test)
+            client.set_terminated(rid, "FINISHED")
+    out = tmp_path / "rep"
+    assert main(["--tracking-uri", uri, "--out", str(out), "--no-log", "--resamples", "20"]) == 0
+    rows = {r["model"]: r for r in _rows(out)}
+    assert rows["gru"]["seeds 95% CI"] == "n/a (1 seed, 2 repeats)"
+    assert rows["lstm"]["seeds 95% CI"] == "n/a (2 seeds)"
+    assert rows["rnn"]["seeds 95% CI"] == "n/a (2 seeds, 2 repeats)"
+    assert rows["rnn"]["seeds"] == "2"
+    assert rows["transformer"]["seeds 95% CI"].startswith("[")
+    report = (out / "report.md").read_text()
+    assert "gru over 1 seed (2 repeats): no seed interval (it needs 3 distinct seeds)." in report
+    # the interval is over the three seeds' means (0.76, 0.74, 0.73), not the four runs
+    assert "transformer over 3 seeds (2 repeats): mean 0.7433, 95% t interval" in report

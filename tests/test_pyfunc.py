@@ -15,14 +15,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import (
+    compose_config,
+    write_cmudict,
+    write_conll,
+    write_frames_npz,
+    write_pairs,
+    write_sentiment_csv,
+    write_text,
+)
 from mlflow.tracking import MlflowClient
-from test_charlm import write_text
-from test_g2p import write_cmudict
-from test_ner import write_conll
-from test_speech import write_frames_npz
-from test_translate import write_pairs
 
-from conftest import compose_config, write_sentiment_csv
 from rnnlab.build import build_datamodule
 from rnnlab.data.speech import read_frames_npz
 from rnnlab.inference import load_checkpoint
@@ -76,16 +79,27 @@ def _labels(module: Any, loader: Any, names: list[str]) -> list[str]:
     return out
 
 
-def test_sentiment_model_labels_raw_text_as_the_checkpoint(lab: Path) -> None:
+def test_sentiment_model_labels_raw_text_as_the_checkpoint(
+        lab: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture) -> None:
     csv = write_sentiment_csv(lab / "reviews.csv", n=200)
     metrics, cfg, r = _train(lab, "sentiment", "model=gru", f"task.data.train={csv}",
                              "task.datamodule.min_freq=1", "trainer.max_epochs=4", *SMALL)
+    # the line printed after the run names the store, so it serves from any folder
+    assert (f"serve it with MLFLOW_TRACKING_URI=sqlite:///{lab}/mlflow.db mlflow models "
+            f"serve -m {r.data.tags[MODEL_URI_TAG]} --env-manager local") in capsys.readouterr().out
     model = _model(lab, r)
     dm = _datamodule(cfg)
     texts, ids = dm.texts("test")
     served = model.predict(pd.DataFrame({"text": texts}))
-    assert list(served.columns) == ["label", "probability"]
+    assert list(served.columns) == ["label", "probability", "unknown_share"]
     assert ((served["probability"] >= 0.5) & (served["probability"] <= 1.0)).all()
+    # text the vocabulary does not know is answered, and said to be mostly unknown
+    with caplog.at_level("WARNING", logger="rnnlab.serving.predictors"):
+        odd = model.predict(pd.DataFrame({"text": ["zzxq vbnm qwpo great", texts[0]]}))
+    assert odd["unknown_share"].iloc[0] == pytest.approx(0.75)
+    assert odd["unknown_share"].iloc[1] <= 0.5
+    assert "1 of 2 inputs to the text_classification model are mostly (> 50%) tokens " \
+        "unknown to its vocabulary (rows 0)" in caplog.text
     # the checkpoint's own predictions on the training pipeline's encoded test split
     loaded = load_checkpoint(metrics["ckpt_path"])
     batch = dm.collate(dm.datasets["test"].items)  # one batch, in the order of the texts
@@ -124,6 +138,28 @@ def test_ner_model_tags_sentences_and_scores_the_runs_f1(lab: Path) -> None:
     assert all(text == " ".join(row["tokens"][s:e]) for _, s, e, text in spans)
     empty = model.predict(pd.DataFrame({"text": [""]}))
     assert list(empty.iloc[0]["tokens"]) == [] and list(empty.iloc[0]["entities"]) == []
+    # three made-up words before the first test sentence: three more unknown tokens
+    n, unknown = len(tokens[0]), served.iloc[0]["unknown_share"] * len(tokens[0])
+    odd = model.predict(pd.DataFrame({"text": ["Qzx Vbw Plk " + " ".join(tokens[0])]}))
+    assert odd.iloc[0]["unknown_share"] == pytest.approx((3 + unknown) / (3 + n))
+
+
+def test_a_tagger_says_when_most_of_a_sentence_is_unknown(
+        lab: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The majority-tag baseline answers in the tagger's schema, unknown share included."""
+    from rnnlab.serving.pyfunc import MajorityTagPredictor
+
+    tagger = MajorityTagPredictor({"table": {"ann": "B-PER", "oslo": "B-LOC"},
+                                   "lowercase": True, "char_level": False})
+    with caplog.at_level("WARNING", logger="rnnlab.serving.predictors"):
+        out = tagger(pd.DataFrame({"text": ["Ann went to Oslo", "Ann Oslo"]}))
+    assert list(out.columns) == ["tokens", "tags", "entities", "unknown_share"]
+    assert out["unknown_share"].tolist() == [0.5, 0.0]  # one half is not most
+    assert "mostly" not in caplog.text
+    with caplog.at_level("WARNING", logger="rnnlab.serving.predictors"):
+        assert tagger(pd.DataFrame({"text": ["Ann flew to Bergen"]}))[
+            "unknown_share"].tolist() == [0.75]
+    assert "1 of 1 inputs to the majority_tag model are mostly" in caplog.text
 
 
 def test_charlm_model_continues_a_prompt_as_rnnlab_generate(lab: Path) -> None:

@@ -11,7 +11,11 @@ throughput, and the config keys that tell it apart from the same model's other e
 Entries are ranked within each task by their best run's validation score, the rule of
 :mod:`rnnlab.report.selection` that ``--register`` follows too, so the report names the
 run ``--register`` would register; test scores are reported beside it, never chosen by.
-Each model's best entry is ranked across tasks.
+Each model's best entry is ranked across tasks. A task's runs on other data than its
+built-in data (another data fingerprint: a user's file) form their own group,
+``<task>-<fingerprint>``, ranked apart, as ``--register`` registers them apart. Seed
+intervals need three distinct seeds; repeats of one seed are averaged, never counted as
+seeds.
 Writes Markdown, CSV and learning-curve plots, prints the table, and logs the files as
 artifacts of a run in the ``reports`` experiment.
 """
@@ -38,11 +42,15 @@ from mlflow.tracking import MlflowClient
 
 from rnnlab.core.errors import ConfigError, UserError
 from rnnlab.core.paths import project_root
-from rnnlab.report.registry import best_runs, register_champions
+from rnnlab.report.registry import picks, register_champions
 from rnnlab.report.selection import (
     REPORT_EXPERIMENT,
     Choice,
+    Verdict,
     best_run,
+    bound_fingerprint,
+    check_trivial,
+    data_groups,
     maximises,
     monitor_of,
     order_key,
@@ -91,7 +99,7 @@ def _group_value(run: Any, key: str) -> str:
 class Entry:
     """One (task, model) row of the report."""
 
-    task: str
+    task: str  # the data group: the task on its built-in data, else <task>-<fingerprint>
     model: str
     monitor: str
     maximise: bool
@@ -102,6 +110,8 @@ class Entry:
     best_start: int = 0  # the best run's start time: of equal scores the earlier ranks first
     tests: list[float] = field(default_factory=list)
     seeds: set[str] = field(default_factory=set)
+    # the test scores by seed (repeats of one seed are several values of one key)
+    seed_tests: dict[str, list[float]] = field(default_factory=dict)
     n_params: str = ""
     train_seconds: float | None = None
     throughput: float | None = None
@@ -116,7 +126,8 @@ class Entry:
     # significance (filled by significance()): the best run's bootstrap interval, the
     # t interval over seeds, the paired test against the task's best entry
     ci: Any = None
-    seed_ci: Any = None
+    seed_ci: Any = None  # None with ci_done: fewer than MIN_SEEDS distinct seeds
+    ci_done: bool = False
     p_value: float | None = None
 
     @property
@@ -135,6 +146,21 @@ class Entry:
     def test_mean(self) -> float | None:
         """The mean test score over seeds (None when no run has one)."""
         return statistics.mean(self.tests) if self.tests else None
+
+    def seed_means(self) -> list[float]:
+        """One test score per distinct seed (the mean of its repeats): what a seed
+        interval is computed over, so a repeated seed is not counted twice."""
+        return [statistics.mean(v) for _, v in sorted(self.seed_tests.items())]
+
+    def seed_count(self, sep: str = " (") -> str:
+        """``3 seeds``, ``1 seed (2 repeats)``: the distinct seeds, and the runs that share
+        their seed with another run (``sep=", "`` for a table cell: ``1 seed, 2 repeats``)."""
+        n = len(self.seed_tests)
+        repeats = sum(len(v) for v in self.seed_tests.values() if len(v) > 1)
+        text = f"{n} seed{'' if n == 1 else 's'}"
+        if not repeats:
+            return text
+        return f"{text}{sep}{repeats} repeats" + (")" if sep == " (" else "")
 
     def mean_std(self) -> str:
         if not self.tests:
@@ -180,12 +206,15 @@ def collect(client: Any, tasks: list[str] | None = None, models: list[str] | Non
         finished = task_runs(client, exp.experiment_id, models, sweep_id, since)
         if not finished:
             notes.append(f"task {exp.name}: no finished runs match the filters.")
-        for r in finished:
-            if group_by is None:
-                key = run_config_hash(r)
-            else:
-                key = json.dumps([_group_value(r, k) for k in keys])
-            grouped[(exp.name, r.data.tags["model"], key)].append(r)
+        # runs on other data rank apart, named as --register names them
+        groups = data_groups(exp.name, finished, bound_fingerprint(client, exp.name))
+        for group, members in groups.items():
+            for r in members:
+                if group_by is None:
+                    key = run_config_hash(r)
+                else:
+                    key = json.dumps([_group_value(r, k) for k in keys])
+                grouped[(group, r.data.tags["model"], key)].append(r)
     considered = [r for runs in grouped.values() for r in runs]
     for k in keys:
         if considered and not any(k in r.data.params or k in r.data.tags for r in considered):
@@ -207,6 +236,10 @@ def collect(client: Any, tasks: list[str] | None = None, models: list[str] | Non
                       choice.seed, best.info.start_time)
         entry.tests = [r.data.metrics[test_key] for r in scored if test_key in r.data.metrics]
         entry.seeds = {r.data.tags.get("seed", "?") for r in scored}
+        for r in scored:
+            if test_key in r.data.metrics:
+                entry.seed_tests.setdefault(r.data.tags.get("seed", "?"), []).append(
+                    r.data.metrics[test_key])
         entry.run_ids = [r.info.run_id for r in scored]
         entry.n_params = best.data.params.get("model.num_parameters", "")
         if best.info.end_time and best.info.start_time:
@@ -303,7 +336,10 @@ def _fmt(value: float | None, spec: str) -> str:
 def _row(e: Entry) -> list[str]:
     fmt = _fmt
     ci = f"[{e.ci.low:.4f}, {e.ci.high:.4f}]" if e.ci is not None else ""
-    seed_ci = f"[{e.seed_ci.low:.4f}, {e.seed_ci.high:.4f}]" if e.seed_ci is not None else ""
+    if e.seed_ci is not None:
+        seed_ci = f"[{e.seed_ci.low:.4f}, {e.seed_ci.high:.4f}]"
+    else:  # computed (significance ran) but too few seeds, or not computed
+        seed_ci = f"n/a ({e.seed_count(', ')})" if e.ci_done and e.seed_tests else ""
     p = "best" if e.rank == 1 and e.ci is not None else _fmt(e.p_value, ".3g")
     return [e.task, e.model, _short_config(e.differs), str(e.rank),
             f"{e.monitor} ({'max' if e.maximise else 'min'})",
@@ -312,11 +348,12 @@ def _row(e: Entry) -> list[str]:
             e.config_hash]
 
 
-def chosen_runs(entries: list[Entry], chosen: Mapping[str, Choice]) -> list[str]:
-    """One sentence per task: its best run by the validation metric, with the test score
-    beside it, and the run ``--register`` would register (``chosen``, from
-    :func:`rnnlab.report.registry.best_runs`): the same run, unless the best one logged no
-    model."""
+def chosen_runs(entries: list[Entry], chosen: Mapping[str, Choice],
+                verdicts: Mapping[str, Verdict] | None = None) -> list[str]:
+    """One sentence per task (data group): its best run by the validation metric, with the
+    test score beside it, and the run ``--register`` would register (``chosen``, from
+    :func:`rnnlab.report.registry.picks`): the same run, unless the best one logged no
+    model; with ``verdicts``, whether that run beats the task's trivial baseline."""
     lines = []
     for task in sorted({e.task for e in entries}):
         top = min((e for e in entries if e.task == task), key=lambda e: e.rank)
@@ -332,6 +369,10 @@ def chosen_runs(entries: list[Entry], chosen: Mapping[str, Choice]) -> list[str]
         else:
             line += (f"would register: {pick.describe()} (the best run with a logged model, "
                      f"{pick.monitor} {pick.value:.4f}).")
+        verdict = (verdicts or {}).get(task)
+        if verdict is not None:
+            refused = " --register refuses it without --force." if verdict.beats is False else ""
+            line += f" Trivial baseline: {verdict.sentence.split(': ', 1)[1]}{refused}"
         lines.append(line)
     return lines
 
@@ -356,6 +397,7 @@ def task_by_model(entries: list[Entry]) -> list[str]:
 
 # ---- significance ----------------------------------------------------------------------
 PREDICTIONS_DIR = "predictions"
+MIN_SEEDS = 3  # a t interval over two seeds is wider than the scale it is read on
 
 
 @dataclass
@@ -399,7 +441,9 @@ def _task_significance(client: Any, rows: list[Entry], cache: Path, resamples: i
     loaded: dict[str, tuple[Any, dict, dict] | None] = {}
     missing = []
     for e in rows:
-        e.seed_ci = t_interval(e.tests, alpha)
+        e.ci_done = True
+        means = e.seed_means()
+        e.seed_ci = t_interval(means, alpha) if len(means) >= MIN_SEEDS else None
         found = load_predictions(client, e.best_run_id, cache)
         spec = (found[1].get("metrics") or {}).get(metric) if found else None
         if found is None or spec is None:
@@ -421,8 +465,11 @@ def _task_significance(client: Any, rows: list[Entry], cache: Path, resamples: i
                    f"no interval and no paired test against it.")
     for e in rows:
         if e.seed_ci is not None:
-            out.append(f"{e.label} over {e.seed_ci.n} seeds: mean {e.seed_ci.value:.4f}, 95% "
+            out.append(f"{e.label} over {e.seed_count()}: mean {e.seed_ci.value:.4f}, 95% "
                        f"t interval [{e.seed_ci.low:.4f}, {e.seed_ci.high:.4f}].")
+        elif len(e.tests) > 1:
+            out.append(f"{e.label} over {e.seed_count()}: no seed interval (it needs "
+                       f"{MIN_SEEDS} distinct seeds).")
     for e in rows[1:]:
         if loaded[best.label] is None or loaded[e.label] is None:
             continue
@@ -544,7 +591,8 @@ def significance_markdown(sig: Significance) -> list[str]:
              f"interval over seeds. `p vs best`: paired approximate randomisation test "
              f"({sig.resamples} shuffles) of each entry's best run against the task's best "
              f"entry's best run on the same test examples; not corrected for multiple "
-             f"comparisons."]
+             f"comparisons. Seed intervals need {MIN_SEEDS} distinct seeds (repeats of a seed "
+             f"are averaged first); with fewer they read n/a."]
     for task, sentences in sig.by_task.items():
         lines += ["", f"### {task}", ""] + [f"- {s}" for s in sentences]
     lines += ["", "### Across tasks", ""] + [f"- {s}" for s in sig.across]
@@ -553,7 +601,8 @@ def significance_markdown(sig: Significance) -> list[str]:
 
 
 def to_markdown(entries: list[Entry], notes: list[str], sig: Significance | None = None,
-                chosen: Mapping[str, Choice] | None = None) -> str:
+                chosen: Mapping[str, Choice] | None = None,
+                verdicts: Mapping[str, Verdict] | None = None) -> str:
     lines = ["# rnnlab comparison", "", f"Generated {dt.datetime.now():%Y-%m-%d %H:%M}.", "",
              "An entry is one configuration of a model: its runs differ only in the seed "
              "(or, with --group-by, share the chosen keys). `config` shows what sets it apart "
@@ -561,7 +610,7 @@ def to_markdown(entries: list[Entry], notes: list[str], sig: Significance | None
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(_row(e)) + " |" for e in entries]
     lines += ["", "## Best run per task (by the validation metric; what --register would "
-              "register)", "", *(f"- {line}" for line in chosen_runs(entries, chosen or {}))]
+              "register)", "", *(f"- {line}" for line in chosen_runs(entries, chosen or {}, verdicts))]
     lines += ["", "## Task x model (each model's best configuration by validation: mean test "
               "score over seeds, rank in brackets)", "",
               *task_by_model(entries)]
@@ -605,10 +654,11 @@ def learning_curves(client: Any, entries: list[Entry], out_dir: Path) -> list[Pa
 
 def write_report(client: Any, entries: list[Entry], notes: list[str], out_dir: Path,
                  sig: Significance | None = None,
-                 chosen: Mapping[str, Choice] | None = None) -> list[Path]:
+                 chosen: Mapping[str, Choice] | None = None,
+                 verdicts: Mapping[str, Verdict] | None = None) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     md = out_dir / "report.md"
-    md.write_text(to_markdown(entries, notes, sig, chosen), encoding="utf-8")
+    md.write_text(to_markdown(entries, notes, sig, chosen, verdicts), encoding="utf-8")
     table = out_dir / "report.csv"
     with open(table, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
@@ -619,7 +669,8 @@ def write_report(client: Any, entries: list[Entry], notes: list[str], out_dir: P
 
 
 def _print(entries: list[Entry], notes: list[str], sig: Significance | None = None,
-           chosen: Mapping[str, Choice] | None = None) -> None:
+           chosen: Mapping[str, Choice] | None = None,
+           verdicts: Mapping[str, Verdict] | None = None) -> None:
     if sys.stdout.isatty():  # rich only draws for a terminal
         from rich.console import Console
         from rich.table import Table
@@ -630,13 +681,13 @@ def _print(entries: list[Entry], notes: list[str], sig: Significance | None = No
         for e in entries:
             table.add_row(*_row(e))
         Console().print(table)
-        print("\n".join(chosen_runs(entries, chosen or {})))
+        print("\n".join(chosen_runs(entries, chosen or {}, verdicts)))
         if sig is not None:
             print("\n".join(significance_markdown(sig)[1:]))
         for n in notes:
             print(f"note: {n}")
     else:
-        print(to_markdown(entries, notes, sig, chosen))
+        print(to_markdown(entries, notes, sig, chosen, verdicts))
 
 
 def _keys(text: str | None) -> list[str] | None:
@@ -669,7 +720,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--register", action="store_true",
                         help="register each task's best run (by its validation metric: the "
                              "run the report names) as rnnlab-<task> and move the alias "
-                             "champion to it")
+                             "champion to it; runs on other data than the task's built-in "
+                             "data are registered as rnnlab-<task>-<fingerprint>")
+    parser.add_argument("--force", action="store_true",
+                        help="with --register: register a best model even when it does not "
+                             "beat its task's trivial baseline on validation")
     args = parser.parse_args(argv)
     root = project_root()
     try:
@@ -697,9 +752,12 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     sig = significance(client, entries, out_dir, args.resamples) if args.resamples else None
-    chosen, _ = best_runs(client, tasks, models, args.sweep_id, since)  # what --register takes
-    files = write_report(client, entries, notes, out_dir, sig, chosen)
-    _print(entries, notes, sig, chosen)
+    found, _ = picks(client, tasks, models, args.sweep_id, since)  # what --register takes
+    chosen = {p.group: p.choice for p in found}
+    verdicts = {p.group: check_trivial(client, p.task, p.choice, p.experiment_id, p.group)
+                for p in found}
+    files = write_report(client, entries, notes, out_dir, sig, chosen, verdicts)
+    _print(entries, notes, sig, chosen, verdicts)
     if not args.no_log:
         exp_id = ensure_experiment(client, REPORT_EXPERIMENT, local_artifact_root(uri, root))
         run = client.create_run(exp_id, run_name=f"report {out_dir.name}",
@@ -709,7 +767,7 @@ def main(argv: list[str] | None = None) -> int:
         client.set_terminated(run.info.run_id, "FINISHED")
     print(f"report written to {out_dir}")
     if args.register:
-        return register_champions(client, tasks, models, args.sweep_id, since)
+        return register_champions(client, tasks, models, args.sweep_id, since, args.force)
     return 0
 
 

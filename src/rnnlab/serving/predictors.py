@@ -9,19 +9,24 @@ served model answers exactly as the checkpoint does.
 
 | kind | input columns | params | output columns |
 |---|---|---|---|
-| ``text_classification`` | ``text`` | | ``label``, ``probability`` |
+| ``text_classification`` | ``text`` | | ``label``, ``probability``, ``unknown_share`` |
 | ``frame_classification`` | ``frames`` (frames x channels) | | ``label``, ``probability`` |
-| ``tagging`` | ``text`` | | ``tokens``, ``tags``, ``entities`` |
+| ``tagging`` | ``text`` | | ``tokens``, ``tags``, ``entities``, ``unknown_share`` |
 | ``charlm`` | ``prompt`` | length, temperature, top_k, seed | ``text`` |
 | ``names`` | ``category`` | n, temperature, seed, prefix, max_len | ``names`` |
 | ``seq2seq`` | ``text`` | beam_size | ``output``, ``tokens`` |
 | ``forecast`` | one column per series column, one row per step | horizon | ``step`` and the targets |
 | ``regression`` | ``x`` (steps x channels) | | ``prediction`` |
 | ``sequence_labelling`` | ``x`` (token ids) | | ``prediction`` (one id per step) |
+
+``unknown_share``: the share of an input's tokens missing from the model's vocabulary. A
+model answers text unlike its training text with the same confidence as any other, so a
+share above one half is also logged as a warning (:func:`warn_unknown`).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from collections.abc import Sequence
@@ -53,6 +58,27 @@ from rnnlab.tasks.sequence_copy import SequenceCopyTask
 from rnnlab.tasks.tagging import TaggingTask
 
 BATCH = 64
+UNKNOWN_WARNING = 0.5  # above this share of unknown tokens an answer is mostly a guess
+log = logging.getLogger(__name__)
+
+
+def unknown_share(ids: Sequence[int], unk_id: int | None) -> float:
+    """The share of ``ids`` that are the vocabulary's ``<unk>`` (0 for no ids)."""
+    ids = list(ids)
+    if not ids or unk_id is None:
+        return 0.0
+    return sum(i == unk_id for i in ids) / len(ids)
+
+
+def warn_unknown(kind: str, shares: Sequence[float]) -> None:
+    """One log line when inputs are mostly (> 50%) tokens the model never saw in training."""
+    rows = [i for i, share in enumerate(shares) if share > UNKNOWN_WARNING]
+    if rows:
+        shown = ", ".join(map(str, rows[:10])) + (" ..." if len(rows) > 10 else "")
+        log.warning("%d of %d inputs to the %s model are mostly (> %d%%) tokens unknown to "
+                    "its vocabulary (rows %s): it was not trained on text like this, so "
+                    "those answers are little more than guesses.", len(rows), len(shares),
+                    kind, round(UNKNOWN_WARNING * 100), shown)
 
 
 def column_values(frame: Any, column: str, kind: str) -> list[Any]:
@@ -174,10 +200,12 @@ class _Classifier(Predictor):
 
 
 class TextClassifier(_Classifier):
-    """Text -> label, tokenised and truncated exactly as the training texts were."""
+    """Text -> label, tokenised and truncated exactly as the training texts were, and the
+    share of its tokens the vocabulary does not know."""
 
     kind = "text_classification"
     inputs = [ColSpec("string", "text")]
+    outputs = [*_Classifier.outputs, ColSpec("double", "unknown_share")]
 
     def example(self) -> pd.DataFrame:
         vocab = Vocabulary.from_dict(self.state["vocab"])
@@ -186,7 +214,10 @@ class TextClassifier(_Classifier):
     def predict(self, frame: Any, params: dict[str, Any]) -> pd.DataFrame:
         encoder = TextEncoder.from_state(self.state)
         ids = [encoder.encode(str(t)) for t in column_values(frame, "text", self.kind)]
-        return self._classify(ids, encoder.vocab.pad_id)
+        out = self._classify(ids, encoder.vocab.pad_id)
+        out["unknown_share"] = [unknown_share(x.tolist(), encoder.vocab.unk_id) for x in ids]
+        warn_unknown(self.kind, out["unknown_share"].tolist())
+        return out
 
 
 class FrameClassifier(_Classifier):
@@ -226,12 +257,14 @@ ENTITY = Object([Property("type", "string"), Property("start", "long"),
 
 class Tagger(Predictor):
     """A sentence -> its tokens, IOB2 tags and entity spans (``end`` exclusive), split and
-    tagged by ``rnnlab-tag``'s own functions."""
+    tagged by ``rnnlab-tag``'s own functions, and the share of its tokens the vocabulary
+    does not know."""
 
     kind = "tagging"
     inputs = [ColSpec("string", "text")]
     outputs = [ColSpec(Array("string"), "tokens"), ColSpec(Array("string"), "tags"),
-               ColSpec(Array(ENTITY), "entities")]
+               ColSpec(Array(ENTITY), "entities"), ColSpec("double", "unknown_share")]
+    columns: ClassVar[list[str]] = ["tokens", "tags", "entities", "unknown_share"]
 
     def example(self) -> pd.DataFrame:
         vocab = Vocabulary.from_dict(self.state["vocab"])
@@ -242,16 +275,20 @@ class Tagger(Predictor):
         char_level = bool(self.state.get("char_level"))
         sentences = [split_text(str(t), char_level) for t in column_values(frame, "text", self.kind)]
         filled = [s for s in sentences if s]
-        tagged = iter(tag_sentences(self.module, SentenceEncoder.from_state(self.state),
-                                    filled)) if filled else None
+        encoder = SentenceEncoder.from_state(self.state)
+        tagged = iter(tag_sentences(self.module, encoder, filled)) if filled else None
         joiner = "" if char_level else " "
         rows = []
         for tokens in sentences:
             tags = next(tagged) if tokens else []
             entities = [{"type": typ, "start": s, "end": e, "text": joiner.join(tokens[s:e])}
                         for typ, s, e in bio_spans(tags)]
-            rows.append({"tokens": tokens, "tags": tags, "entities": entities})
-        return pd.DataFrame(rows, columns=["tokens", "tags", "entities"])
+            share = unknown_share(encoder.vocab.encode(encoder.norm(tokens)),
+                                  encoder.vocab.unk_id)
+            rows.append({"tokens": tokens, "tags": tags, "entities": entities,
+                         "unknown_share": share})
+        warn_unknown(self.kind, [r["unknown_share"] for r in rows])
+        return pd.DataFrame(rows, columns=self.columns)
 
 
 # ---- generation ---------------------------------------------------------------------------

@@ -66,8 +66,13 @@ def _log(logger: Any, flavor: Any, example: Any, what: str, start: float, **kwar
             raise
     logger.experiment.set_tag(logger.run_id, MODEL_URI_TAG, info.model_uri)
     seconds = time.perf_counter() - start
+    from rnnlab.tracking.mlflow import redact
+
+    # the store named in the line, so it runs from any folder (a models:/ URI means
+    # nothing without it); credentials never printed: MLflow reads them from env vars
     print(f"model: {info.model_uri} ({what}; logged in {seconds:.1f} s); serve it with "
-          f"mlflow models serve -m {info.model_uri} --env-manager local", flush=True)
+          f"MLFLOW_TRACKING_URI={redact(str(logger._tracking_uri))} mlflow models serve -m "
+          f"{info.model_uri} --env-manager local", flush=True)
     return info.model_uri
 
 

@@ -30,7 +30,13 @@ from rnnlab.core.errors import DataError
 from rnnlab.inference import load_checkpoint
 from rnnlab.inference.tagging import split_text
 from rnnlab.metrics.spans import bio_spans
-from rnnlab.serving.predictors import column_values, predictor_for, read_history
+from rnnlab.serving.predictors import (
+    Tagger,
+    column_values,
+    predictor_for,
+    read_history,
+    warn_unknown,
+)
 
 CHECKPOINT_ARTIFACT = "checkpoint"
 BASELINE_ARTIFACT = "baseline"
@@ -69,7 +75,7 @@ def select_text(frame: Any) -> list[str]:
 
 class MajorityTagPredictor:
     """``model=majority_tag``: each known token's most frequent training tag, else ``O``;
-    the same output as the networks' tagger."""
+    the same output as the networks' tagger (a token missing from the table is unknown)."""
 
     kind = "majority_tag"
 
@@ -82,12 +88,16 @@ class MajorityTagPredictor:
         rows = []
         for text in column_values(frame, "text", self.kind):
             tokens = split_text(str(text), self.char_level)
-            tags = [self.table.get(t.lower() if self.lowercase else t, "O") for t in tokens]
+            keys = [t.lower() if self.lowercase else t for t in tokens]
+            tags = [self.table.get(k, "O") for k in keys]
             rows.append({"tokens": tokens, "tags": tags,
                          "entities": [{"type": typ, "start": s, "end": e,
                                        "text": joiner.join(tokens[s:e])}
-                                      for typ, s, e in bio_spans(tags)]})
-        return pd.DataFrame(rows, columns=["tokens", "tags", "entities"])
+                                      for typ, s, e in bio_spans(tags)],
+                         "unknown_share": (sum(k not in self.table for k in keys) / len(keys)
+                                           if keys else 0.0)})
+        warn_unknown(self.kind, [r["unknown_share"] for r in rows])
+        return pd.DataFrame(rows, columns=Tagger.columns)
 
 
 class ForecastBaselinePredictor:
@@ -103,8 +113,7 @@ class ForecastBaselinePredictor:
     def __call__(self, frame: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
         horizon = int((params or {}).get("horizon") or self.horizon)
         history = read_history(frame, self.targets, 2, "a model is fitted on them")
-        baseline = instantiate(self.model)
-        baseline.validate()
+        baseline = instantiate(self.model)  # its settings passed the schema when it trained
         with warnings.catch_warnings():  # statsmodels' convergence chatter
             warnings.simplefilter("ignore")
             values = np.stack([baseline.predict(history[:, j], horizon, self.season)
