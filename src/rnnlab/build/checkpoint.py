@@ -61,9 +61,11 @@ def read_checkpoint(path: str | Path, key: str = "checkpoint",
 
 
 def experiment_identity(config: dict[str, Any]) -> dict[str, Any]:
-    """The parts of a resolved config that make two runs the same experiment: the task
-    and model groups and the seed. Paths, trainer limits and loggers are excluded."""
-    return {k: config.get(k) for k in ("task", "model", "seed")}
+    """The parts of a resolved config that make two runs the same experiment (what
+    ``ckpt_path=auto`` matches): the whole task node (a missing one counts as empty), the
+    model node and the seed. Paths, trainer limits and loggers are excluded."""
+    return {"task": dict(config.get("task") or {}), "model": config.get("model"),
+            "seed": config.get("seed")}
 
 
 def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:

@@ -23,10 +23,13 @@ from omegaconf import DictConfig, OmegaConf
 from rnnlab.build.checkpoint import (
     AUTO,
     config_differences,
+    experiment_identity,
     load_state,
     read_checkpoint,
 )
+from rnnlab.core.dist import is_rank_zero
 from rnnlab.core.errors import ConfigError
+from rnnlab.tracking.mlflow import redact, resolve_tracking_uri
 
 RESOLVED_ENV = "RNNLAB_RESOLVED_CKPT"  # rank zero's choice for ckpt_path=auto, for DDP workers
 
@@ -45,20 +48,12 @@ class CheckpointPlan:
         return tags
 
 
-def _identity(config: dict[str, Any]) -> dict[str, Any]:
-    """What makes two runs the same experiment for ``ckpt_path=auto``."""
-    task = dict(config.get("task") or {})
-    return {"task": task, "model": config.get("model"), "seed": config.get("seed")}
-
-
 def find_auto_checkpoint(cfg: DictConfig) -> Path | None:
     """The newest ``last.ckpt`` under the outputs folder written by this configuration."""
-    from rnnlab.core.dist import is_rank_zero
-
     if not is_rank_zero():  # workers follow rank zero's choice
         chosen = os.environ.get(RESOLVED_ENV)
         return Path(chosen) if chosen else None
-    current = _identity(OmegaConf.to_container(cfg, resolve=True))
+    current = experiment_identity(OmegaConf.to_container(cfg, resolve=True))
     # a requeued sweep job runs again in its own folder (which may lie outside the outputs
     # folder): look there first, then at every run under the outputs folder
     own = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
@@ -70,7 +65,7 @@ def find_auto_checkpoint(cfg: DictConfig) -> Path | None:
             meta = read_checkpoint(path, "ckpt_path=auto")["rnnlab"]
         except Exception:  # a foreign or half-written file is simply not a candidate
             continue
-        if _identity(meta.get("config") or {}) == current:
+        if experiment_identity(meta.get("config") or {}) == current:
             os.environ[RESOLVED_ENV] = str(path)
             return path
     os.environ[RESOLVED_ENV] = ""
@@ -132,10 +127,7 @@ def _uses_mlflow(cfg: DictConfig) -> bool:
 
 
 def _check_run_in_store(cfg: DictConfig, run_id: str, path: str, dm: Any) -> None:
-    from mlflow.tracking import MlflowClient
-
-    from rnnlab.core.dist import is_rank_zero
-    from rnnlab.tracking.mlflow import redact, resolve_tracking_uri
+    from mlflow.tracking import MlflowClient  # heavy (about a second): resuming only
 
     if not is_rank_zero():
         return

@@ -26,6 +26,11 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig
 
+from rnnlab.baselines.majority_tag import MajorityTag
+from rnnlab.baselines.statistical import ForecastBaseline
+from rnnlab.baselines.tfidf import TfidfLogReg
+from rnnlab.build import model_config
+from rnnlab.core.errors import UserError
 from rnnlab.inference import CHECKPOINT_FILE
 from rnnlab.tracking.mlflow import quiet_mlflow, using_tracking_uri
 
@@ -112,27 +117,9 @@ def log_servable_model(logger: Any, cfg: DictConfig, checkpoint: str | Path) -> 
 
 
 # ---- baselines ----------------------------------------------------------------------------
-def log_baseline_model(loggers: list, cfg: DictConfig, baseline: Any, dm: Any,
-                       metrics: dict[str, float]) -> str | None:
-    """Log a fitted baseline's model to the MLflow run of ``loggers`` (rank zero only)."""
-    from pytorch_lightning.loggers import MLFlowLogger
-
-    from rnnlab.core.dist import is_rank_zero
-
-    uri = None
-    for lg in loggers:
-        if isinstance(lg, MLFlowLogger) and is_rank_zero():
-            uri = _log_baseline(lg, cfg, baseline, dm, metrics)
-    return uri
-
-
-def _log_baseline(logger: Any, cfg: DictConfig, baseline: Any, dm: Any,
-                  metrics: dict[str, float]) -> str:
-    from rnnlab.baselines.majority_tag import MajorityTag
-    from rnnlab.baselines.statistical import ForecastBaseline
-    from rnnlab.baselines.tfidf import TfidfLogReg
-    from rnnlab.core.errors import UserError
-
+def log_baseline_model(logger: Any, cfg: DictConfig, baseline: Any, dm: Any,
+                       metrics: dict[str, float]) -> str:
+    """Log a fitted baseline's model to the logger's MLflow run; returns its URI."""
     if isinstance(baseline, TfidfLogReg):
         return _log_tfidf(logger, baseline, dm, metrics)
     if isinstance(baseline, MajorityTag):
@@ -142,8 +129,6 @@ def _log_baseline(logger: Any, cfg: DictConfig, baseline: Any, dm: Any,
             pd.DataFrame({"text": [" ".join(t) if not dm.spec.char_level else "".join(t)
                                    for t in dm.tagged("test")[0][:2]]}))
     if isinstance(baseline, ForecastBaseline):
-        from rnnlab.build import model_config
-
         targets = [dm.series.columns[i] for i in dm.series.targets]
         history = pd.DataFrame(dm.history("test")[:, dm.series.targets], columns=targets)
         horizon = int(cfg.task.get("horizon") or dm.periods["test"].steps)

@@ -11,9 +11,24 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
+from pytorch_lightning.loggers import MLFlowLogger
 
 from rnnlab.data.spec import DataSpec
-from rnnlab.tracking.record import Diverged, RunInterrupted, SignalHandlers
+from rnnlab.tracking.mlflow import redact
+from rnnlab.tracking.record import Diverged, RunInterrupted, SignalHandlers, signal_name
+
+
+def lab_callbacks(cfg: DictConfig, dm: Any, stop: SignalCheckpoint, interactive: bool
+                  ) -> list[pl.Callback]:
+    """What every network run gets beside its configured callbacks: throughput, the
+    divergence guard, the signal checkpoint, the metadata that makes its checkpoints
+    loadable, and a progress bar (``interactive``) or one plain line per epoch."""
+    return [ThroughputMonitor(), DivergenceGuard(cfg.task.monitor), stop,
+            RunMetadata(OmegaConf.to_container(cfg, resolve=True), dm.spec,
+                        dm.checkpoint_state(), dm.fingerprint),
+            RichProgressBar() if interactive else EpochPrinter()]
 
 
 class ThroughputMonitor(pl.Callback):
@@ -77,10 +92,6 @@ class RunMetadata(pl.Callback):
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            checkpoint: dict[str, Any]) -> None:
-        from pytorch_lightning.loggers import MLFlowLogger
-
-        from rnnlab.tracking.mlflow import redact
-
         run_id = tracking_uri = None
         for logger in trainer.loggers:
             if isinstance(logger, MLFlowLogger):
@@ -99,6 +110,15 @@ class SignalCheckpoint(pl.Callback):
         self.path = Path(dirpath) / "last.ckpt"
         self.saved: Path | None = None
 
+    @classmethod
+    def beside(cls, handlers: SignalHandlers, callbacks: list[pl.Callback],
+               default_dir: str | Path) -> SignalCheckpoint:
+        """Writing into the configured ModelCheckpoint's folder (else ``default_dir``), where
+        ``last.ckpt`` is kept anyway and ``ckpt_path=auto`` looks for it."""
+        dirpath = next((c.dirpath for c in callbacks
+                        if isinstance(c, ModelCheckpoint) and c.dirpath), default_dir)
+        return cls(handlers, dirpath)
+
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                      exception: BaseException) -> None:
         # a second signal (RunInterrupted) may land mid-step: no checkpoint of that state
@@ -107,6 +127,16 @@ class SignalCheckpoint(pl.Callback):
             return
         trainer.save_checkpoint(self.path)
         self.saved = self.path
+
+    def interruption(self, signum: int, trainer: pl.Trainer) -> RunInterrupted:
+        """The KILLED run's sentence: where it stopped and how to continue it."""
+        where = f"at step {trainer.global_step} (epoch {trainer.current_epoch})"
+        if self.saved is not None:
+            how = (f"; checkpoint {self.saved}; continue with the same command plus "
+                   f"ckpt_path={self.saved} (or ckpt_path=auto)")
+        else:
+            how = "; no checkpoint was written (training had not started or had ended)"
+        return RunInterrupted(signum, f"interrupted by {signal_name(signum)} {where}{how}.")
 
 
 class DivergenceGuard(pl.Callback):

@@ -8,7 +8,6 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from typing import Any
 
 CONFIG_HASH_TAG = "rnnlab.config_hash"
 MAX_PARAM_LENGTH = 6000  # = rnnlab.tracking.mlflow.MAX_PARAM_LENGTH: params are cut there
@@ -62,12 +61,8 @@ def config_hash(identity: Mapping[str, str]) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:12]
 
 
-def config_tags(cfg: Any, fingerprint: str | None) -> dict[str, str]:
-    """``{rnnlab.config_hash: ...}`` for a run about to start from ``cfg`` (a DictConfig):
-    the same digest compare.py derives from the params of runs logged without the tag."""
-    from omegaconf import OmegaConf
-
-    from rnnlab.tracking.mlflow import flatten
-
-    params = flatten(OmegaConf.to_container(cfg, resolve=True))
+def config_tags(params: Mapping[str, str], fingerprint: str | None) -> dict[str, str]:
+    """``{rnnlab.config_hash: ...}`` for a run about to start from ``params`` (its resolved
+    config, flattened as its params will be): the same digest compare.py derives from the
+    params of runs logged without the tag."""
     return {CONFIG_HASH_TAG: config_hash(config_identity(params, fingerprint))}

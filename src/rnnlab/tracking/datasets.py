@@ -18,6 +18,7 @@ SPLITS = ("train", "val", "test")
 
 def dataset_inputs(dm: Any, task: str) -> list:
     """One ``DatasetInput`` per split the datamodule holds."""
+    # mlflow is heavy (about a second to import): loaded only when a run logs its inputs
     from mlflow.data.code_dataset_source import CodeDatasetSource
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.http_dataset_source import HTTPDatasetSource

@@ -8,9 +8,12 @@ server, PostgreSQL); then the server decides where artifacts live.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -52,9 +55,6 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """Fail fast on a dead tracking server (MLflow's own client retries for minutes)."""
     if not uri.startswith(("http://", "https://")):
         return
-    import urllib.error
-    import urllib.request
-
     try:
         # the health page needs no login, and urllib cannot parse user:password@ anyway
         bare = _CREDENTIALS.sub(r"\g<scheme>", uri)
@@ -101,6 +101,8 @@ def system_metrics(loggers: list, enabled: bool, interval_s: float = 10.0) -> It
     run as ``system/*`` metrics while the block runs (``logger.mlflow.log_system_metrics``)."""
     monitors = []
     if enabled:
+        # mlflow itself is imported where it is used in this module: it costs about a
+        # second, and most importers (the CLIs, the loaders) never open a store
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
         for lg in loggers:
@@ -166,7 +168,7 @@ def make_mlflow_logger(experiment_name: str, root_dir: str, tracking_uri: str | 
     if not rank_zero:
         return RecordLogger(experiment_name=experiment_name, tracking_uri=uri,
                             synchronous=synchronous, log_model=False)
-    from mlflow.tracking import MlflowClient
+    from mlflow.tracking import MlflowClient  # heavy: see system_metrics
     from mlflow.tracking.context.registry import resolve_tags
 
     check_reachable(uri)
@@ -212,7 +214,7 @@ def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 def log_params(logger: MLFlowLogger, params: Mapping[str, Any]) -> None:
     """Log params untruncated (Lightning's own logger cuts values at 250 characters)."""
-    from mlflow.entities import Param
+    from mlflow.entities import Param  # heavy: see system_metrics
 
     client, run_id = logger.experiment, logger.run_id
     existing = client.get_run(run_id).data.params
@@ -239,7 +241,7 @@ def git_commit(root_dir: str | Path) -> str:
 def using_tracking_uri(uri: str) -> Iterator[None]:
     """MLflow's model logging reads the global tracking URI; point it at the run's store
     for the call and put back what was there (the environment variable included)."""
-    import mlflow
+    import mlflow  # heavy: see system_metrics
 
     before_env = os.environ.get("MLFLOW_TRACKING_URI")
     before = mlflow.get_tracking_uri() if before_env else None
@@ -256,8 +258,6 @@ def using_tracking_uri(uri: str) -> Iterator[None]:
 def quiet_mlflow() -> Iterator[None]:
     """No progress bars and INFO notes from MLflow while the block runs (they would fill
     a run's log and the CLIs' stderr); warnings still show."""
-    import logging
-
     quiet = logging.getLogger("mlflow")
     level = quiet.level
     quiet.setLevel(logging.WARNING)

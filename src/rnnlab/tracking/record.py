@@ -26,6 +26,7 @@ from typing import Any
 
 from rnnlab.core.dist import global_rank, is_rank_zero
 from rnnlab.core.errors import UserError
+from rnnlab.tracking.mlflow import redact
 
 FAILURE_TAG = "rnnlab.failure"
 RUN_ID_ENV = "RNNLAB_RUN_ID"
@@ -108,7 +109,7 @@ class RunRecord:
         run_id, uri = os.environ.get(RUN_ID_ENV), os.environ.get(URI_ENV)
         if is_rank_zero() or not run_id or not uri:
             return None
-        from mlflow.tracking import MlflowClient
+        from mlflow.tracking import MlflowClient  # heavy (about a second): workers only
 
         return cls(MlflowClient(uri), run_id, global_rank())
 
@@ -132,8 +133,6 @@ class RunRecord:
 
     def end(self, status: str, reason: str | None = None) -> None:
         """Set the final status (and ``rnnlab.failure``); never raises, never leaves RUNNING."""
-        from rnnlab.tracking.mlflow import redact
-
         if self.rank != 0 and status == "FINISHED":
             return
         try:

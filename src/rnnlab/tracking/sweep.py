@@ -17,11 +17,18 @@ import os
 import shutil
 import sys
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+
+from rnnlab.core.errors import ConfigError
+from rnnlab.data.sources import file_lock
+from rnnlab.tracking.mlflow import resolve_tracking_uri
 
 SWEEP_ID_ENV = "RNNLAB_SWEEP_ID"
 SWEEP_ID_FILE = ".rnnlab_sweep_id"
@@ -31,9 +38,6 @@ log = logging.getLogger("rnnlab")
 
 def current_sweep() -> tuple[str, Path] | None:
     """(sweep id, sweep folder) when running as a multirun job, else None."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     try:
         hc = HydraConfig.get()
     except ValueError:
@@ -53,10 +57,15 @@ def sweep_tags() -> dict[str, str]:
     return {"sweep_id": sweep[0]} if sweep else {}
 
 
+def objective(cfg: DictConfig, metrics: Mapping[str, Any]) -> float | None:
+    """The value a sweeper optimises: the best validation score of the monitored metric."""
+    monitor = cfg.task.monitor
+    value = metrics.get(f"best/{monitor}", metrics.get(monitor))
+    return None if value is None else float(value)
+
+
 def attach_to_parent(client: Any, run_id: str) -> str | None:
     """Tag ``run_id`` as a child of its sweep's parent run (created on first use)."""
-    from rnnlab.data.sources import file_lock
-
     sweep = current_sweep()
     if sweep is None:
         return None
@@ -83,9 +92,7 @@ def open_store(uri: str) -> Any:
     create an SQLite schema; two sweeps started together on one fresh ``mlflow.db`` (two
     workers of one Optuna study) would, so an SQLite store is opened under a lock file.
     """
-    from mlflow.tracking import MlflowClient
-
-    from rnnlab.data.sources import file_lock
+    from mlflow.tracking import MlflowClient  # heavy (about a second): opening a store only
 
     if not uri.startswith("sqlite:///"):
         return MlflowClient(uri)
@@ -103,8 +110,6 @@ def check_launcher(config: DictConfig) -> None:
     ``-1`` or ``auto`` (all GPUs) means nothing to SLURM, and submitit would only fail
     once the array is queued (or, locally, hide every GPU from the job).
     """
-    from rnnlab.core.errors import ConfigError
-
     launcher = config.hydra.get("launcher") or {}
     target = str(launcher.get("_target_", ""))
     if not target.startswith("hydra_plugins.hydra_submitit_launcher"):
@@ -182,8 +187,6 @@ class SweepParentRuns(Callback):
     """Hydra callback (see conf/hydra/default.yaml) around every multirun."""
 
     def _client(self, config: DictConfig) -> Any:
-        from rnnlab.tracking.mlflow import resolve_tracking_uri
-
         mlflow_cfg = (config.get("logger") or {}).get("mlflow")
         if mlflow_cfg is None:
             return None
@@ -191,8 +194,6 @@ class SweepParentRuns(Callback):
                                                config.paths.root_dir))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from rnnlab.core.errors import ConfigError
-
         try:
             check_launcher(config)
         except ConfigError as err:  # Hydra turns a callback's exception into a warning
