@@ -279,11 +279,11 @@ def test_tagger_word_dropout_in_training_never_at_eval() -> None:
     for mode in ("train", "eval"):  # validation never drops words, whatever the mode
         for task in (plain, noisy):
             getattr(task, mode)()
-            task.losses["val"].reset()
+            task.means["val"]["loss"].reset()
             task.scorers["val"].reset()
             torch.manual_seed(2)  # the same dropout masks for both in train mode
             task.validation_step(batch, 0)
-        assert plain.losses["val"].compute() == noisy.losses["val"].compute()
+        assert plain.mean("val", "loss") == noisy.mean("val", "loss")
     plain.eval(), noisy.eval()
     assert plain.predict_tags(batch) == noisy.predict_tags(batch)
 
@@ -298,7 +298,7 @@ def test_classifier_word_dropout_in_training_never_at_eval() -> None:
     for task in (plain, noisy):
         task.eval()
         task.validation_step(batch, 0)
-    assert plain.val_loss.compute() == noisy.val_loss.compute()
+    assert plain.mean("val", "loss") == noisy.mean("val", "loss")
     assert torch.equal(plain(batch["x"], batch["lengths"]), noisy(batch["x"], batch["lengths"]))
 
 

@@ -1,48 +1,95 @@
-"""The shared LightningModule: optimizer wiring and the metric-logging convention.
+"""The shared LightningModule: optimizer wiring and the one evaluation loop every task uses.
 
 Task modules own their loss, metrics and plots; they receive a ready backbone and the
 datamodule's ``spec`` and never learn where the data came from. Metrics are logged as
 ``train/loss``, ``val/<name>``, ``test/<name>``.
 
-Evaluation under DDP (see ``rnnlab.metrics.distributed``): steps only *update* state
-(``WeightedMean`` sums, torchmetrics states, per-example lists), skipping the empty
-batches that even out the ranks' shards; the epoch-end hooks, which every rank runs,
-reduce that state over the ranks and log the result with :meth:`RnnlabTask.log_reduced`.
-So one process and N processes log the same numbers, each example counted once.
+The evaluation loop lives here, so under DDP (see ``rnnlab.metrics.distributed``) every
+task reduces the same way: ``validation_step`` / ``test_step`` skip the empty batches that
+even out the ranks' shards and only *update* state (the split's exact means, the task's
+own torchmetrics states or per-example lists, the prediction rows); the epoch-end hooks,
+which every rank runs, reduce that state over the ranks, log the result on every rank
+(:meth:`RnnlabTask.log_reduced`) and, after the test, gather and write
+``predictions/test.parquet`` once. So one process and N processes log the same numbers,
+each example counted once.
+
+A new task supplies, besides its model, ``training_step`` and anything it logs as
+artifacts, these and nothing else:
+
+* :meth:`RnnlabTask.evaluate` ``(batch, batch_idx, split) -> dict``: score one batch;
+  the entries named in ``MEANS`` are ``(value, weight)`` updates of the split's means,
+  any other entries are handed to ``prediction_rows``;
+* ``MEANS``: the split's means by name and kind (default ``{"loss": WeightedMean}``);
+* :meth:`RnnlabTask.epoch_values` ``(split) -> dict``: the values to log as
+  ``<split>/<name>`` (default: every mean, read with :meth:`RnnlabTask.mean`);
+* :meth:`RnnlabTask.prediction_rows` ``(batch, out, ids) -> list[dict]``: one
+  ``predictions/test.parquet`` row per example of a test batch, and ``prediction_metrics``,
+  how the test metrics follow from the rows' columns.
+
+Two class attributes have defaults that suit most tasks: ``PROGRESS_BAR`` (the ``val/``
+values shown while training; all of them) and ``WHOLE_BATCHES`` (test batches that every
+rank steps through, keeping its own rows; off). Task state beyond the means is the task's
+to reset, in ``epoch_values``; an extra test artifact goes in ``on_test_epoch_end`` after
+``super().on_test_epoch_end()``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
-from typing import Any
+from types import MappingProxyType
+from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
+from torchmetrics import Metric
 
 from rnnlab.core.errors import ConfigError
 from rnnlab.data.batching import global_batch_index, is_empty_batch
 from rnnlab.data.spec import DataSpec
+from rnnlab.metrics.distributed import WeightedMean
+from rnnlab.tracking.predictions import DEFAULT_MAX_ROWS, PredictionRows
 
 OptimizerFactory = Callable[..., Optimizer]
+SPLITS = ("val", "test")
 
 
 class RnnlabTask(pl.LightningModule):
     """Base class: a backbone, an optimizer factory (a Hydra ``_partial_``) and an optional
-    scheduler factory. ``monitor`` is the metric a plateau scheduler watches."""
+    scheduler factory. ``monitor`` is the metric a plateau scheduler watches;
+    ``max_predictions`` bounds the rows of ``predictions/test.parquet`` (0: none)."""
+
+    #: the exact means each evaluation split keeps, by name: a ``Metric`` class whose
+    #: ``update`` takes the ``(value, weight)`` that ``evaluate`` returns under that name
+    #: (``WeightedMean``: a batch mean and its example count; ``Ratio``: a batch sum and
+    #: its count). Their states are not in the checkpoint.
+    MEANS: ClassVar[Mapping[str, Callable[[], Metric]]] = MappingProxyType({"loss": WeightedMean})
+    #: the ``val/`` values shown in the progress bar (short names; None: all of them)
+    PROGRESS_BAR: ClassVar[Collection[str] | None] = None
+    #: test batches come whole to every rank, each keeping its own rows
+    #: (``rnnlab.data.batching.RowShard``), rather than a shard of the batches
+    WHOLE_BATCHES: ClassVar[bool] = False
+    #: how each logged test metric follows from predictions/test.parquet's columns
+    #: (``{"test/acc": {"kind": "mean", "column": "score"}}``, see rnnlab.report.stats)
+    prediction_metrics: Mapping[str, Mapping[str, Any]] = MappingProxyType({})
 
     # rebuilds another checkpoint of this lab (set by rnnlab.build.build_module, which
     # owns loading; a task that joins other models at test time calls it)
     checkpoint_loader: Callable[..., Any] | None = None
 
     def __init__(self, backbone: nn.Module, optimizer: OptimizerFactory,
-                 scheduler: Callable[..., Any] | None = None, monitor: str = "val/loss") -> None:
+                 scheduler: Callable[..., Any] | None = None, monitor: str = "val/loss",
+                 max_predictions: int = DEFAULT_MAX_ROWS) -> None:
         super().__init__()
         self.backbone = backbone
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.monitor = monitor
+        self.means = nn.ModuleDict({split: nn.ModuleDict({name: kind() for name, kind in
+                                                          self.MEANS.items()})
+                                    for split in SPLITS})
+        self.predictions = PredictionRows(max_predictions, whole_batches=self.WHOLE_BATCHES)
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(params=self.parameters())
@@ -59,10 +106,65 @@ class RnnlabTask(pl.LightningModule):
                  batch_size=batch_size)
         return loss
 
-    @staticmethod
-    def skip(batch: Any) -> bool:
-        """True for the empty filler batches of an evaluation shard (nothing to score)."""
-        return is_empty_batch(batch)
+    # ---- what a task supplies ------------------------------------------------------------
+    def evaluate(self, batch: dict, batch_idx: int, split: str) -> dict[str, Any]:
+        """Score one (non-empty) batch of ``split`` (``val`` or ``test``): update the task's
+        own state and return ``{mean name: (value, weight)}`` for the ``MEANS`` it
+        updates, plus whatever else ``prediction_rows`` needs (test only)."""
+        raise NotImplementedError(f"{type(self).__name__} does not evaluate")
+
+    def epoch_values(self, split: str) -> dict[str, float | Tensor]:
+        """The split's values, reduced over every rank, by short name (logged as
+        ``<split>/<name>``); a task resets its own state here. Default: every mean."""
+        return {name: self.mean(split, name) for name in self.MEANS}
+
+    def prediction_rows(self, batch: dict, out: dict[str, Any],
+                        ids: list[int] | None) -> list[dict[str, Any]]:
+        """One row per example of a test batch (``out``: what ``evaluate`` returned;
+        ``ids``: the examples' test-split indices when known, see
+        :meth:`PredictionRows.inputs`). Default: no rows."""
+        return []
+
+    # ---- the loop --------------------------------------------------------------------------
+    def mean(self, split: str, name: str) -> Tensor:
+        """The split's mean ``name`` over every rank (a collective: every rank asks for the
+        same means in the same order, which a deterministic ``epoch_values`` does)."""
+        return self.means[split][name].compute()
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate_batch(batch, batch_idx, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate_batch(batch, batch_idx, "test")
+
+    def _evaluate_batch(self, batch: dict, batch_idx: int, split: str) -> None:
+        if is_empty_batch(batch):  # a filler batch of this rank's shard: nothing to score
+            return
+        out = self.evaluate(batch, batch_idx, split)
+        for name, mean in self.means[split].items():
+            if name in out:
+                mean.update(*out[name])
+        if split == "test" and self.predictions.enabled:
+            ids = self.predictions.batch_ids(self, batch, batch_idx)
+            self.predictions.add_batch(self, batch_idx, self.prediction_rows(batch, out, ids),
+                                       ids)
+
+    def _end_epoch(self, split: str) -> None:
+        values = {f"{split}/{name}": value for name, value in self.epoch_values(split).items()}
+        for mean in self.means[split].values():
+            mean.reset()
+        shown: Collection[str] = ()
+        if split == "val":
+            shown = values if self.PROGRESS_BAR is None else \
+                [f"val/{name}" for name in self.PROGRESS_BAR]
+        self.log_reduced(values, prog_bar=shown)
+
+    def on_validation_epoch_end(self) -> None:
+        self._end_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._end_epoch("test")
+        self.predictions.write(self, self.prediction_metrics)
 
     def eval_position(self, batch_idx: int) -> int:
         """Where this rank's evaluation batch ``batch_idx`` stands among all ranks' batches,

@@ -6,17 +6,14 @@ from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics.classification import (
-    MulticlassConfusionMatrix,
-)
+from torchmetrics.classification import MulticlassConfusionMatrix
 
 from rnnlab.data.spec import ClassifySpec
 from rnnlab.metrics.classification import PREDICTION_METRICS, classification_metrics
-from rnnlab.metrics.distributed import WeightedMean
 from rnnlab.models.heads import ClassifierHead
 from rnnlab.tasks.base import OptimizerFactory, RnnlabTask, WordDropout
 from rnnlab.tracking.artifacts import confusion_matrix_figure, log_figure
-from rnnlab.tracking.predictions import DEFAULT_MAX_ROWS, PredictionRows
+from rnnlab.tracking.predictions import DEFAULT_MAX_ROWS
 
 
 class ClassificationTask(RnnlabTask):
@@ -27,23 +24,22 @@ class ClassificationTask(RnnlabTask):
     (:class:`rnnlab.tasks.base.WordDropout`; token datamodules only); never at eval.
     """
 
+    prediction_metrics = PREDICTION_METRICS
+
     def __init__(self, backbone: nn.Module, spec: ClassifySpec, optimizer: OptimizerFactory,
                  scheduler: Any = None, monitor: str = "val/acc", pooling: str = "last",
                  dropout: float = 0.0, label_smoothing: float = 0.0,
                  max_predictions: int = DEFAULT_MAX_ROWS, word_dropout: float = 0.0,
                  word_dropout_max_count: int = 1) -> None:
-        super().__init__(backbone, optimizer, scheduler, monitor)
+        super().__init__(backbone, optimizer, scheduler, monitor, max_predictions)
         self.word_dropout = WordDropout(word_dropout, word_dropout_max_count, spec)
         self.num_classes = int(spec.num_classes)
         self.class_names = list(spec.class_names or range(self.num_classes))
         self.head = ClassifierHead(backbone.output_size, self.num_classes, pooling, dropout)
         self.label_smoothing = label_smoothing
         metrics = classification_metrics(self.num_classes)
-        self.val_metrics = metrics.clone(prefix="val/")
-        self.test_metrics = metrics.clone(prefix="test/")
-        self.val_loss, self.test_loss = WeightedMean(), WeightedMean()
+        self.scores = nn.ModuleDict({"val": metrics.clone(), "test": metrics.clone()})
         self.test_confusion = MulticlassConfusionMatrix(self.num_classes)
-        self.predictions = PredictionRows(max_predictions)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         enc = self.backbone(x, lengths)
@@ -58,57 +54,35 @@ class ClassificationTask(RnnlabTask):
         loss, _ = self._loss(batch, self.word_dropout(batch["x"]))
         return self.log_train_loss(loss, len(batch["y"]))
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        if self.skip(batch):
-            return
+    def evaluate(self, batch: dict, batch_idx: int, split: str) -> dict[str, Any]:
         loss, logits = self._loss(batch)
-        self.val_metrics.update(logits, batch["y"])
-        self.val_loss.update(loss, len(batch["y"]))
+        self.scores[split].update(logits, batch["y"])
+        if split == "test":
+            self.test_confusion.update(logits, batch["y"])
+        return {"loss": (loss, len(batch["y"])), "logits": logits}
 
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        if self.skip(batch):
-            return
-        loss, logits = self._loss(batch)
-        self.test_metrics.update(logits, batch["y"])
-        self.test_confusion.update(logits, batch["y"])
-        self.test_loss.update(loss, len(batch["y"]))
-        self._collect_predictions(batch, batch_idx, logits)
-
-    def _collect_predictions(self, batch: dict, batch_idx: int, logits: Tensor) -> None:
+    def prediction_rows(self, batch: dict, out: dict[str, Any],
+                        ids: list[int] | None) -> list[dict[str, Any]]:
         """One row per example: text, gold and predicted class, correct (0/1), its loss."""
-        if not self.predictions.enabled:
-            return
-        y = batch["y"]
+        logits, y = out["logits"], batch["y"]
         nll = F.cross_entropy(logits.float(), y, reduction="none",
                               label_smoothing=self.label_smoothing).tolist()
         pred = logits.argmax(-1).tolist()
-        ids = self.predictions.example_ids(self, batch_idx, len(y))
         inputs = self.predictions.inputs(self, batch, ids)
-        for i, (g, p) in enumerate(zip(y.tolist(), pred, strict=True)):
-            row = {"input": inputs[i], "gold": str(self.class_names[g]),
-                   "prediction": str(self.class_names[p]), "score": float(g == p),
-                   "loss": nll[i]}
-            if ids is not None:
-                row["example"] = ids[i]
-            self.predictions.add(self, batch_idx, i, row)
+        return [{"input": inputs[i], "gold": str(self.class_names[g]),
+                 "prediction": str(self.class_names[p]), "score": float(g == p), "loss": nll[i]}
+                for i, (g, p) in enumerate(zip(y.tolist(), pred, strict=True))]
 
-    def _log_epoch(self, split: str) -> None:
+    def epoch_values(self, split: str) -> dict[str, Any]:
         """Accuracy, F1 (torchmetrics states summed over ranks) and the example-weighted
         mean loss, computed on every rank from the reduced state."""
-        metrics, loss = (self.val_metrics, self.val_loss) if split == "val" else (
-            self.test_metrics, self.test_loss)
-        values = {**metrics.compute(), f"{split}/loss": loss.compute()}
-        metrics.reset()
-        loss.reset()
-        self.log_reduced(values, prog_bar=values if split == "val" else ())
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_epoch("val")
+        values = {**self.scores[split].compute(), "loss": self.mean(split, "loss")}
+        self.scores[split].reset()
+        return values
 
     def on_test_epoch_end(self) -> None:
-        self._log_epoch("test")
+        super().on_test_epoch_end()
         matrix = self.test_confusion.compute().cpu().numpy()  # counts summed over ranks
         self.test_confusion.reset()
-        self.predictions.write(self, PREDICTION_METRICS)
         log_figure(self.trainer, confusion_matrix_figure(matrix, [str(c) for c in self.class_names]),
                    "plots/confusion_matrix_test.png")

@@ -18,11 +18,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnlab.data.spec import ForecastSpec
-from rnnlab.metrics.distributed import WeightedMean
 from rnnlab.metrics.forecast import score_period
 from rnnlab.tasks.base import OptimizerFactory, RnnlabTask
 from rnnlab.tracking.artifacts import log_figure
-from rnnlab.tracking.predictions import DEFAULT_MAX_ROWS, PredictionRows
+from rnnlab.tracking.predictions import DEFAULT_MAX_ROWS
 
 # how the test window loss follows from predictions/test.parquet (rnnlab.report.stats): each test
 # window's mean squared error over its steps and columns (model space)
@@ -32,10 +31,12 @@ PREDICTION_METRICS = {"test/loss": {"kind": "mean", "column": "score"}}
 class ForecastTask(RnnlabTask):
     """Backbone over a window -> last state -> the next ``steps`` x ``features`` values."""
 
+    prediction_metrics = PREDICTION_METRICS
+
     def __init__(self, backbone: nn.Module, spec: ForecastSpec, optimizer: OptimizerFactory,
                  scheduler: Any = None, monitor: str = "val/loss", dropout: float = 0.0,
                  max_predictions: int = DEFAULT_MAX_ROWS) -> None:
-        super().__init__(backbone, optimizer, scheduler, monitor)
+        super().__init__(backbone, optimizer, scheduler, monitor, max_predictions)
         self.steps = int(spec.steps)
         self.features = int(spec.num_features)
         self.window = int(spec.window)
@@ -44,47 +45,30 @@ class ForecastTask(RnnlabTask):
         self.periods = {str(k): int(v) for k, v in spec.periods.items()}
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(backbone.output_size, self.steps * self.features)
-        self.losses = nn.ModuleDict({"val": WeightedMean(), "test": WeightedMean()})
-        self.predictions = PredictionRows(max_predictions)
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, window, F) -> (B, steps, F)."""
         enc = self.backbone(x)
         return self.head(self.dropout(enc.last)).view(-1, self.steps, self.features)
 
-    def _loss(self, batch: dict) -> Tensor:
-        return F.mse_loss(self(batch["x"]), batch["y"])
-
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        loss = self._loss(batch)
+        loss = F.mse_loss(self(batch["x"]), batch["y"])
         return self.log_train_loss(loss, len(batch["x"]))
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        if not self.skip(batch):
-            self.losses["val"].update(self._loss(batch), len(batch["x"]))
+    def evaluate(self, batch: dict, batch_idx: int, split: str) -> dict[str, Any]:
+        pred = self(batch["x"])
+        return {"loss": (F.mse_loss(pred, batch["y"]), len(batch["x"])), "pred": pred}
 
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        if not self.skip(batch):
-            self.losses["test"].update(self._loss(batch), len(batch["x"]))
-            self._collect_predictions(batch, batch_idx)
-
-    @torch.no_grad()
-    def _collect_predictions(self, batch: dict, batch_idx: int) -> None:
+    def prediction_rows(self, batch: dict, out: dict[str, Any],
+                        ids: list[int] | None) -> list[dict[str, Any]]:
         """One row per test window: the next ``steps`` values (model space, every column)
         and the model's, and their mean squared error."""
-        if not self.predictions.enabled:
-            return
-        pred, y = self(batch["x"]).float(), batch["y"].float()
+        pred, y = out["pred"].float(), batch["y"].float()
         errors = ((pred - y) ** 2).mean(dim=(1, 2)).tolist()
-        ids = self.predictions.example_ids(self, batch_idx, len(errors))
-        for i, err in enumerate(errors):
-            row = {"input": f"window of {batch['x'].shape[1]} steps",
-                   "gold": " ".join(f"{v:.5g}" for v in y[i].flatten().tolist()),
-                   "prediction": " ".join(f"{v:.5g}" for v in pred[i].flatten().tolist()),
-                   "score": err}
-            if ids is not None:
-                row["example"] = ids[i]
-            self.predictions.add(self, batch_idx, i, row)
+        return [{"input": f"window of {batch['x'].shape[1]} steps",
+                 "gold": " ".join(f"{v:.5g}" for v in y[i].flatten().tolist()),
+                 "prediction": " ".join(f"{v:.5g}" for v in pred[i].flatten().tolist()),
+                 "score": err} for i, err in enumerate(errors)]
 
     @torch.no_grad()
     def rollout(self, history: Tensor, horizon: int) -> Tensor:
@@ -107,25 +91,17 @@ class ForecastTask(RnnlabTask):
         self.train(was_training)
         return dm.to_original(split, z.float().cpu().numpy())
 
-    def _period_metrics(self, split: str, plot: bool) -> None:
+    def epoch_values(self, split: str) -> dict[str, Any]:
         """The window loss (example-weighted over every rank) and the period forecast's
         errors. Every rank forecasts the whole period from the same weights, so those
-        are equal on all ranks; rank 0 draws the plot."""
-        values = {f"{split}/loss": self.losses[split].compute()}
-        self.losses[split].reset()
+        are equal on all ranks; rank 0 draws the test plot."""
+        values = {"loss": self.mean(split, "loss")}
         dm = self.trainer.datamodule  # None when Lightning was given bare loaders
         if dm is not None and split in self.periods and not self.trainer.sanity_checking:
             title = self.backbone.cell or type(self.backbone).__name__
             scores, figure = score_period(dm, split, self.forecast(dm, split), title,
-                                          plot and self.global_rank == 0)
-            values.update(scores)
+                                          split == "test" and self.global_rank == 0)
+            values.update({name.removeprefix(f"{split}/"): v for name, v in scores.items()})
             if figure is not None:
                 log_figure(self.trainer, figure, f"plots/forecast_{split}.png")
-        self.log_reduced(values, prog_bar=values if split == "val" else ())
-
-    def on_validation_epoch_end(self) -> None:
-        self._period_metrics("val", plot=False)
-
-    def on_test_epoch_end(self) -> None:
-        self._period_metrics("test", plot=True)
-        self.predictions.write(self, PREDICTION_METRICS)
+        return values

@@ -20,18 +20,19 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from types import MappingProxyType
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics import Metric
 
 from rnnlab.core.errors import ConfigError, UserError, require
 from rnnlab.data.spec import LanguageModelSpec
+from rnnlab.metrics.distributed import Ratio
 from rnnlab.tasks.base import OptimizerFactory, RnnlabTask
 from rnnlab.tracking.artifacts import log_text
-from rnnlab.tracking.predictions import DEFAULT_MAX_ROWS, PredictionRows
+from rnnlab.tracking.predictions import DEFAULT_MAX_ROWS
 
 # how the test scores follow from predictions/test.parquet (rnnlab.report.stats): summed nats
 # and characters of each scored sequence (a row of a test batch)
@@ -73,7 +74,39 @@ def check_sampling(temperature: float, top_k: int = 0) -> None:
         raise UserError(f"top-k must be 0 (off) or a positive number of characters, got {top_k}.")
 
 
-class LanguageModelTask(RnnlabTask):
+def per_symbol(loss: Tensor) -> dict[str, Tensor]:
+    """Nats per predicted symbol -> ``loss``, ``bpc`` (bits per symbol) and ``ppl`` (its
+    exponential, capped at e^50 so an untrained model logs a number)."""
+    return {"loss": loss, "bpc": loss / math.log(2), "ppl": torch.exp(loss.clamp(max=50))}
+
+
+class NextSymbolTask(RnnlabTask):
+    """What the character LM and the names generator share: a model of the next symbol
+    scored in summed nats over summed predicted symbols (exact over the split, not a mean
+    of batch means), logged as loss, bpc and perplexity, and samples that rank 0 logs
+    after each validation (``log_samples``)."""
+
+    MEANS = MappingProxyType({"loss": Ratio})
+    PROGRESS_BAR = ("loss",)
+    itos: list[str]
+    unk_id: int | None
+
+    def epoch_values(self, split: str) -> dict[str, Any]:
+        return per_symbol(self.mean(split, "loss"))
+
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
+        if not self.trainer.sanity_checking and self.global_rank == 0:  # rank 0 logs text
+            self.log_samples()
+
+    def log_samples(self) -> None:
+        """Log generated text as a ``samples/step_<n>.txt`` artifact."""
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return "".join("\ufffd" if i == self.unk_id else self.itos[i] for i in ids)
+
+
+class LanguageModelTask(NextSymbolTask):
     """Backbone -> dropout -> linear over the character vocabulary.
 
     Args:
@@ -85,13 +118,16 @@ class LanguageModelTask(RnnlabTask):
             validation epoch (length 0 turns them off); ``sample_seed`` fixes them.
     """
 
+    WHOLE_BATCHES = True  # test batches come whole to every rank, each keeping its rows
+    prediction_metrics = PREDICTION_METRICS
+
     def __init__(self, backbone: nn.Module, spec: LanguageModelSpec, optimizer: OptimizerFactory,
                  scheduler: Any = None, monitor: str = "val/loss", tie_weights: bool = False,
                  dropout: float = 0.0, stateful: bool = False, sample_length: int = 300,
                  sample_temperatures: Sequence[float] = (0.5, 1.0),
                  sample_prompts: Sequence[str] = ("\n",), sample_seed: int = 1,
                  max_predictions: int = DEFAULT_MAX_ROWS) -> None:
-        super().__init__(backbone, optimizer, scheduler, monitor)
+        super().__init__(backbone, optimizer, scheduler, monitor, max_predictions)
         self.vocab_size = int(spec.vocab_size or 0)
         self.itos = list(spec.itos)
         self.unk_id = spec.unk_id
@@ -116,11 +152,6 @@ class LanguageModelTask(RnnlabTask):
         self.sample_seed = sample_seed
         self._train_hidden: Hidden = None
         self._eval_hidden: Hidden = None
-        self.val_metrics = nn.ModuleDict({k: PerCharLoss(k) for k in PerCharLoss.KINDS})
-        self.test_metrics = nn.ModuleDict({k: PerCharLoss(k) for k in PerCharLoss.KINDS})
-        # test batches come whole to every rank, each keeping its rows (RowShard)
-        self.predictions = PredictionRows(max_predictions, whole_batches=True)
-        self._test_logits: Tensor | None = None
 
     def _tie(self, backbone: nn.Module) -> None:
         embedding = backbone.embedding
@@ -141,21 +172,20 @@ class LanguageModelTask(RnnlabTask):
         enc = self.backbone(x, hidden=hidden)
         return self.head(self.dropout(enc.outputs)), enc.hidden
 
-    def _step(self, batch: dict, hidden: Hidden) -> tuple[Tensor, Hidden]:
-        """Summed cross-entropy (nats) over the batch's characters and the next state."""
+    def _step(self, batch: dict, hidden: Hidden) -> tuple[Tensor, Tensor, Hidden]:
+        """Summed cross-entropy (nats) over the batch's characters, the logits and the
+        next state."""
         if batch.get("reset", True) or hidden is None or not self.stateful:
             hidden = None
         elif _batch_of(hidden) != batch["x"].shape[0]:
             hidden = None  # a shorter batch cannot continue the streams
         logits, new_hidden = self(batch["x"], hidden)
-        if not self.training and self.predictions.enabled:  # read by test_step's rows
-            self._test_logits = logits.detach()
         loss = F.cross_entropy(logits.reshape(-1, self.vocab_size), batch["y"].reshape(-1),
                                reduction="sum")
-        return loss, detach_hidden(new_hidden) if self.stateful else None
+        return loss, logits, detach_hidden(new_hidden) if self.stateful else None
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        total, self._train_hidden = self._step(batch, self._train_hidden)
+        total, _, self._train_hidden = self._step(batch, self._train_hidden)
         n = batch["y"].numel()
         loss = total / n
         return self.log_train_loss(loss, n)
@@ -164,63 +194,28 @@ class LanguageModelTask(RnnlabTask):
         self._train_hidden = None
 
     # ---- evaluation: exact per-character averages ---------------------------------------
-    def _eval_start(self) -> None:
-        self._eval_hidden = None
-
-    def _eval_step(self, batch: dict, metrics: nn.ModuleDict) -> None:
-        if self.skip(batch):  # under DDP, a rank with no stream of this split
-            return
-        total, self._eval_hidden = self._step(batch, self._eval_hidden)
-        for metric in metrics.values():
-            metric.update(total, batch["y"].numel())
-
-    def _eval_end(self, metrics: nn.ModuleDict, prefix: str) -> None:
-        """Summed nats and characters of every rank -> loss, bpc, perplexity."""
-        values = {f"{prefix}/{name}": metric.compute() for name, metric in metrics.items()}
-        for metric in metrics.values():
-            metric.reset()
-        self.log_reduced(values, prog_bar=[f"{prefix}/loss"] if prefix == "val" else ())
+    def evaluate(self, batch: dict, batch_idx: int, split: str) -> dict[str, Any]:
+        total, logits, self._eval_hidden = self._step(batch, self._eval_hidden)
+        return {"loss": (total, batch["y"].numel()), "logits": logits.detach()}
 
     def on_validation_epoch_start(self) -> None:
-        self._eval_start()
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, self.val_metrics)
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_end(self.val_metrics, "val")
-        if not self.trainer.sanity_checking and self.global_rank == 0:  # rank 0 logs text
-            self._log_samples()
+        self._eval_hidden = None
 
     def on_test_epoch_start(self) -> None:
-        self._eval_start()
+        self._eval_hidden = None
 
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, self.test_metrics)
-        if not self.skip(batch):
-            self._collect_predictions(batch, batch_idx)
-
-    def _collect_predictions(self, batch: dict, batch_idx: int) -> None:
+    def prediction_rows(self, batch: dict, out: dict[str, Any],
+                        ids: list[int] | None) -> list[dict[str, Any]]:
         """One row per scored sequence (a row of the batch): its text, the next
         characters, the model's most likely next characters, and its summed nats."""
-        logits, self._test_logits = self._test_logits, None
-        if not self.predictions.enabled or logits is None:
-            return
-        x, y = batch["x"], batch["y"]
+        logits, x, y = out["logits"], batch["x"], batch["y"]
         nats = F.cross_entropy(logits.float().reshape(-1, self.vocab_size), y.reshape(-1),
                                reduction="none").view(y.shape).sum(1).tolist()
         best = logits.argmax(-1).tolist()
-        for i, (xs, ys, ps) in enumerate(zip(x.tolist(), y.tolist(), best, strict=True)):
-            chars = len(ys)
-            self.predictions.add(self, batch_idx, i, {
-                "input": self.decode(xs) if self.itos else " ".join(map(str, xs)),
-                "gold": self.decode(ys) if self.itos else " ".join(map(str, ys)),
-                "prediction": self.decode(ps) if self.itos else " ".join(map(str, ps)),
-                "score": nats[i] / max(chars, 1), "nats": nats[i], "chars": chars})
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_end(self.test_metrics, "test")
-        self.predictions.write(self, PREDICTION_METRICS)
+        show = self.decode if self.itos else lambda ids: " ".join(map(str, ids))
+        return [{"input": show(xs), "gold": show(ys), "prediction": show(ps),
+                 "score": nats[i] / max(len(ys), 1), "nats": nats[i], "chars": len(ys)}
+                for i, (xs, ys, ps) in enumerate(zip(x.tolist(), y.tolist(), best, strict=True))]
 
     # ---- generation --------------------------------------------------------------------
     @torch.no_grad()
@@ -256,10 +251,7 @@ class LanguageModelTask(RnnlabTask):
         self.train(was_training)
         return out
 
-    def decode(self, ids: Sequence[int]) -> str:
-        return "".join("\ufffd" if i == self.unk_id else self.itos[i] for i in ids)
-
-    def _log_samples(self) -> None:
+    def log_samples(self) -> None:
         if self.sample_length <= 0 or not self.itos:
             return
         parts = []
@@ -274,30 +266,6 @@ class LanguageModelTask(RnnlabTask):
         header = f"step {self.global_step}, epoch {self.current_epoch}\n\n"
         log_text(self.trainer, header + "\n".join(parts),
                  f"samples/step_{self.global_step:07d}.txt")
-
-
-class PerCharLoss(Metric):
-    """Summed nats over summed characters, reported as ``loss`` (nats/char), ``bpc``
-    (bits/char) or ``ppl`` (exp of the loss): exact over the split, not a mean of means."""
-
-    KINDS = ("loss", "bpc", "ppl")
-    full_state_update = False
-
-    def __init__(self, kind: str = "loss") -> None:
-        super().__init__()
-        self.kind = kind
-        self.add_state("nats", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("chars", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-
-    def update(self, nats: Tensor, chars: int) -> None:
-        self.nats += nats.detach().to(torch.float64)
-        self.chars += chars
-
-    def compute(self) -> Tensor:
-        loss = self.nats / self.chars.clamp(min=1)
-        if self.kind == "bpc":
-            return loss / math.log(2)
-        return torch.exp(loss.clamp(max=50)) if self.kind == "ppl" else loss
 
 
 def sample_next(logits: Tensor, temperature: float, top_k: int, gen: torch.Generator) -> int:

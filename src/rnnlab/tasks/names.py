@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -43,11 +44,12 @@ from torch import Tensor, nn
 
 from rnnlab.core.errors import UserError, require
 from rnnlab.data.spec import NamesSpec
+from rnnlab.metrics.distributed import Ratio
 from rnnlab.models.conditioned import ConditionedGenerator
-from rnnlab.tasks.base import OptimizerFactory, RnnlabTask
-from rnnlab.tasks.language_model import PerCharLoss
+from rnnlab.tasks.base import OptimizerFactory
+from rnnlab.tasks.language_model import NextSymbolTask, check_sampling
 from rnnlab.tracking.artifacts import confusion_matrix_figure, log_figure, log_text
-from rnnlab.tracking.predictions import DEFAULT_MAX_ROWS, PredictionRows
+from rnnlab.tracking.predictions import DEFAULT_MAX_ROWS
 
 # how the test loss follows from predictions/test.parquet (rnnlab.report.stats): summed nats and
 # predicted symbols (characters and the end of the name) of each test name
@@ -74,7 +76,7 @@ def balanced_accuracy(truth: Sequence[str], predicted: Sequence[str]) -> float:
     return float(np.mean([np.mean(predicted[truth == c] == c) for c in np.unique(truth)]))
 
 
-class NamesTask(RnnlabTask):
+class NamesTask(NextSymbolTask):
     """Category-conditioned character generation (``task=names``).
 
     Args:
@@ -89,6 +91,9 @@ class NamesTask(RnnlabTask):
             regularisation.
     """
 
+    MEANS = MappingProxyType({"loss": Ratio, "loss_other_category": Ratio})
+    prediction_metrics = PREDICTION_METRICS
+
     def __init__(self, backbone: nn.Module, spec: NamesSpec, optimizer: OptimizerFactory,
                  scheduler: Any = None, monitor: str = "val/loss", condition: str = "init",
                  char_dim: int = 64, category_dim: int = 32, dropout: float = 0.0,
@@ -96,7 +101,7 @@ class NamesTask(RnnlabTask):
                  sample_seed: int = 1, eval_samples: int = 100, eval_temperature: float = 1.0,
                  eval_seed: int = 1, classifier_ngrams: Sequence[int] = (1, 3),
                  classifier_c: float = 1.0, max_predictions: int = DEFAULT_MAX_ROWS) -> None:
-        super().__init__(backbone, optimizer, scheduler, monitor)
+        super().__init__(backbone, optimizer, scheduler, monitor, max_predictions)
         self.itos = list(spec.itos)
         self.categories = list(spec.categories)
         self.aliases = dict(spec.aliases)  # other names of a category: fr_FR
@@ -124,75 +129,57 @@ class NamesTask(RnnlabTask):
         self.eval_samples, self.eval_temperature = eval_samples, float(eval_temperature)
         self.eval_seed = eval_seed
         self.classifier_ngrams, self.classifier_c = list(classifier_ngrams), float(classifier_c)
-        self.val_metrics = nn.ModuleDict({k: PerCharLoss(k) for k in PerCharLoss.KINDS})
-        self.test_metrics = nn.ModuleDict({k: PerCharLoss(k) for k in PerCharLoss.KINDS})
-        # the test names scored under another category than their own: how much the
-        # model leans on the category (test/category_gain = this minus test/loss)
-        self.other_category = PerCharLoss("loss")
-        self.predictions = PredictionRows(max_predictions)
 
     # ---- loss --------------------------------------------------------------------------
     def forward(self, x: Tensor, category: Tensor, lengths: Tensor | None = None) -> Tensor:
         return self.model(x, category, lengths)
 
-    def _nats(self, batch: dict) -> tuple[Tensor, int]:
-        """Summed cross-entropy over the batch's real symbols, and their count."""
+    def _nats(self, batch: dict) -> tuple[Tensor, int, Tensor]:
+        """Summed cross-entropy over the batch's real symbols, their count and the logits."""
         logits = self(batch["x"], batch["category"], batch["lengths"])
         total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["y"].reshape(-1),
                                 ignore_index=self.pad_id, reduction="sum")
-        return total, int(batch["lengths"].sum())
+        return total, int(batch["lengths"].sum()), logits
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        total, n = self._nats(batch)
+        total, n, _ = self._nats(batch)
         return self.log_train_loss(total / n, n)
 
-    def _eval_step(self, batch: dict, metrics: nn.ModuleDict) -> None:
-        if self.skip(batch):  # under DDP, an empty filler batch of this rank's shard
-            return
-        total, n = self._nats(batch)
-        for metric in metrics.values():
-            metric.update(total, n)
-
-    def _eval_end(self, metrics: nn.ModuleDict, prefix: str) -> None:
-        """Summed nats and symbols of every rank -> loss, bpc, perplexity."""
-        values = {f"{prefix}/{name}": metric.compute() for name, metric in metrics.items()}
-        for metric in metrics.values():
-            metric.reset()
-        self.log_reduced(values, prog_bar=[f"{prefix}/loss"] if prefix == "val" else ())
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, self.val_metrics)
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, self.test_metrics)
-        if self.model.category_embedding is not None and not self.skip(batch):
+    def evaluate(self, batch: dict, batch_idx: int, split: str) -> dict[str, Any]:
+        """The batch's nats and, on test, those of its names under another category than
+        their own: how much the model leans on the category (``test/category_gain``)."""
+        total, n, logits = self._nats(batch)
+        out: dict[str, Any] = {"loss": (total, n), "logits": logits}
+        if split == "test" and self.model.category_embedding is not None:
             k = len(self.categories)
             shift = 1 + torch.arange(len(batch["category"]), device=self.device) % (k - 1)
             other = {**batch, "category": (batch["category"] + shift) % k}
-            self.other_category.update(*self._nats(other))
-        if not self.skip(batch):
-            self._collect_predictions(batch, batch_idx)
+            out["loss_other_category"] = self._nats(other)[:2]
+        return out
 
-    @torch.no_grad()
-    def _collect_predictions(self, batch: dict, batch_idx: int) -> None:
+    def prediction_rows(self, batch: dict, out: dict[str, Any],
+                        ids: list[int] | None) -> list[dict[str, Any]]:
         """One row per test name: its category (the input), the name, the model's most
         likely next symbol at each step, and its summed nats."""
-        if not self.predictions.enabled:
-            return
-        logits = self(batch["x"], batch["category"], batch["lengths"]).float()
-        y = batch["y"]
+        logits, y = out["logits"].float(), batch["y"]
         nats = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
                                ignore_index=self.pad_id, reduction="none").view(y.shape).sum(1)
         best = logits.argmax(-1).tolist()
-        lengths = batch["lengths"].tolist()
-        ids = self.predictions.example_ids(self, batch_idx, len(lengths))
-        for i, (n, cat) in enumerate(zip(lengths, batch["category"].tolist(), strict=True)):
-            row = {"input": self.categories[cat], "gold": self.decode(y[i, : n - 1].tolist()),
-                   "prediction": self.decode(best[i][: n - 1]),
-                   "score": float(nats[i]) / max(n, 1), "nats": float(nats[i]), "symbols": n}
-            if ids is not None:
-                row["example"] = ids[i]
-            self.predictions.add(self, batch_idx, i, row)
+        return [{"input": self.categories[cat], "gold": self.decode(y[i, : n - 1].tolist()),
+                 "prediction": self.decode(best[i][: n - 1]),
+                 "score": float(nats[i]) / max(n, 1), "nats": float(nats[i]), "symbols": n}
+                for i, (n, cat) in enumerate(zip(batch["lengths"].tolist(),
+                                                 batch["category"].tolist(), strict=True))]
+
+    def epoch_values(self, split: str) -> dict[str, Any]:
+        """Nats per symbol; on test also the other-category loss and the category metrics."""
+        values = super().epoch_values(split)
+        if split == "test" and self.model.category_embedding is not None:
+            other = self.mean(split, "loss_other_category")
+            values.update(loss_other_category=other, category_gain=other - values["loss"])
+        if split == "test":
+            values.update(self._category_metrics())
+        return values
 
     # ---- generation --------------------------------------------------------------------
     def category_index(self, name: str) -> int:
@@ -204,9 +191,6 @@ class NamesTask(RnnlabTask):
             return self.categories.index(self.aliases[name])
         raise UserError(f"unknown category {name!r}; this model knows "
                         f"{', '.join(self.categories)}.")
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return "".join("\ufffd" if i == self.unk_id else self.itos[i] for i in ids)
 
     def encode_prefix(self, prefix: str) -> list[int]:
         stoi = {c: i for i, c in enumerate(self.itos)}
@@ -228,8 +212,6 @@ class NamesTask(RnnlabTask):
     def generate(self, category: str, n: int = 10, temperature: float = 1.0, seed: int = 1,
                  prefix: str = "", max_len: int | None = None) -> list[str]:
         """``n`` names for ``category``; the same seed gives the same names."""
-        from rnnlab.tasks.language_model import check_sampling
-
         check_sampling(temperature)
         if n < 1:
             raise UserError(f"--n must be at least 1, got {n}.")
@@ -238,12 +220,7 @@ class NamesTask(RnnlabTask):
         return [self.decode(row) for row in ids]
 
     # ---- artifacts and the category metrics --------------------------------------------
-    def on_validation_epoch_end(self) -> None:
-        self._eval_end(self.val_metrics, "val")
-        if not self.trainer.sanity_checking and self.global_rank == 0:  # rank 0 logs text
-            self._log_samples()
-
-    def _log_samples(self) -> None:
+    def log_samples(self) -> None:
         if self.sample_count <= 0:
             return
         parts = [f"step {self.global_step}, epoch {self.current_epoch}, "
@@ -258,22 +235,12 @@ class NamesTask(RnnlabTask):
             parts.append("")
         log_text(self.trainer, "\n".join(parts), f"samples/step_{self.global_step:07d}.txt")
 
-    def on_test_epoch_end(self) -> None:
-        loss = self.test_metrics["loss"].compute()
-        self._eval_end(self.test_metrics, "test")
-        self.predictions.write(self, PREDICTION_METRICS)
-        if self.model.category_embedding is not None:
-            other = self.other_category.compute()
-            self.other_category.reset()
-            self.log_reduced({"test/loss_other_category": other,
-                              "test/category_gain": other - loss})
-        self._log_category_metrics()
-
-    def _log_category_metrics(self) -> None:
-        """Every rank computes the same figures (same names, seeds and weights)."""
+    def _category_metrics(self) -> dict[str, float]:
+        """Every rank computes the same figures (same names, seeds and weights); the
+        samples' confusion matrix goes to the run as a plot."""
         datamodule = getattr(self.trainer, "datamodule", None)
         if self.eval_samples <= 0 or not hasattr(datamodule, "examples"):
-            return
+            return {}
         train, test = datamodule.examples("train"), datamodule.examples("test")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # sklearn convergence chatter on tiny data
@@ -286,10 +253,6 @@ class NamesTask(RnnlabTask):
         truth = [self.categories[i] for i in wanted]
         predicted = list(judge.predict(names))
         seen = {n for _, n in train}
-        self.log_reduced({"test/category_acc": balanced_accuracy(truth, predicted),
-                          "test/category_acc_real": real,
-                          "test/category_chance": 1.0 / len(self.categories),
-                          "test/novel_share": float(np.mean([n not in seen for n in names]))})
         index = {c: i for i, c in enumerate(self.categories)}
         matrix = np.zeros((len(self.categories),) * 2, dtype=int)
         for t, p in zip(truth, predicted, strict=True):
@@ -297,3 +260,6 @@ class NamesTask(RnnlabTask):
                 matrix[index[t], index[p]] += 1
         log_figure(self.trainer, confusion_matrix_figure(matrix, self.categories),
                    "samples/category_confusion.png")
+        return {"category_acc": balanced_accuracy(truth, predicted), "category_acc_real": real,
+                "category_chance": 1.0 / len(self.categories),
+                "novel_share": float(np.mean([n not in seen for n in names]))}

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnlab.data.spec import RegressSpec
-from rnnlab.metrics.distributed import WeightedMean
 from rnnlab.models.heads import ClassifierHead
 from rnnlab.tasks.base import OptimizerFactory, RnnlabTask
-from rnnlab.tracking.predictions import DEFAULT_MAX_ROWS, PredictionRows
+from rnnlab.tracking.predictions import DEFAULT_MAX_ROWS
 
 # how the test loss follows from predictions/test.parquet: each example's squared error
 PREDICTION_METRICS = {"test/loss": {"kind": "mean", "column": "score"}}
@@ -26,14 +24,14 @@ PREDICTION_METRICS = {"test/loss": {"kind": "mean", "column": "score"}}
 
 def against_baseline(stage: str, loss: float, baseline: float | None,
                      solved_fraction: float) -> dict[str, float]:
-    """``<stage>/baseline_loss``, ``<stage>/loss_ratio`` and (test) ``<stage>/solved``
-    (nothing without a baseline)."""
+    """``baseline_loss``, ``loss_ratio`` and (test) ``solved`` (nothing without a
+    baseline): ``stage``'s values beside the model's loss."""
     if baseline is None:
         return {}
     ratio = loss / baseline
-    values = {f"{stage}/baseline_loss": baseline, f"{stage}/loss_ratio": ratio}
+    values = {"baseline_loss": baseline, "loss_ratio": ratio}
     if stage == "test":
-        values["test/solved"] = float(ratio < solved_fraction)
+        values["solved"] = float(ratio < solved_fraction)
     return values
 
 
@@ -44,72 +42,54 @@ class RegressionTask(RnnlabTask):
     logits. ``solved_fraction``: how far below the memoryless baseline counts as solved.
     """
 
+    PROGRESS_BAR = ("loss",)
+    WHOLE_BATCHES = True
+    prediction_metrics = PREDICTION_METRICS
+
     def __init__(self, backbone: nn.Module, spec: RegressSpec, optimizer: OptimizerFactory,
                  scheduler: Any = None, monitor: str = "val/loss", pooling: str = "last",
                  dropout: float = 0.0, solved_fraction: float = 0.1,
                  max_predictions: int = DEFAULT_MAX_ROWS) -> None:
-        super().__init__(backbone, optimizer, scheduler, monitor)
-        self.predictions = PredictionRows(max_predictions, whole_batches=True)
+        super().__init__(backbone, optimizer, scheduler, monitor, max_predictions)
         self.output_size = int(spec.output_size)
         self.head = ClassifierHead(backbone.output_size, self.output_size, pooling, dropout)
         self.baseline = spec.baseline_loss
         self.solved_fraction = solved_fraction
-        self.losses = nn.ModuleDict({"val": WeightedMean(), "test": WeightedMean()})
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         enc = self.backbone(x, lengths)
         out = self.head(enc.outputs, enc.last, lengths)
         return out.squeeze(-1) if self.output_size == 1 else out
 
-    def _loss(self, batch: dict) -> Tensor:
+    def _loss(self, batch: dict) -> tuple[Tensor, Tensor]:
         pred = self(batch["x"], batch.get("lengths"))
-        return F.mse_loss(pred, batch["y"].to(pred.dtype))
+        return F.mse_loss(pred, batch["y"].to(pred.dtype)), pred
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        loss = self._loss(batch)
+        loss, _ = self._loss(batch)
         return self.log_train_loss(loss, len(batch["y"]))
 
-    def _eval_step(self, batch: dict, split: str, batch_idx: int = 0) -> None:
-        if self.skip(batch):
-            return
-        self.losses[split].update(self._loss(batch), len(batch["y"]))
-        if split == "test" and self.predictions.enabled:
-            self._collect_predictions(batch, batch_idx)
+    def evaluate(self, batch: dict, batch_idx: int, split: str) -> dict[str, Any]:
+        loss, pred = self._loss(batch)
+        return {"loss": (loss, len(batch["y"])), "pred": pred}
 
-    @torch.no_grad()
-    def _collect_predictions(self, batch: dict, batch_idx: int) -> None:
+    def prediction_rows(self, batch: dict, out: dict[str, Any],
+                        ids: list[int] | None) -> list[dict[str, Any]]:
         """One row per test sequence: target, prediction, squared error."""
-        pred = self(batch["x"], batch.get("lengths")).float()
+        pred = out["pred"].float()
         y = batch["y"].to(pred.dtype)
         err = (pred - y) ** 2
         err = err.reshape(len(err), -1).mean(1).tolist()
         steps = batch["lengths"].tolist() if "lengths" in batch else [batch["x"].shape[1]] * len(err)
-        for i, e in enumerate(err):
-            self.predictions.add(self, batch_idx, i, {
-                "input": f"{steps[i]} steps", "gold": _numbers(y[i]),
-                "prediction": _numbers(pred[i]), "score": e})
+        return [{"input": f"{steps[i]} steps", "gold": _numbers(y[i]),
+                 "prediction": _numbers(pred[i]), "score": e} for i, e in enumerate(err)]
 
-    def _eval_end(self, split: str) -> None:
+    def epoch_values(self, split: str) -> dict[str, Any]:
         """The example-weighted MSE over every rank (also logged as ``mse``: ``loss`` is
         what schedulers and checkpoints watch) and how it compares with the baseline."""
-        loss = float(self.losses[split].compute())
-        self.losses[split].reset()
-        values = {f"{split}/loss": loss, f"{split}/mse": loss,
-                  **against_baseline(split, loss, self.baseline, self.solved_fraction)}
-        self.log_reduced(values, prog_bar=[f"{split}/loss"] if split == "val" else ())
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_end("val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, "test", batch_idx)
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_end("test")
-        self.predictions.write(self, PREDICTION_METRICS)
+        loss = float(self.mean(split, "loss"))
+        return {"loss": loss, "mse": loss,
+                **against_baseline(split, loss, self.baseline, self.solved_fraction)}
 
 
 def _numbers(t: Tensor) -> str:

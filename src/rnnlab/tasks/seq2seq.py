@@ -26,7 +26,6 @@ from torch import Tensor, nn
 from rnnlab.core.dist import gather_objects
 from rnnlab.core.errors import ConfigError, UserError, require
 from rnnlab.data.spec import PairSpec
-from rnnlab.metrics.distributed import WeightedMean
 from rnnlab.metrics.seq2seq import (
     closest_reference,
     g2p_scores,
@@ -38,7 +37,7 @@ from rnnlab.models.ensemble import Ensemble
 from rnnlab.models.seq2seq import Seq2Seq, beam_search
 from rnnlab.tasks.base import OptimizerFactory, RnnlabTask
 from rnnlab.tracking.artifacts import log_figure, log_text
-from rnnlab.tracking.predictions import DEFAULT_MAX_ROWS, PredictionRows
+from rnnlab.tracking.predictions import DEFAULT_MAX_ROWS
 
 BLEU_ORDER = 4
 
@@ -179,6 +178,8 @@ def load_members(paths: Sequence[str | Path], data_state: Mapping[str, Any],
 class Seq2SeqTask(RnnlabTask):
     """Backbone encoder -> bridged recurrent decoder with attention -> output tokens."""
 
+    PROGRESS_BAR = ("loss", "wer", "per", "bleu", "chrf")  # not the stress-free figures
+
     def __init__(self, backbone: nn.Module, spec: PairSpec, optimizer: OptimizerFactory,
                  scheduler: Any = None, monitor: str = "val/wer", attention: str = "bahdanau",
                  context: str = "last", context_feed: str = "both", encoder_dropout: float = 0.0,
@@ -191,7 +192,7 @@ class Seq2SeqTask(RnnlabTask):
                  label_smoothing: float = 0.0, num_examples: int = 25,
                  num_heatmaps: int = 4, ensemble: Sequence[str] | None = None,
                  max_predictions: int = DEFAULT_MAX_ROWS) -> None:
-        super().__init__(backbone, optimizer, scheduler, monitor)
+        super().__init__(backbone, optimizer, scheduler, monitor, max_predictions)
         if not isinstance(beam_size, int) or beam_size < 1:
             raise ConfigError(f"task.beam_size must be an integer of at least 1 (1 = "
                               f"greedy search), got {beam_size!r}.")
@@ -204,6 +205,7 @@ class Seq2SeqTask(RnnlabTask):
         self.label_smoothing = label_smoothing
         self.num_examples, self.num_heatmaps = num_examples, num_heatmaps
         self.scorer = scorer_of(spec)
+        self.prediction_metrics = self.scorer.prediction_metrics
         self.joiner = spec.joiner  # how source tokens are shown
         self.tgt_itos = list(spec.tgt_itos)
         # ARPAbet-style targets (CMUdict) mark stress with a trailing digit on vowels
@@ -222,9 +224,8 @@ class Seq2SeqTask(RnnlabTask):
                                   f"exist; give the best.ckpt paths of runs of this task.")
         self._members: list[Seq2Seq] = []
         self._outputs: dict[str, list] = {"val": [], "test": []}
-        self.losses = nn.ModuleDict({"val": WeightedMean(), "test": WeightedMean()})
+        self.test_outputs: list[tuple[list[str], list[list[str]], list[str]]] = []
         self._heatmaps: list[tuple[int, np.ndarray, list[str], list[str]]] = []
-        self.predictions = PredictionRows(max_predictions)
 
     # ---- helpers ----------------------------------------------------------------------
     def teacher_forcing_ratio(self) -> float:
@@ -286,13 +287,10 @@ class Seq2SeqTask(RnnlabTask):
         self.log("train/teacher_forcing", ratio, on_step=False, on_epoch=True, batch_size=n)
         return loss
 
-    def _eval_step(self, batch: dict, batch_idx: int, split: str) -> None:
+    def evaluate(self, batch: dict, batch_idx: int, split: str) -> dict[str, Any]:
         """Loss, decoded outputs (with their single-process position) and, on test, the
         first heat maps; nothing is scored until the epoch end has every rank's outputs."""
-        if self.skip(batch):
-            return
-        n = len(batch["lengths"])
-        self.losses[split].update(self._loss(batch, 1.0), n)
+        loss = self._loss(batch, 1.0)
         test = split == "test"
         hyps = self.decode(batch["x"], batch["lengths"], beam_size=None if test else 1,
                            alone=not test)
@@ -300,8 +298,6 @@ class Seq2SeqTask(RnnlabTask):
         self._outputs[split].extend(((where, i), hyp, refs, src) for i, (hyp, refs, src) in
                                     enumerate(zip(hyps, batch["refs"], batch["src_tokens"],
                                                   strict=True)))
-        if test:
-            self._collect_predictions(batch_idx, hyps, batch["refs"], batch["src_tokens"])
         if test and len(self._heatmaps) < self.num_heatmaps and self.model.attention is not None:
             ids, weights = self.model.greedy(batch["x"][:1], batch["lengths"][:1],
                                              self.max_decode_len)
@@ -309,28 +305,17 @@ class Seq2SeqTask(RnnlabTask):
             src = batch["src_tokens"][0]
             self._heatmaps.append((where, weights[0, : len(out), : len(src)].cpu().numpy(),
                                    src, out))
+        return {"loss": (loss, len(batch["lengths"])), "hyps": hyps}
 
-    def _collect_predictions(self, batch_idx: int, hyps: list[list[str]],
-                             refs: list[list[list[str]]], srcs: list[list[str]]) -> None:
+    def prediction_rows(self, batch: dict, out: dict[str, Any],
+                        ids: list[int] | None) -> list[dict[str, Any]]:
         """One row per example with the scorer's columns (a word's edits, a sentence's
         BLEU statistics)."""
-        if not self.predictions.enabled:
-            return
-        ids = self.predictions.example_ids(self, batch_idx, len(hyps))
-        for i, (hyp, variants, src) in enumerate(zip(hyps, refs, srcs, strict=True)):
-            row: dict[str, Any] = {"input": self.joiner.join(src),
-                                   "gold": " | ".join(" ".join(r) for r in variants),
-                                   "prediction": " ".join(hyp),
-                                   **self.scorer.row(hyp, variants)}
-            if ids is not None:
-                row["example"] = ids[i]
-            self.predictions.add(self, batch_idx, i, row)
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, batch_idx, "val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, batch_idx, "test")
+        return [{"input": self.joiner.join(src),
+                 "gold": " | ".join(" ".join(r) for r in variants),
+                 "prediction": " ".join(hyp), **self.scorer.row(hyp, variants)}
+                for hyp, variants, src in zip(out["hyps"], batch["refs"], batch["src_tokens"],
+                                              strict=True)]
 
     def _gathered(self, split: str) -> list[tuple[list[str], list[list[str]], list[str]]]:
         """(hypothesis, references, source) of every rank, in single-process order."""
@@ -339,29 +324,24 @@ class Seq2SeqTask(RnnlabTask):
                         key=lambda o: o[0])
         return [(hyp, refs, src) for _, hyp, refs, src in merged]
 
-    def _epoch_end(self, split: str) -> list[tuple[list[str], list[list[str]], list[str]]]:
+    def epoch_values(self, split: str) -> dict[str, Any]:
         """Score the gathered outputs (WER/PER or BLEU/chrF are corpus-level: computed
-        once over all examples, never averaged over ranks); returns the outputs."""
+        once over all examples, never averaged over ranks); nothing without outputs."""
         outputs = self._gathered(split)
-        loss = self.losses[split].compute()
-        self.losses[split].reset()
+        loss = self.mean(split, "loss")
+        if split == "test":
+            self.test_outputs = outputs
         if not outputs:
-            return outputs
+            return {}
         scores = self.score([h for h, _, _ in outputs], [r for _, r, _ in outputs])
-        values = {f"{split}/loss": loss, **{f"{split}/{k}": v for k, v in scores.items()}}
-        self.log_reduced(values, prog_bar=[k for k in values
-                                           if split == "val" and "stress" not in k])
-        return outputs
-
-    def on_validation_epoch_end(self) -> None:
-        self._epoch_end("val")
+        return {"loss": loss, **scores}
 
     def on_test_epoch_start(self) -> None:
         self._heatmaps = []
 
     def on_test_epoch_end(self) -> None:
-        outputs = self._epoch_end("test")
-        self.predictions.write(self, self.scorer.prediction_metrics)
+        super().on_test_epoch_end()
+        outputs, self.test_outputs = self.test_outputs, []
         heatmaps = sorted((h for part in gather_objects(self._heatmaps) for h in part),
                           key=lambda h: h[0])[: self.num_heatmaps]
         if not outputs:

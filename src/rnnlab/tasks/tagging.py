@@ -36,12 +36,11 @@ from torch import Tensor, nn
 from rnnlab.core.dist import gather_objects
 from rnnlab.core.errors import ConfigError
 from rnnlab.data.spec import TagSpec
-from rnnlab.metrics.distributed import WeightedMean
 from rnnlab.metrics.spans import SpanScorer, bio_spans, format_tagged
 from rnnlab.models.crf import LinearChainCRF
 from rnnlab.tasks.base import OptimizerFactory, RnnlabTask, WordDropout
 from rnnlab.tracking.artifacts import log_text
-from rnnlab.tracking.predictions import DEFAULT_MAX_ROWS, PredictionRows
+from rnnlab.tracking.predictions import DEFAULT_MAX_ROWS
 
 TAG_PAD = -100
 FEATURE_POSITIONS = ("input", "output")
@@ -124,6 +123,8 @@ class TaggingTask(RnnlabTask):
             2016: 0.5 on singletons), so the ``<unk>`` embedding is learnt; never at eval.
     """
 
+    prediction_metrics = PREDICTION_METRICS
+
     def __init__(self, backbone: nn.Module, spec: TagSpec, optimizer: OptimizerFactory,
                  scheduler: Any = None, monitor: str = "val/f1", crf: bool = False,
                  dropout: float = 0.5, num_examples: int = 8, char_features: bool = False,
@@ -133,7 +134,7 @@ class TaggingTask(RnnlabTask):
                  bigram_dim: int = 50, bigram_dropout: float = 0.0,
                  feature_position: str = "output", word_dropout: float = 0.0,
                  word_dropout_max_count: int = 1) -> None:
-        super().__init__(backbone, optimizer, scheduler, monitor)
+        super().__init__(backbone, optimizer, scheduler, monitor, max_predictions)
         if feature_position not in FEATURE_POSITIONS:
             raise ConfigError(f"task.module.feature_position={feature_position!r} is unknown; "
                               f"use input (into the backbone) or output (after it).")
@@ -172,11 +173,10 @@ class TaggingTask(RnnlabTask):
         self.crf = LinearChainCRF(len(self.tag_names), self.tag_names) if crf else None
         self.num_examples = num_examples
         self.scorers = {"val": SpanScorer(), "test": SpanScorer()}
-        self.losses = nn.ModuleDict({"val": WeightedMean(), "test": WeightedMean()})
+        self.test_scores = SpanScorer()  # the test counts of every rank, for the table
         # ((batch, row) in single-process order, token count, text) of test sentences with
         # entities, gathered from every rank before picking
         self.examples: list[tuple[tuple[int, int], int, str]] = []
-        self.predictions = PredictionRows(max_predictions)
 
     @staticmethod
     def _needs(size: int | None, option: str) -> int:
@@ -254,18 +254,13 @@ class TaggingTask(RnnlabTask):
         loss = self.loss(em, batch["y"], batch["lengths"])
         return self.log_train_loss(loss, len(batch["lengths"]))
 
-    def _eval_step(self, batch: dict, batch_idx: int, split: str) -> None:
-        if self.skip(batch):
-            return
+    def evaluate(self, batch: dict, batch_idx: int, split: str) -> dict[str, Any]:
         em = self.emissions(batch)
         loss = self.loss(em, batch["y"], batch["lengths"])
-        self.losses[split].update(loss, len(batch["lengths"]))
         pred = [[self.tag_names[i] for i in row] for row in self.decode(em, batch["lengths"])]
         gold = [[self.tag_names[i] for i in row[:n]]
                 for row, n in zip(batch["y"].tolist(), batch["lengths"].tolist(), strict=True)]
         self.scorers[split].update(gold, pred)
-        if split == "test":
-            self._collect_predictions(batch, batch_idx, gold, pred)
         if split == "test" and self.num_examples > 0:
             tokens = batch.get("tokens") or [[str(i) for i in row] for row in batch["x"].tolist()]
             joiner = "" if self.char_level else " "
@@ -274,21 +269,15 @@ class TaggingTask(RnnlabTask):
                                  for i, (toks, p, g) in enumerate(zip(tokens, pred, gold,
                                                                       strict=False))
                                  if any(t != "O" for t in g))
+        return {"loss": (loss, len(batch["lengths"])), "gold": gold, "pred": pred}
 
-    def _collect_predictions(self, batch: dict, batch_idx: int, gold: list[list[str]],
-                             pred: list[list[str]]) -> None:
+    def prediction_rows(self, batch: dict, out: dict[str, Any],
+                        ids: list[int] | None) -> list[dict[str, Any]]:
         """One row per sentence: its text, gold and predicted tags, entity counts."""
-        if not self.predictions.enabled:
-            return
-        joiner = "" if self.char_level else " "
-        ids = self.predictions.example_ids(self, batch_idx, len(gold))
-        inputs = self.predictions.inputs(self, batch, ids, joiner=joiner)
-        for i, (g, p) in enumerate(zip(gold, pred, strict=True)):
-            row = {"input": inputs[i], "gold": " ".join(g), "prediction": " ".join(p),
-                   **sentence_counts(g, p)}
-            if ids is not None:
-                row["example"] = ids[i]
-            self.predictions.add(self, batch_idx, i, row)
+        inputs = self.predictions.inputs(self, batch, ids, joiner="" if self.char_level else " ")
+        return [{"input": inputs[i], "gold": " ".join(g), "prediction": " ".join(p),
+                 **sentence_counts(g, p)}
+                for i, (g, p) in enumerate(zip(out["gold"], out["pred"], strict=True))]
 
     def _pick_examples(self) -> list[str]:
         """Evenly spaced sentences with entities, preferring ones of 8+ tokens (test batches
@@ -302,30 +291,19 @@ class TaggingTask(RnnlabTask):
         step = len(pool) / self.num_examples
         return [pool[int(i * step)] for i in range(self.num_examples)]
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, batch_idx, "val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, batch_idx, "test")
-
-    def _log_scores(self, split: str) -> SpanScorer:
+    def epoch_values(self, split: str) -> dict[str, Any]:
         """Entity counts merged over ranks (F1 is not a mean of per-rank F1s), then the
-        scores; returns the merged scorer."""
+        scores (per type on test only) and the example-weighted loss."""
         scorer = self.scorers[split].reduced()
+        self.scorers[split].reset()
+        if split == "test":
+            self.test_scores = scorer
         scores = scorer.compute()
         if split == "val":
             scores = {k: v for k, v in scores.items() if not k.startswith("f1_")}
-        values = {f"{split}/{k}": v for k, v in scores.items()}
-        values[f"{split}/loss"] = self.losses[split].compute()
-        self.losses[split].reset()
-        self.log_reduced(values, prog_bar=values if split == "val" else ())
-        return scorer
+        return {**scores, "loss": self.mean(split, "loss")}
 
     def on_validation_epoch_start(self) -> None:
-        self.scorers["val"].reset()
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_scores("val")
         self.scorers["val"].reset()
 
     def on_test_epoch_start(self) -> None:
@@ -333,12 +311,10 @@ class TaggingTask(RnnlabTask):
         self.examples = []
 
     def on_test_epoch_end(self) -> None:
-        scorer = self._log_scores("test")  # collectives first, on every rank
+        super().on_test_epoch_end()  # collectives first, on every rank
         examples = self._pick_examples()
-        self.predictions.write(self, PREDICTION_METRICS)
         head = "crf" if self.crf is not None else "softmax"
-        log_text(self.trainer, f"entity-level scores on test ({head} head)\n" + scorer.table(),
-                 "ner/test_per_type.txt")
+        log_text(self.trainer, f"entity-level scores on test ({head} head)\n" +
+                 self.test_scores.table(), "ner/test_per_type.txt")
         log_text(self.trainer, "\n\n".join(examples) + "\n", "ner/test_examples.txt")
-        self.scorers["test"].reset()
         self.examples = []

@@ -25,7 +25,8 @@ test split keeps evenly spaced examples (every k-th in scoring order), and the J
 
 Under DDP every rank collects the rows of its own shard; :meth:`PredictionRows.write`
 gathers them (a collective: every rank calls it, in its test epoch-end hook), and rank
-zero alone writes and logs the file.
+zero alone writes and logs the file. Tasks do not call any of this themselves: the test
+loop of :class:`rnnlab.tasks.base.RnnlabTask` collects and writes their rows.
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from rnnlab.core.dist import gather_objects
+from rnnlab.core.errors import ConfigError
+from rnnlab.data.batching import BucketBatchSampler
+from rnnlab.tracking.artifacts import log_file
 
 PARQUET = "predictions/test.parquet"
 META = "predictions/test.json"
@@ -52,6 +58,11 @@ def evenly_spaced(n: int, limit: int) -> list[int]:
     if n <= limit:
         return list(range(n))
     return [int(i * n / limit) for i in range(limit)]
+
+
+def batch_size(batch: Mapping[str, Any]) -> int:
+    """The number of examples (rows) in a batch."""
+    return len(batch["lengths"]) if "lengths" in batch else len(batch["x"])
 
 
 def _test_loader(trainer: Any) -> Any:
@@ -75,8 +86,6 @@ class PredictionRows:
 
     def __init__(self, max_rows: int = DEFAULT_MAX_ROWS, whole_batches: bool = False) -> None:
         if not isinstance(max_rows, int) or max_rows < 0:
-            from rnnlab.core.errors import ConfigError
-
             raise ConfigError(f"task.module.max_predictions must be 0 (no predictions file) "
                               f"or a positive number of rows, got {max_rows!r}.")
         self.max_rows = max_rows
@@ -93,8 +102,6 @@ class PredictionRows:
         """Test-split indices of the ``n`` rows of this rank's test batch ``batch_idx``, read
         from the lab's length-bucketed loader (its batches are a fixed function of the split
         and the batch size); None for other loaders."""
-        from rnnlab.data.batching import BucketBatchSampler
-
         trainer = getattr(module, "_trainer", None)
         sampler = getattr(_test_loader(trainer), "batch_sampler", None) if trainer else None
         if not isinstance(sampler, BucketBatchSampler) or sampler.shuffle:
@@ -110,12 +117,21 @@ class PredictionRows:
             return None
         return list(batches[where])
 
+    def batch_ids(self, module: Any, batch: Mapping[str, Any], batch_idx: int
+                  ) -> list[int] | None:
+        """Test-split indices of the rows of this rank's test batch ``batch_idx`` (see
+        :meth:`example_ids`); None for whole batches, whose rows are numbered in scoring
+        order when written."""
+        if self.whole_batches:
+            return None
+        return self.example_ids(module, batch_idx, batch_size(batch))
+
     def inputs(self, module: Any, batch: Mapping[str, Any], ids: list[int] | None,
                tokens_key: str = "tokens", joiner: str = " ") -> list[str]:
         """Each row's input as text: the raw text when the datamodule keeps it
         (``texts(split)``), else the batch's tokens, else the ids read back through the
         vocabulary, else the sequence's length."""
-        n = len(batch["lengths"]) if "lengths" in batch else len(batch["x"])
+        n = batch_size(batch)
         dm = getattr(getattr(module, "_trainer", None), "datamodule", None)
         if ids is not None and hasattr(dm, "texts"):
             try:
@@ -158,11 +174,17 @@ class PredictionRows:
             order = (module.eval_position(batch_idx), row)
         self._rows.append((order, values))
 
+    def add_batch(self, module: Any, batch_idx: int, rows: Sequence[dict[str, Any]],
+                  ids: list[int] | None) -> None:
+        """The rows of this rank's test batch ``batch_idx``, numbered by ``ids`` if known."""
+        for i, row in enumerate(rows):
+            if ids is not None:
+                row["example"] = ids[i]
+            self.add(module, batch_idx, i, row)
+
     # ---- writing (every rank calls; rank zero writes) ----------------------------------
     def gather(self) -> list[dict[str, Any]]:
         """Every rank's rows in single-process order (a collective), then cleared."""
-        from rnnlab.core.dist import gather_objects
-
         mine, self._rows = self._rows, []
         merged = sorted((r for part in gather_objects(mine) for r in part), key=lambda r: r[0])
         rows = [values for _, values in merged]
@@ -186,9 +208,7 @@ def write_rows(run: Any, rows: list[dict[str, Any]], metrics: Mapping[str, Mappi
                max_rows: int = DEFAULT_MAX_ROWS) -> Path | None:
     """Bound ``rows`` to ``max_rows`` (evenly spaced), cut long texts, and log the table
     and its JSON description to ``run`` (a trainer or a baseline's trainer-like object)."""
-    import pandas as pd
-
-    from rnnlab.tracking.artifacts import log_file
+    import pandas as pd  # heavy: only when a table is written
 
     if not rows or max_rows <= 0 or getattr(run, "global_rank", 0) != 0:
         return None
