@@ -157,14 +157,10 @@ def test_missing_file_and_bad_format_values(tmp_path: Path) -> None:
         emb.load_vectors(path, VOCAB, fmt="glove")
 
 
-@pytest.mark.parametrize(("conf", "message"), [
-    ({"path": "a.txt", "train": "word2vec"}, r"task\.embeddings\.path and task\.embeddings\.train "
-                                             r"are both set"),
-    ({"corpus": "c.txt"}, r"task\.embeddings\.corpus is only read to train vectors"),
-    ({"train": "glove"}, r"task\.embeddings\.train='glove' is unknown"),
-    ({"train": "word2vec", "dim": 0}, r"task\.embeddings\.dim=0 must be a whole number"),
-    ({"path": "a.txt", "freeze": "yes"}, r"task\.embeddings\.freeze='yes' must be true or false"),
+@pytest.mark.parametrize(("conf", "message"), [  # the typed settings: test_schema.py
     ({"path": "a.txt", "size": 3}, r"task\.embeddings\.size is not a setting"),
+    ({"train": "word2vec", "seed": -1}, r"task\.embeddings\.seed=-1 must be a whole number"),
+    ({"train": "word2vec", "sg": "no"}, r"task\.embeddings\.sg='no' must be true or false"),
 ])
 def test_bad_settings_are_refused_before_reading(conf: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

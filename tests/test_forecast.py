@@ -148,13 +148,6 @@ def test_baselines_on_a_toy_seasonal_series() -> None:
     assert snaive > 5 * mape(x[96:], ETS(seasonal="add").predict(x[:96], 24, 12))  # trend matters
 
 
-def test_baseline_config_errors() -> None:
-    with pytest.raises(ConfigError, match="model.trend='linear' is unknown"):
-        ETS(trend="linear").validate()
-    with pytest.raises(ConfigError, match="model.order must be three non-negative integers"):
-        ARIMA(order=(1, 1)).validate()
-
-
 # ---- bad input ----------------------------------------------------------------------------
 def test_short_series_is_refused_with_the_needed_length(tmp_path: Path) -> None:
     path = write_series_csv(tmp_path / "short.csv", {"y": list(seasonal_values(40))})
@@ -177,10 +170,7 @@ def test_missing_non_numeric_and_empty_columns(tmp_path: Path) -> None:
         make_dm(empty, tmp_path, data={"input_columns": ["x"]})
     with pytest.raises(ConfigError, match="task.dataset='airplanes' is unknown; use one of airline"):
         ForecastDataModule(dataset="airplanes").prepare_data()
-    with pytest.raises(ConfigError, match="task.strategy='both' is unknown"):
-        ForecastDataModule(strategy="both").setup()
-    with pytest.raises(ConfigError, match="task.window must be a positive integer, got 0"):
-        ForecastDataModule(window=0).setup()
+    # task.strategy, task.window and the other settings: test_schema.py
 
 
 def test_gaps_are_interpolated_and_counted(tmp_path: Path) -> None:

@@ -83,3 +83,70 @@ def test_train_refuses_a_bad_choice_before_any_folder(tmp_path: Path) -> None:
         "error: model.init='xavir' is unknown; use one of default, xavier, orthogonal, identity "
         "(did you mean model.init=xavier?)."]
     assert not (tmp_path / "outputs").exists()
+
+
+# ---- the checks the classes made themselves before the schemas (same sentences) ---------------
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["model.hidden_size=0"], "model.hidden_size must be a positive integer, got 0."),
+    (["model.num_layers=0"], "model.num_layers must be a positive integer, got 0."),
+    (["model.dropout=1.5"], "model.dropout must be in [0, 1), got 1.5."),
+    (["model.embedding_dim=0"], "model.embedding_dim must be a positive integer, got 0."),
+    (["model=mingru", "model.init=orthogonal"],
+     "model.init='orthogonal' does not apply to model.cell=mingru; use one of default, xavier."),
+    (["model.pack=sometimes"], "model.pack='sometimes' is unknown; use one of auto, always, never"),
+    (["model=transformer", "model.d_model=0"], "model.d_model must be a positive integer, got 0."),
+    (["model=transformer", "model.num_layers=0"], "model.num_layers must be a positive integer"),
+    (["model=transformer", "model.dropout=1.0"], "model.dropout must be in [0, 1), got 1.0."),
+    (["task.module.pooling=sum"], "task.module.pooling='sum' is unknown; use one of last, mean, max"),
+    (["task=g2p", "task.attention=cosine"], "task.attention='cosine' is unknown"),
+    (["task=g2p", "task.context=mean"], "task.context='mean' is unknown"),
+    (["task=translate", "task.context_feed=start"], "task.context_feed='start' is unknown"),
+    (["task=g2p", "task.module.dropout=1.0"], "task.module.dropout must be in [0, 1), got 1.0."),
+    (["task=g2p", "task.module.decoder_layers=0"],
+     "task.module.decoder_layers must be a positive integer or null, got 0."),
+    (["task=g2p", "task.module.encoder_dropout=-0.1"],
+     "task.module.encoder_dropout must be in [0, 1), got -0.1."),
+    (["task=names", "model=gru", "task.condition=start"], "task.condition='start' is unknown"),
+    (["task=names", "model=gru", "task.module.dropout=1.0"], "task.module.dropout must be in [0, 1)"),
+    (["task=forecast", "model=ets", "model.trend=linear"], "model.trend='linear' is unknown"),
+    (["task=forecast", "model=ets", "model.trend=null", "model.damped_trend=true"],
+     "model.damped_trend=true needs a trend"),
+    (["task=forecast", "model=arima", "model.order=[1,1]"],
+     "model.order must be three non-negative integers (p, d, q), got [1, 1]."),
+    (["task=forecast", "model=arima", "model.seasonal_order=[0,-1,1]"],
+     "model.seasonal_order must be null or three non-negative integers"),
+    (["task=forecast", "task.strategy=both"], "task.strategy='both' is unknown"),
+    (["task=forecast", "task.window=0"], "task.window must be a positive integer, got 0."),
+    (["task=forecast", "task.val_size=0"], "task.val_size must be a positive integer, got 0."),
+    (["task=forecast", "task.season=0"], "task.season must be a positive integer or null, got 0."),
+    (["task=forecast", "task.transform.scale=robust"], "task.transform.scale='robust' is unknown"),
+    (["task=charlm", "task.datamodule.holdout=[0.1,0.6]"],
+     "task.datamodule.holdout must be two shares (val, test) between 0 and 0.5"),
+    (["task=charlm", "task.datamodule.seq_len=0"], "task.datamodule.seq_len must be a positive"),
+    (["task=charlm", "task.datamodule.batch_size=0"], "task.datamodule.batch_size=0 must be a"),
+    (["task=charlm", "task.datamodule.eval_streams=0"],
+     "task.datamodule.eval_streams must be a positive integer or null, got 0."),
+    (["task=charlm", "task.datamodule.batches_per_epoch=0"],
+     "task.datamodule.batches_per_epoch must be a positive integer or null"),
+    (["task=copy", "task.datamodule.n_symbols=0"], "task.datamodule.n_symbols must be >= 1"),
+    (["task=copy", "task.datamodule.batch_size=0"], "task.datamodule.batch_size=0 must be a whole"),
+    (["task.datamodule.split=[0.8,0.3,0.1]"],
+     "task.datamodule.split must be three positive fractions (train, val, test) summing to 1"),
+    (["task.embeddings.path=a.txt", "task.embeddings.train=word2vec"],
+     "task.embeddings.path and task.embeddings.train are both set"),
+    (["task.embeddings.corpus=c.txt"], "task.embeddings.corpus is only read to train vectors"),
+    (["task.embeddings.train=glove"], "task.embeddings.train='glove' is unknown"),
+    (["task.embeddings.format=word2vec"], "task.embeddings.format='word2vec' is unknown"),
+    (["task.embeddings.train=word2vec", "task.embeddings.dim=0"],
+     "task.embeddings.dim=0 must be a whole number of at least 1."),
+])
+def test_value_checks_name_the_key(overrides: list[str], message: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        validate(compose_config(overrides, tmp_path))
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_embeddings_freeze_must_be_true_or_false() -> None:
+    # OmegaConf reads yes/no and on/off as booleans, so a word it cannot read
+    with pytest.raises(ConfigError, match=r"^task\.embeddings\.freeze=maybe is not true or false"):
+        check_command_line(["task.embeddings.path=a.txt", "task.embeddings.freeze=maybe"])

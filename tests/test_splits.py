@@ -181,6 +181,4 @@ def test_too_few_examples_to_carve_is_one_sentence(n: int, supplied: set[str],
     assert f"give {missing} as files of their own" in message and "\n" not in message
 
 
-def test_bad_fractions_name_the_key() -> None:
-    with pytest.raises(ConfigError, match=r"task.datamodule.split must be three positive"):
-        carve_splits(10, {"train"}, (0.8, 0.3, 0.1), 0)
+# bad task.datamodule.split fractions: test_schema.py

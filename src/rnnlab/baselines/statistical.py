@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from rnnlab.baselines.base import Baseline
-from rnnlab.core.errors import ConfigError, require
+from rnnlab.core.errors import ConfigError
 from rnnlab.metrics.forecast import score_period
 from rnnlab.tracking.artifacts import log_figure
 
@@ -25,16 +25,11 @@ class ForecastBaseline(Baseline):
     families = ("forecast",)
     label = "baseline"
 
-    def validate(self) -> None:
-        """Check the settings; called before fitting, not in the constructor, so the one-line
-        error reaches the user instead of Hydra's instantiation wrapper."""
-
     def predict(self, history: np.ndarray, steps: int, season: int) -> np.ndarray:
         """Forecast ``steps`` values after a 1-D ``history``."""
         raise NotImplementedError
 
     def fit_evaluate(self, datamodule: Any, run: Any) -> dict[str, float]:
-        self.validate()
         dm = datamodule
         metrics: dict[str, float] = {}
         for split in ("val", "test"):
@@ -83,7 +78,8 @@ class SeasonalNaive(ForecastBaseline):
 
 
 class ETS(ForecastBaseline):
-    """Holt-Winters exponential smoothing (statsmodels), settings from the config."""
+    """Holt-Winters exponential smoothing (statsmodels), settings from the config (which the
+    config schema checks)."""
 
     label = "ETS"
 
@@ -91,13 +87,6 @@ class ETS(ForecastBaseline):
                  damped_trend: bool = False, use_boxcox: bool = False) -> None:
         self.trend, self.seasonal = trend, seasonal
         self.damped_trend, self.use_boxcox = damped_trend, use_boxcox
-
-    def validate(self) -> None:
-        for key, value in (("trend", self.trend), ("seasonal", self.seasonal)):
-            require(value in (None, "add", "mul"),
-                    f"model.{key}={value!r} is unknown; use add, mul or null.")
-        require(not (self.damped_trend and self.trend is None),
-                "model.damped_trend=true needs a trend; set model.trend=add or mul.")
 
     def predict(self, history: np.ndarray, steps: int, season: int) -> np.ndarray:
         from statsmodels.tsa.holtwinters import ExponentialSmoothing
@@ -125,18 +114,6 @@ class ARIMA(ForecastBaseline):
                  log: bool = False, trend: str | None = None) -> None:
         self.order, self.seasonal_order = order, seasonal_order
         self.log, self.trend = log, trend
-
-    @staticmethod
-    def _triple(value: Any) -> bool:
-        items = list(value) if hasattr(value, "__len__") and not isinstance(value, str) else []
-        return len(items) == 3 and all(isinstance(v, int) and v >= 0 for v in items)
-
-    def validate(self) -> None:
-        require(self._triple(self.order), f"model.order must be three non-negative integers "
-                f"(p, d, q), got {self.order}.")
-        require(self.seasonal_order is None or self._triple(self.seasonal_order),
-                f"model.seasonal_order must be null or three non-negative integers (P, D, Q), "
-                f"got {self.seasonal_order}.")
 
     def predict(self, history: np.ndarray, steps: int, season: int) -> np.ndarray:
         from statsmodels.tsa.arima.model import ARIMA as _ARIMA

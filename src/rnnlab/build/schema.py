@@ -43,26 +43,25 @@ from omegaconf.errors import (
 
 from rnnlab.core.errors import ConfigError
 from rnnlab.core.paths import config_dir
+from rnnlab.data.embeddings import FORMATS as EMBEDDING_FORMATS
+from rnnlab.data.embeddings import TRAINERS as EMBEDDING_TRAINERS
+from rnnlab.data.forecast import SCALERS, STRATEGIES
+from rnnlab.models.attention import ATTENTIONS
 from rnnlab.models.cells import INITS, cell_names, get_cell
+from rnnlab.models.conditioned import CONDITIONS
+from rnnlab.models.encoder import PACKS
+from rnnlab.models.heads import POOLINGS
+from rnnlab.models.seq2seq import CONTEXT_FEEDS, CONTEXTS
 
 # A dataclass that subclasses Dict keeps its typed fields and still takes keys added with
 # ``+`` (OmegaConf warns that this is deprecated; it is the one way to keep them open).
 warnings.filterwarnings("ignore", message=r"Class `\w+` subclasses `Dict`", category=UserWarning)
 
-PACKS = ("auto", "always", "never")
+# the choices of the classes themselves are imported above, so the two cannot drift apart
 ETS_COMPONENTS = ("add", "mul")
-ATTENTIONS = ("none", "bahdanau", "luong_dot", "luong_general")
-CONTEXTS = ("last", "projected", "pooled")
-CONTEXT_FEEDS = ("both", "init", "steps")
-CONDITIONS = ("init", "every_step", "both", "none")
-POOLINGS = ("last", "mean", "max")
-STRATEGIES = ("direct", "recursive")
-SCALERS = ("standard", "minmax", "none")
 FEATURE_POSITIONS = ("input", "output")
 BIGRAM_WINDOWS = ("next", "both")
 SPLIT_BY = ("chapter", "book")
-EMBEDDING_FORMATS = ("word2vec_text", "word2vec_binary", "glove", "fasttext")
-EMBEDDING_TRAINERS = ("word2vec", "fasttext")
 MODES = ("min", "max")
 KEY_OR_TYPE_ERRORS = (ValidationError, ConfigKeyError, ConfigAttributeError)
 

@@ -54,8 +54,6 @@ class BucketBatchSampler(Sampler[list[int]]):
             raise ConfigError(
                 "rnnlab's length-bucketing loaders shard the data across processes "
                 "themselves; set trainer.use_distributed_sampler=false (trainer=ddp does).")
-        if batch_size < 1:
-            raise ConfigError(f"task.datamodule.batch_size must be at least 1, got {batch_size}.")
         self.lengths = list(lengths)
         self.batch_size = batch_size
         self.shuffle = shuffle

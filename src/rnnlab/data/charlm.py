@@ -239,19 +239,8 @@ class CharLMDataModule(RnnlabDataModule):
         if not path and corpus not in CORPORA:
             raise ConfigError(f"task.datamodule.corpus={corpus!r} is unknown; use one of "
                               f"{', '.join(CORPORA)} or give your own file as task.data.path=PATH.")
+        # the shares and sizes are checked by the config schema; plain floats for the fingerprint
         holdout = tuple(float(h) for h in holdout)
-        require(len(holdout) == 2 and all(0 < h < 0.5 for h in holdout),
-                f"task.datamodule.holdout must be two shares (val, test) between 0 and 0.5, "
-                f"got {list(holdout)}.")
-        require(isinstance(seq_len, int) and seq_len >= 1,
-                f"task.datamodule.seq_len must be a positive integer, got {seq_len!r}.")
-        require(isinstance(batch_size, int) and batch_size >= 1,
-                f"task.datamodule.batch_size must be a positive integer, got {batch_size!r}.")
-        require(eval_streams is None or (isinstance(eval_streams, int) and eval_streams >= 1),
-                f"task.datamodule.eval_streams must be a positive integer or null, got "
-                f"{eval_streams!r}.")
-        require(batches_per_epoch is None or batches_per_epoch >= 1,
-                f"task.datamodule.batches_per_epoch must be at least 1, got {batches_per_epoch}.")
         self.data_dir = Path(data_dir)
         self.holdout = holdout
         self.split_seed = split_seed

@@ -59,6 +59,7 @@ from rnnlab.data.sources import file_lock, write_once
 from rnnlab.data.splits import fingerprint
 from rnnlab.data.vocab import BOS, EOS, PAD, UNK
 
+#: ``task.embeddings.format`` and ``task.embeddings.train`` (the config schema's choices)
 FORMATS = ("word2vec_text", "word2vec_binary", "glove", "fasttext")
 TRAINERS = ("word2vec", "fasttext")
 SPECIALS = frozenset({PAD, UNK, BOS, EOS})
@@ -93,7 +94,9 @@ class WordVectors:
 def check_settings(conf: dict | None) -> dict[str, Any] | None:
     """``task.embeddings`` with defaults filled in, or None when it asks for no vectors.
 
-    Refuses contradictory or impossible values now, before any data is read."""
+    The config schema checks the settings it types (path/train exclusive, choices, sizes);
+    the keys it leaves open are refused or checked here, before any data is read: an
+    unknown key, and the gensim extras ``sg`` and ``seed``."""
     if not conf:
         return None
     unknown = sorted(set(conf) - set(DEFAULTS))
@@ -103,27 +106,12 @@ def check_settings(conf: dict | None) -> dict[str, Any] | None:
     out = {**DEFAULTS, **{k: v for k, v in conf.items() if v is not None or k in
                           ("path", "format", "train", "corpus")}}
     if not out["path"] and not out["train"]:
-        if out["corpus"]:
-            raise ConfigError("task.embeddings.corpus is only read to train vectors; add "
-                              "task.embeddings.train=word2vec (or fasttext), or drop the corpus.")
         return None
-    if out["path"] and out["train"]:
-        raise ConfigError("task.embeddings.path and task.embeddings.train are both set; "
-                          "read vectors from a file or train them here, so set one to null.")
-    if out["format"] is not None and out["format"] not in FORMATS:
-        raise ConfigError(f"task.embeddings.format={out['format']!r} is unknown; use one of "
-                          f"{', '.join(FORMATS)}, or null to go by the file's extension.")
-    if out["train"] is not None and out["train"] not in TRAINERS:
-        raise ConfigError(f"task.embeddings.train={out['train']!r} is unknown; use word2vec "
-                          f"or fasttext (or null to use no trained vectors).")
-    for key, low in (("dim", 1), ("window", 1), ("min_count", 1), ("epochs", 1), ("seed", 0)):
-        value = out[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ConfigError(f"task.embeddings.{key}={value!r} must be a whole number of at "
-                              f"least {low}.")
-    for key in ("freeze", "sg"):
-        if not isinstance(out[key], bool):
-            raise ConfigError(f"task.embeddings.{key}={out[key]!r} must be true or false.")
+    seed = out["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"task.embeddings.seed={seed!r} must be a whole number of at least 0.")
+    if not isinstance(out["sg"], bool):
+        raise ConfigError(f"task.embeddings.sg={out['sg']!r} must be true or false.")
     return out
 
 

@@ -208,8 +208,6 @@ class SeriesTransform:
 
     def __init__(self, log: bool, seasonal_diff: bool, scale: str, period: int,
                  log_columns: list[int]) -> None:
-        require(scale in SCALERS, f"task.transform.scale={scale!r} is unknown; use one of "
-                f"{', '.join(SCALERS)}.")
         self.log, self.scale = log, scale
         self.lag = period if seasonal_diff and period > 1 else 0
         self.log_columns = log_columns
@@ -343,22 +341,12 @@ class ForecastDataModule(RnnlabDataModule):
         self.periods: dict[str, Period] = {}
 
     def validate(self) -> None:
-        """Check the settings (run from prepare/setup, not the constructor, so the one-line
-        error reaches the user instead of Hydra's instantiation wrapper)."""
+        """Check the dataset name (run from prepare/setup, not the constructor, so the one-line
+        error reaches the user instead of Hydra's instantiation wrapper; the config schema
+        checks the other settings)."""
         if not self.data.get("path") and self.dataset not in DATASETS:
             raise ConfigError(f"task.dataset={self.dataset!r} is unknown; use one of "
                               f"{', '.join(DATASETS)} or your own file with task.data.path=FILE.")
-        require(self.strategy in STRATEGIES, f"task.strategy={self.strategy!r} is unknown; use "
-                f"direct or recursive.")
-        for key in ("window", "horizon", "test_size", "val_size"):
-            value = getattr(self, key)
-            require(isinstance(value, int) and value >= 1,
-                    f"task.{key} must be a positive integer, got {value!r}.")
-        require(self.season is None or (isinstance(self.season, int) and self.season >= 1),
-                f"task.season must be a positive integer or null, got {self.season!r}.")
-        scale = self.transform_cfg["scale"]
-        require(scale in SCALERS, f"task.transform.scale={scale!r} is unknown; use one of "
-                f"{', '.join(SCALERS)}.")
 
     def prepare_data(self) -> None:
         self.validate()

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from rnnlab.core.errors import DataError, require
 from rnnlab.data.sources import PinnedDistribution, fetch, file_lock, read_member, write_once
-from rnnlab.data.splits import check_fractions, fingerprint
+from rnnlab.data.splits import fingerprint, split_fractions
 from rnnlab.data.tables import read_text_file
 from rnnlab.data.translate import (
     SPLITS,
@@ -84,7 +84,7 @@ class G2PDataModule(PairDataModule):
         super().__init__(1, None, lowercase, batch_size, num_workers, seed)
         self.data = {k: v for k, v in dict(data or {}).items() if v}
         self.data_dir = Path(data_dir)
-        self.split = check_fractions(split, "task.datamodule.split")
+        self.split = split_fractions(split)
         self.split_seed = split_seed
         require(max_len >= 1, f"task.datamodule.max_len must be at least 1, got {max_len}.")
         self.max_len = max_len

@@ -46,7 +46,7 @@ from rnnlab.data.sources import (
     write_once,
 )
 from rnnlab.data.spec import NamesSpec
-from rnnlab.data.splits import check_fractions, fingerprint
+from rnnlab.data.splits import fingerprint, split_fractions
 from rnnlab.data.tables import read_table
 from rnnlab.data.translate import split_units
 from rnnlab.data.vocab import BOS, EOS, PAD, UNK, Vocabulary
@@ -224,7 +224,7 @@ class NamesDataModule(RnnlabDataModule):
         require(len(set(self.locales)) == len(self.locales),
                 f"task.data.locales lists a locale twice: {self.locales}.")
         self.data_dir = Path(data_dir)
-        self.split = check_fractions(split, "task.datamodule.split")
+        self.split = split_fractions(split)
         self.split_seed = split_seed
         require(isinstance(max_len, int) and max_len >= 1,
                 f"task.datamodule.max_len must be a positive integer, got {max_len!r}.")

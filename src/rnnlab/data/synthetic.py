@@ -29,7 +29,6 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
 from rnnlab.core.dist import rank_world
-from rnnlab.core.errors import ConfigError, require
 from rnnlab.data.base import RnnlabDataModule
 from rnnlab.data.batching import RowShard
 from rnnlab.data.spec import CopySpec, RegressSpec
@@ -49,8 +48,6 @@ def derived_seed(*parts: object) -> int:
 
 def adding_problem(n: int, seq_len: int, generator: torch.Generator) -> Batch:
     """``n`` adding-problem examples: x (n, T, 2) = (value, marker), y (n,) = marked sum."""
-    require(seq_len >= 2, f"task.seq_len must be at least 2 (the adding problem marks two "
-                          f"positions, one in each half), got {seq_len}.")
     values = torch.rand(n, seq_len, generator=generator)
     half = seq_len // 2
     first = torch.randint(0, half, (n,), generator=generator)
@@ -68,11 +65,6 @@ def copy_problem(n: int, delay: int, generator: torch.Generator, n_symbols: int 
                  alphabet: int = 8) -> Batch:
     """``n`` copy-problem examples as token ids: blank 0, symbols 1..alphabet, delimiter
     alphabet + 1. x and y are (n, delay + 2 * n_symbols)."""
-    require(delay >= 1, f"task.delay must be at least 1 (the delimiter comes `delay` steps "
-                        f"after the last symbol), got {delay}.")
-    require(n_symbols >= 1 and alphabet >= 2,
-            f"task.datamodule.n_symbols must be >= 1 and task.datamodule.alphabet >= 2, got "
-            f"{n_symbols} and {alphabet}.")
     length = delay + 2 * n_symbols
     symbols = torch.randint(1, alphabet + 1, (n, n_symbols), generator=generator)
     x = torch.full((n, length), BLANK, dtype=torch.long)
@@ -139,15 +131,6 @@ class GeneratedDataModule(RnnlabDataModule):
         self.fixed: dict[str, Batch] = {}
         self._passes = 0
 
-    def check(self) -> None:
-        """Validate the settings (here, not in __init__: Hydra's instantiate would wrap the
-        error, and run() calls prepare_data first anyway)."""
-        for key, value in (*self.sizes.items(), ("batch_size", self.batch_size)):
-            name = key if key == "batch_size" else f"n_{key}"
-            require(isinstance(value, int) and value >= 1,
-                    f"task.datamodule.{name} must be an integer of at least 1, got {value!r}.")
-        self.generate(1, torch.Generator().manual_seed(0))
-
     # subclasses define the problem
     def generate(self, n: int, generator: torch.Generator) -> Batch:  # pragma: no cover
         raise NotImplementedError
@@ -155,12 +138,7 @@ class GeneratedDataModule(RnnlabDataModule):
     def problem(self) -> dict[str, Any]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def prepare_data(self) -> None:
-        """Nothing to fetch; the settings are checked before any work."""
-        self.check()
-
     def _setup(self) -> None:
-        self.check()
         for split in ("val", "test"):
             gen = torch.Generator().manual_seed(derived_seed(self.name, split, self.data_seed))
             self.fixed[split] = self.generate(self.sizes[split], gen)
@@ -211,12 +189,6 @@ class AddingDataModule(GeneratedDataModule):
         self.spec = RegressSpec(input_size=2, padding_idx=0, output_size=1,
                                 baseline_loss=adding_baseline(), seq_len=seq_len)
 
-    def check(self) -> None:
-        if not isinstance(self.seq_len, int) or self.seq_len < 2:
-            raise ConfigError(f"task.seq_len must be an integer of at least 2 (the adding problem "
-                              f"marks two positions, one in each half), got {self.seq_len!r}.")
-        super().check()
-
     def generate(self, n: int, generator: torch.Generator) -> Batch:
         return adding_problem(n, self.seq_len, generator)
 
@@ -237,12 +209,6 @@ class CopyDataModule(GeneratedDataModule):
         self.spec = CopySpec(vocab_size=alphabet + 3, padding_idx=pad,
                              num_classes=alphabet + 1, n_symbols=n_symbols,
                              baseline_loss=copy_baseline(delay, n_symbols, alphabet))
-
-    def check(self) -> None:
-        if not isinstance(self.delay, int) or self.delay < 1:
-            raise ConfigError(f"task.delay must be an integer of at least 1 (the delimiter comes "
-                              f"`delay` steps after the last symbol), got {self.delay!r}.")
-        super().check()
 
     def generate(self, n: int, generator: torch.Generator) -> Batch:
         return copy_problem(n, self.delay, generator, self.n_symbols, self.alphabet)

@@ -33,7 +33,7 @@ from rnnlab.data.base import ListDataset, RnnlabDataModule
 from rnnlab.data.batching import pad_batch
 from rnnlab.data.sources import PinnedDistribution, fetch, file_lock, read_member, write_once
 from rnnlab.data.spec import PairSpec
-from rnnlab.data.splits import check_fractions, fingerprint
+from rnnlab.data.splits import fingerprint, split_fractions
 from rnnlab.data.tables import read_text_file
 from rnnlab.data.vocab import BOS, EOS, PAD, UNK, Vocabulary
 
@@ -277,7 +277,7 @@ class TranslateDataModule(PairDataModule):
         require(1 <= min_len <= max_len, f"task.datamodule.min_len={min_len} and max_len="
                 f"{max_len} must satisfy 1 <= min_len <= max_len.")
         self.data_dir = Path(data_dir)
-        self.split = check_fractions(split, "task.datamodule.split")
+        self.split = split_fractions(split)
         self.split_by, self.split_seed = split_by, split_seed
         self.max_len, self.min_len = max_len, min_len
 

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from rnnlab.core.errors import require
 
+#: ``task.attention``; ``none`` builds no :class:`Attention` (a fixed context instead)
 ATTENTIONS = ("none", "bahdanau", "luong_dot", "luong_general")
 
 
@@ -31,9 +32,7 @@ class Attention(nn.Module):
     """
 
     def __init__(self, kind: str, query_size: int, memory_size: int, attn_size: int = 128) -> None:
-        super().__init__()
-        require(kind in ATTENTIONS[1:], f"task.attention={kind!r} is unknown; use one of "
-                f"{', '.join(ATTENTIONS)}.")
+        super().__init__()  # task.attention is checked by the config schema
         if kind == "luong_dot":
             require(query_size == memory_size,
                     f"task.attention=luong_dot needs the decoder size ({query_size}) to "

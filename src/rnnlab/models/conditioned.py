@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from rnnlab.core.errors import ConfigError, require
 
+#: ``task.condition``: where the category enters (see the module docstring)
 CONDITIONS = ("init", "every_step", "both", "none")
 State = Tensor | tuple[Tensor, Tensor] | None
 
@@ -57,11 +58,7 @@ class ConditionedGenerator(nn.Module):
                  condition: str = "init", char_dim: int = 64, category_dim: int = 32,
                  bos_id: int = 2, eos_id: int = 3, padding_idx: int = 0,
                  banned: Sequence[int] = (0, 1, 2), dropout: float = 0.0) -> None:
-        super().__init__()
-        require(condition in CONDITIONS, f"task.condition={condition!r} is unknown; use one "
-                                         f"of {', '.join(CONDITIONS)}.")
-        require(0.0 <= float(dropout) < 1.0,
-                f"task.module.dropout must be in [0, 1), got {dropout!r}.")
+        super().__init__()  # task.condition and the dropout are checked by the config schema
         if backbone.bidirectional:
             raise ConfigError("task=names generates left to right, so a bidirectional model "
                               "cannot be used; pick a unidirectional one such as model=gru.")

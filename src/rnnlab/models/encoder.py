@@ -25,9 +25,11 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rnnlab.core.errors import ConfigError, require
-from rnnlab.models.cells import INITS, LayerArgs, cell_names, get_cell
+from rnnlab.models.cells import LayerArgs, cell_names, get_cell
 
 CELLS = cell_names()
+#: ``model.pack``: pack variable-length batches when correctness needs it, always or never
+PACKS = ("auto", "always", "never")
 Hidden = Tensor | tuple[Tensor, ...]
 
 
@@ -211,22 +213,10 @@ class RecurrentEncoder(Backbone):
                  input_dropout: float | None = None,
                  cell_options: dict[str, Any] | None = None, extra_input_size: int = 0) -> None:
         super().__init__()
-        spec = get_cell(cell)
-        require(isinstance(hidden_size, int) and hidden_size > 0,
-                f"model.hidden_size must be a positive integer, got {hidden_size!r}.")
-        require(isinstance(num_layers, int) and num_layers > 0,
-                f"model.num_layers must be a positive integer, got {num_layers!r}.")
-        require(0.0 <= float(dropout) < 1.0, f"model.dropout must be in [0, 1), got {dropout!r}.")
+        spec = get_cell(cell)  # the model.* values are checked by the config schema
         input_dropout = dropout if input_dropout is None else input_dropout
         require(0.0 <= float(input_dropout) < 1.0,
                 f"task.backbone.input_dropout must be in [0, 1), got {input_dropout!r}.")
-        require(isinstance(embedding_dim, int) and embedding_dim > 0,
-                f"model.embedding_dim must be a positive integer, got {embedding_dim!r}.")
-        require(init in INITS, f"model.init={init!r} is unknown; use one of {', '.join(INITS)}.")
-        require(init in spec.inits, f"model.init={init!r} does not apply to model.cell={cell}; "
-                f"use one of {', '.join(spec.inits)}.")
-        require(pack in ("auto", "always", "never"),
-                f"model.pack={pack!r} is unknown; use auto, always or never.")
         if causal and bidirectional:
             raise ConfigError(
                 "this task is causal (each step may only see the past), so a bidirectional "

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from rnnlab.core.errors import require
 from rnnlab.models.encoder import length_mask
 
+#: ``task.module.pooling``: how :func:`pool` reduces the steps
 POOLINGS = ("last", "mean", "max")
 
 
@@ -29,9 +29,7 @@ class ClassifierHead(nn.Module):
 
     def __init__(self, in_features: int, num_classes: int, pooling: str = "last",
                  dropout: float = 0.0) -> None:
-        super().__init__()
-        require(pooling in POOLINGS,
-                f"task.module.pooling={pooling!r} is unknown; use one of {', '.join(POOLINGS)}.")
+        super().__init__()  # task.module.pooling is checked by the config schema
         self.pooling = pooling
         self.dropout = nn.Dropout(dropout)
         self.linear = nn.Linear(in_features, num_classes)

@@ -32,12 +32,14 @@ import torch
 from torch import Tensor, nn
 
 from rnnlab.core.errors import require
-from rnnlab.models.attention import ATTENTIONS, Attention
+from rnnlab.models.attention import Attention
 from rnnlab.models.cells import LayerArgs, get_cell
 from rnnlab.models.encoder import length_mask
 from rnnlab.models.heads import pool
 
+#: ``task.context``: the fixed context vector with ``attention=none``
 CONTEXTS = ("last", "projected", "pooled")
+#: ``task.context_feed``: where that context goes
 CONTEXT_FEEDS = ("both", "init", "steps")
 State = Tensor | tuple[Tensor, ...]
 
@@ -91,19 +93,9 @@ class Seq2Seq(nn.Module):
                  decoder_layers: int | None = None, embedding_dim: int = 128,
                  attention_size: int = 128, dropout: float = 0.2,
                  context_feed: str = "both", encoder_dropout: float = 0.0) -> None:
-        super().__init__()
-        require(attention in ATTENTIONS, f"task.attention={attention!r} is unknown; use "
-                f"one of {', '.join(ATTENTIONS)}.")
-        require(context in CONTEXTS, f"task.context={context!r} is unknown; use one of "
-                f"{', '.join(CONTEXTS)}.")
-        require(context_feed in CONTEXT_FEEDS, f"task.context_feed={context_feed!r} is "
-                f"unknown; use one of {', '.join(CONTEXT_FEEDS)}.")
+        super().__init__()  # the task.* choices and dropouts are checked by the config schema
         cell = decoder_cell or encoder.cell or "gru"
         self.cell_spec = get_cell(cell, key="task.module.decoder_cell")
-        require(0.0 <= float(dropout) < 1.0,
-                f"task.module.dropout must be in [0, 1), got {dropout!r}.")
-        require(0.0 <= float(encoder_dropout) < 1.0,
-                f"task.module.encoder_dropout must be in [0, 1), got {encoder_dropout!r}.")
         self.encoder = encoder
         self.attention_kind = attention
         self.context_kind = context
@@ -115,8 +107,6 @@ class Seq2Seq(nn.Module):
         enc_size = int(encoder.output_size)
         self.hidden_size = int(decoder_hidden_size or enc_size)
         self.num_layers = int(decoder_layers or encoder.state_layers)
-        require(self.hidden_size > 0 and self.num_layers > 0,
-                "task.module.decoder_hidden_size and decoder_layers must be positive.")
         self.embedding = nn.Embedding(tgt_vocab_size, embedding_dim, padding_idx=pad_id)
         self.dropout = nn.Dropout(dropout)
         self.encoder_dropout = nn.Dropout(encoder_dropout)

@@ -54,14 +54,7 @@ class TransformerEncoder(Backbone):
                  vocab_size: int | None = None, input_size: int | None = None,
                  padding_idx: int = 0, max_len: int = 10_000,
                  input_dropout: float | None = None, extra_input_size: int = 0) -> None:
-        super().__init__()
-        require(isinstance(d_model, int) and d_model > 0,
-                f"model.d_model must be a positive integer, got {d_model!r}.")
-        require(isinstance(nhead, int) and nhead > 0 and d_model % nhead == 0,
-                f"model.nhead={nhead!r} must be a positive divisor of model.d_model={d_model}.")
-        require(isinstance(num_layers, int) and num_layers > 0,
-                f"model.num_layers must be a positive integer, got {num_layers!r}.")
-        require(0.0 <= float(dropout) < 1.0, f"model.dropout must be in [0, 1), got {dropout!r}.")
+        super().__init__()  # the model.* values are checked by the config schema
         self.causal = causal
         self.hidden_size = d_model
         self.input = InputLayer(vocab_size, input_size, d_model, padding_idx, project_inputs=True)
