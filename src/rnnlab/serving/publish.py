@@ -23,16 +23,37 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import mlflow.pyfunc
+import mlflow.sklearn
 import pandas as pd
+import sklearn
+import torch
+from mlflow.models import Model
+from mlflow.models.signature import ModelSignature
+from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 from omegaconf import DictConfig
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
 
+import rnnlab
 from rnnlab.baselines.majority_tag import MajorityTag
 from rnnlab.baselines.statistical import ForecastBaseline
 from rnnlab.baselines.tfidf import TfidfLogReg
 from rnnlab.build import model_config
+from rnnlab.build.checkpoint import read_checkpoint
 from rnnlab.core.errors import UserError
-from rnnlab.inference import CHECKPOINT_FILE
-from rnnlab.tracking.mlflow import quiet_mlflow, using_tracking_uri
+from rnnlab.data.text import tokenize
+from rnnlab.inference import CHECKPOINT_FILE, load_checkpoint
+from rnnlab.serving.predictors import Tagger, predictor_for
+from rnnlab.serving.pyfunc import (
+    BASELINE_ARTIFACT,
+    CHECKPOINT_ARTIFACT,
+    baseline_predictor,
+    select_text,
+)
+from rnnlab.tracking.mlflow import quiet_mlflow, redact, using_tracking_uri
 
 MODEL_URI_TAG = "rnnlab.model_uri"
 MODEL_NAME = "model"
@@ -45,7 +66,7 @@ def package_requirement() -> str:
     try:
         version = metadata.version("rnnlab")
     except metadata.PackageNotFoundError:  # run from a checkout that was never installed
-        from rnnlab import __version__ as version
+        version = rnnlab.__version__
     return f"rnnlab=={version}"
 
 
@@ -53,8 +74,6 @@ def _log(logger: Any, flavor: Any, example: Any, what: str, start: float, **kwar
          ) -> str:
     """Log one model to the logger's run, tag and print its URI (with the seconds since
     ``start``, when the caller began preparing it); returns the URI."""
-    from mlflow.models import Model
-
     client, run_id = logger.experiment, logger.run_id
     with quiet_mlflow():
         # the run's own experiment (MLflow would otherwise file it under the active one)
@@ -71,8 +90,6 @@ def _log(logger: Any, flavor: Any, example: Any, what: str, start: float, **kwar
             raise
     logger.experiment.set_tag(logger.run_id, MODEL_URI_TAG, info.model_uri)
     seconds = time.perf_counter() - start
-    from rnnlab.tracking.mlflow import redact
-
     # the store named in the line, so it runs from any folder (a models:/ URI means
     # nothing without it); credentials never printed: MLflow reads them from env vars
     print(f"model: {info.model_uri} ({what}; logged in {seconds:.1f} s); serve it with "
@@ -84,10 +101,6 @@ def _log(logger: Any, flavor: Any, example: Any, what: str, start: float, **kwar
 def slim_checkpoint(path: str | Path, out: Path) -> Path:
     """The checkpoint's weights and ``rnnlab`` metadata only (no optimizer state, loops,
     callbacks), read and written as plain data."""
-    import torch
-
-    from rnnlab.build.checkpoint import read_checkpoint
-
     ckpt = read_checkpoint(path, "best checkpoint")
     torch.save({"state_dict": ckpt["state_dict"], "rnnlab": ckpt["rnnlab"]}, out)
     return out
@@ -95,12 +108,6 @@ def slim_checkpoint(path: str | Path, out: Path) -> Path:
 
 def log_servable_model(logger: Any, cfg: DictConfig, checkpoint: str | Path) -> str:
     """Log the pyfunc model of ``checkpoint`` to the logger's MLflow run; returns its URI."""
-    import mlflow.pyfunc
-
-    from rnnlab.inference import load_checkpoint
-    from rnnlab.serving.predictors import predictor_for
-    from rnnlab.serving.pyfunc import CHECKPOINT_ARTIFACT
-
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="rnnlab-model-") as tmp:
         path = slim_checkpoint(checkpoint, Path(tmp) / CHECKPOINT_FILE)
@@ -143,18 +150,6 @@ def _log_tfidf(logger: Any, baseline: Any, dm: Any, metrics: dict[str, float]) -
     """A scikit-learn pipeline: the ``text`` column -> TF-IDF -> logistic regression (at the
     C chosen on validation) -> the class name; refitted on the training split exactly as
     the baseline was, with the class names as labels."""
-    import mlflow.sklearn
-    import sklearn
-    from mlflow.models.signature import ModelSignature
-    from mlflow.types.schema import ColSpec, Schema
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import FunctionTransformer
-
-    from rnnlab.data.text import tokenize
-    from rnnlab.serving.pyfunc import select_text
-
     start = time.perf_counter()
     texts, labels = dm.texts("train")
     names = list(dm.class_names)
@@ -177,13 +172,6 @@ def _log_tfidf(logger: Any, baseline: Any, dm: Any, metrics: dict[str, float]) -
 def _log_table(logger: Any, cfg: DictConfig, kind: str, spec: dict[str, Any],
                example: pd.DataFrame, params: dict[str, Any] | None = None) -> str:
     """A baseline served from a JSON description (see :mod:`rnnlab.serving.pyfunc`)."""
-    import mlflow.pyfunc
-    from mlflow.models.signature import ModelSignature
-    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
-
-    from rnnlab.serving.predictors import Tagger
-    from rnnlab.serving.pyfunc import BASELINE_ARTIFACT, baseline_predictor
-
     start = time.perf_counter()
     spec = {"kind": kind, **spec}
     baseline_predictor(spec)(example, params)  # raises here if it cannot predict
