@@ -6,14 +6,17 @@ BIN := $(VENV)/bin
 # a CPU build of torch; pin it so pip never pulls a multi-GB CUDA build by accident
 TORCH ?= torch==2.13.0
 ARGS ?=
-# make server: its address, port and folder (default .server/); SERVER_HOST=<a private
+# make server: its address and folder (default .server/); SERVER_HOST=<a private
 # address> lets other machines (a SLURM array) log to it
 SERVER_HOST ?= 127.0.0.1
-PORT ?= 5000
 SERVER_DIR ?=
+# make ui / server / serve: PORT= picks the port; their defaults (5000 / 5001 / 5002, set
+# on each target) let all three run side by side. A port in use is refused before starting.
+# make serve reads models:/ URIs from MLFLOW_TRACKING_URI, else the project's mlflow.db
+STORE := $(or $(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/mlflow.db)
 
 .DEFAULT_GOAL := help
-.PHONY: help install upgrade train tiny test test-slow test-all lint format ui server server-stop sweep compare headline bench clean
+.PHONY: help install upgrade train tiny test test-slow test-all lint format ui server serve server-stop sweep compare headline bench clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -62,11 +65,21 @@ lint: install ## ruff, and the layers contract (every import points down; see py
 format: install ## ruff format and import sorting
 	$(BIN)/ruff check --fix src tests bench train.py compare.py
 
-ui: install ## MLflow UI on http://127.0.0.1:5000 over the default store
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+ui: PORT ?= 5000
+ui: install ## MLflow UI on http://127.0.0.1:PORT (default 5000) over the default store
+	@$(BIN)/python -m rnnlab.ops.server port-check --port $(PORT)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(PORT)
 
-server: install ## shared MLflow server on PostgreSQL at 127.0.0.1:PORT (default 5000), files in .server/; prints the URI to export
+server: PORT ?= 5001
+server: install ## shared MLflow server on PostgreSQL at 127.0.0.1:PORT (default 5001), files in .server/; prints the URI to export
 	$(BIN)/python -m rnnlab.ops.server start --host $(SERVER_HOST) --port $(PORT) $(if $(SERVER_DIR),--dir $(SERVER_DIR))
+
+# uvicorn, which mlflow models serve starts, must be on PATH: the venv's bin goes first
+serve: PORT ?= 5002
+serve: install ## serve a model on 127.0.0.1:PORT (default 5002): make serve MODEL=models:/rnnlab-sentiment@champion
+	@test -n "$(MODEL)" || { echo "error: make serve needs MODEL=, a models:/ URI (e.g. models:/rnnlab-sentiment@champion, or the models:/m-... a run printed)." >&2; exit 2; }
+	@$(BIN)/python -m rnnlab.ops.server port-check --port $(PORT)
+	PATH="$(CURDIR)/$(BIN):$$PATH" MLFLOW_TRACKING_URI="$(STORE)" $(BIN)/mlflow models serve -m "$(MODEL)" --env-manager local --host 127.0.0.1 --port $(PORT)
 
 server-stop: ## stop the server of make server and its PostgreSQL
 	$(BIN)/python -m rnnlab.ops.server stop $(if $(SERVER_DIR),--dir $(SERVER_DIR))

@@ -431,3 +431,41 @@ def test_mlflow_models_predict_serves_sentiment_and_ner(lab: Path, tmp_path: Pat
     expected = _model(lab, r).predict(pd.DataFrame({"text": ["Ann went to New York",
                                                              "Bob Smith visited Oslo"]}))
     assert [row["tags"] for row in rows] == [list(t) for t in expected["tags"]]
+
+
+def test_make_ui_server_and_serve_honour_port_and_refuse_a_port_in_use() -> None:
+    """Three defaults that run side by side, PORT= honoured by each, the store and the
+    venv's bin (uvicorn) given to mlflow models serve, and a used port refused in one
+    sentence before anything starts."""
+    import shutil
+    import socket
+
+    from helpers import REPO
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+
+    def dry(*args: str) -> str:
+        return subprocess.run(["make", "-n", *args], cwd=REPO, capture_output=True, text=True,
+                              check=True, env={"PATH": "/usr/bin:/bin"}).stdout
+
+    assert "--host 127.0.0.1 --port 5000" in dry("ui")
+    assert "--host 127.0.0.1 --port 5007" in dry("ui", "PORT=5007")
+    assert "start --host 127.0.0.1 --port 5001" in dry("server")
+    assert "start --host 127.0.0.1 --port 5008" in dry("server", "PORT=5008")
+    serve = dry("serve", "MODEL=models:/rnnlab-ner@champion")
+    assert "port-check --port 5002" in serve
+    assert (f'PATH="{REPO}/.venv/bin:$PATH" MLFLOW_TRACKING_URI="sqlite:///{REPO}/mlflow.db" '
+            f'.venv/bin/mlflow models serve -m "models:/rnnlab-ner@champion" --env-manager '
+            f'local --host 127.0.0.1 --port 5002') in serve
+    assert 'MLFLOW_TRACKING_URI="http://h:9"' in dry("serve", "MODEL=m",
+                                                    "MLFLOW_TRACKING_URI=http://h:9")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        check = subprocess.run([sys.executable, "-m", "rnnlab.ops.server", "port-check",
+                                "--port", str(port)], capture_output=True, text=True)
+    assert check.returncode == 2
+    assert check.stderr == (f"error: port {port} is in use by another program; choose "
+                            f"another with PORT=<port>.\n")

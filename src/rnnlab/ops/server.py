@@ -17,8 +17,9 @@ use an address of a private network. PostgreSQL
 refuses to run as root, so as root its programs run as the ``postgres`` user (which
 owns ``.server/pg``); as anyone else they run as that user.
 
-    python -m rnnlab.ops.server start [--port 5000] [--dir .server]
+    python -m rnnlab.ops.server start [--port 5001] [--dir .server]
     python -m rnnlab.ops.server status | stop
+    python -m rnnlab.ops.server port-check --port 5000   # make ui / serve: refuse a used port
 """
 
 from __future__ import annotations
@@ -281,7 +282,7 @@ def start_mlflow(d: ServerDir, port: int, workers: int, host: str = "127.0.0.1")
         return uri
     if port_in_use(port, host):
         raise ServerError(f"port {port} is in use by another program; choose another "
-                          f"(make server PORT=5001).")
+                          f"(make server PORT={port + 10}).")
     d.artifacts.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
            pg_url(d, "mlflow"), "--serve-artifacts", "--artifacts-destination",
@@ -327,10 +328,15 @@ def stop_mlflow(d: ServerDir, timeout: float = 30.0) -> bool:
 
 
 # ------------------------------------------------------------------ the commands
-def start(folder: str | Path, port: int = 5000, workers: int = 2, install: bool = True,
+def start(folder: str | Path, port: int = 5001, workers: int = 2, install: bool = True,
           host: str = "127.0.0.1") -> ServerInfo:
     """Install (if need be), initialise (once) and start PostgreSQL and the MLflow server."""
     d = ServerDir(folder)
+    state = d.read_state()
+    ours = _pid_alive(state.get("mlflow_pid")) and state.get("port") == port
+    if not ours and port_in_use(port, host):  # before PostgreSQL starts for nothing
+        raise ServerError(f"port {port} is in use by another program; choose another "
+                          f"(make server PORT={port + 10}).")
     pg_bin = ensure_postgres(install)
     if not (d.pgdata / "PG_VERSION").exists():
         init_cluster(d, pg_bin)
@@ -361,10 +367,10 @@ def status(folder: str | Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["start", "stop", "status"])
+    parser.add_argument("command", choices=["start", "stop", "status", "port-check"])
     parser.add_argument("--dir", default=None,
                         help="server folder (default: <project>/.server)")
-    parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--port", type=int, default=5001)
     parser.add_argument("--host", default="127.0.0.1",
                         help="address the MLflow server listens on (PostgreSQL: always "
                              "127.0.0.1)")
@@ -382,6 +388,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"  Optuna on the same PostgreSQL: "
                   f"hydra.sweeper.storage=$(cat {info.folder / 'optuna_url'})\n"
                   f"  stop it with: make server-stop")
+        elif args.command == "port-check":
+            if port_in_use(args.port, args.host):
+                raise ServerError(f"port {args.port} is in use by another program; choose "
+                                  f"another with PORT=<port>.")
         elif args.command == "stop":
             stopped = stop(folder)
             print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
