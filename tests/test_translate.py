@@ -108,8 +108,7 @@ def test_unknown_language_code_lists_the_available_ones(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"task.tgt='xx' is not a translation in bible.db; "
                                           r"use one of 4, l"):
         dm.prepare_data()
-    with pytest.raises(ConfigError, match="task.src and task.tgt are both 'l'"):
-        TranslateDataModule(src="l", tgt="l")
+    # task.src equal to task.tgt: test_schema.py
 
 
 def test_user_pairs_split_and_vocab_from_training_only(pairs_tsv: Path, tmp_path: Path) -> None:
@@ -139,11 +138,7 @@ def test_bad_pair_files_name_file_and_line(tmp_path: Path, content: str, message
     assert str(err.value).count(". ") == 0  # one sentence
 
 
-def test_bad_filters_are_refused() -> None:
-    with pytest.raises(ConfigError, match="min_len=5 and max_len=2"):
-        TranslateDataModule(min_len=5, max_len=2)
-    with pytest.raises(ConfigError, match="split_by='verse' is unknown"):
-        TranslateDataModule(split_by="verse")
+# bad task.datamodule.min_len / max_len / split_by: test_schema.py
 
 
 def _latest_run(root: Path) -> tuple[MlflowClient, Any, list[float]]:

@@ -46,6 +46,8 @@ from rnnlab.core.paths import config_dir
 from rnnlab.data.embeddings import FORMATS as EMBEDDING_FORMATS
 from rnnlab.data.embeddings import TRAINERS as EMBEDDING_TRAINERS
 from rnnlab.data.forecast import SCALERS, STRATEGIES
+from rnnlab.data.ner import BIGRAM_WINDOWS
+from rnnlab.data.translate import SPLIT_UNITS
 from rnnlab.models.attention import ATTENTIONS
 from rnnlab.models.cells import INITS, cell_names, get_cell
 from rnnlab.models.conditioned import CONDITIONS
@@ -60,8 +62,6 @@ warnings.filterwarnings("ignore", message=r"Class `\w+` subclasses `Dict`", cate
 # the choices of the classes themselves are imported above, so the two cannot drift apart
 ETS_COMPONENTS = ("add", "mul")
 FEATURE_POSITIONS = ("input", "output")
-BIGRAM_WINDOWS = ("next", "both")
-SPLIT_BY = ("chapter", "book")
 MODES = ("min", "max")
 KEY_OR_TYPE_ERRORS = (ValidationError, ConfigKeyError, ConfigAttributeError)
 
@@ -608,6 +608,10 @@ class G2PData(DataModuleSchema):
     num_workers: int = MISSING
     seed: int = MISSING
 
+    def check(self) -> None:
+        super().check()
+        _positive("task.datamodule.max_len", self.max_len)
+
 
 @dataclass
 class Seq2SeqTask(TaskSchema):
@@ -647,7 +651,14 @@ class TranslateData(DataModuleSchema):
 
     def check(self) -> None:
         super().check()
-        _choice("task.datamodule.split_by", self.split_by, SPLIT_BY)
+        _choice("task.datamodule.split_by", self.split_by, SPLIT_UNITS)
+        if str(self.src) == str(self.tgt):
+            raise ConfigError(f"task.src and task.tgt are both {str(self.src)!r}; translate "
+                              f"between two different translations.")
+        if not 1 <= self.min_len <= self.max_len:
+            raise ConfigError(f"task.datamodule.min_len={self.min_len} and max_len="
+                              f"{self.max_len} must satisfy 1 <= min_len <= max_len.")
+        _positive("task.datamodule.min_freq", self.min_freq)
 
 
 @dataclass
@@ -679,6 +690,10 @@ class NamesData(DataModuleSchema):
     batch_size: int = MISSING
     num_workers: int = MISSING
     seed: int = MISSING
+
+    def check(self) -> None:
+        super().check()
+        _positive("task.datamodule.max_len", self.max_len)
 
 
 @dataclass
@@ -743,6 +758,7 @@ class NerData(DataModuleSchema):
     def check(self) -> None:
         super().check()
         _choice("task.datamodule.bigram_window", self.bigram_window, BIGRAM_WINDOWS)
+        _positive("task.datamodule.bigram_min_count", self.bigram_min_count)
 
 
 @dataclass
@@ -801,6 +817,7 @@ class SentimentData(DataModuleSchema):
         super().check()
         _positive("task.datamodule.max_len", self.max_len)
         _positive("task.datamodule.max_vocab", self.max_vocab, optional=True)
+        _positive("task.datamodule.min_freq", self.min_freq)
 
 
 @dataclass

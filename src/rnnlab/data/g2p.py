@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from rnnlab.core.errors import DataError, require
+from rnnlab.core.errors import DataError
 from rnnlab.data.sources import PinnedDistribution, fetch, file_lock, read_member, write_once
 from rnnlab.data.splits import fingerprint, split_fractions
 from rnnlab.data.tables import read_text_file
@@ -86,7 +86,6 @@ class G2PDataModule(PairDataModule):
         self.data_dir = Path(data_dir)
         self.split = split_fractions(split)
         self.split_seed = split_seed
-        require(max_len >= 1, f"task.datamodule.max_len must be at least 1, got {max_len}.")
         self.max_len = max_len
 
     def _split_words(self, words: dict[str, list[list[str]]]) -> dict[str, dict]:

@@ -55,7 +55,6 @@ FAKER = PinnedDistribution(
     "faker", "40.0.0", "1020f27d1d4c89274b07b71b48dd0a71ee03aa59ecbee6788f3b285c924fc904")
 PERSON_GLOB = "faker/providers/person/*/__init__.py"
 SPLITS = ("train", "val", "test")
-CONDITIONS = ("init", "every_step", "both", "none")
 SPLIT_RULE = "by-name-string-v1"  # part of the fingerprint: a new rule never reuses old splits
 _NAME_ATTRIBUTE = re.compile(r"(first|last)_names?")
 _LITERAL_CALLS = ("OrderedDict", "dict", "tuple", "list", "set", "frozenset")
@@ -226,14 +225,7 @@ class NamesDataModule(RnnlabDataModule):
         self.data_dir = Path(data_dir)
         self.split = split_fractions(split)
         self.split_seed = split_seed
-        require(isinstance(max_len, int) and max_len >= 1,
-                f"task.datamodule.max_len must be a positive integer, got {max_len!r}.")
-        require(condition in CONDITIONS, f"task.condition={condition!r} is unknown; use one of "
-                                         f"{', '.join(CONDITIONS)}.")
-        for key, value in (("char_dim", char_dim), ("category_dim", category_dim)):
-            require(isinstance(value, int) and value > 0,
-                    f"task.{key} must be a positive integer, got {value!r}.")
-        self.max_len = max_len
+        self.max_len = max_len  # it, the condition and the sizes: checked by the config schema
         self.condition, self.char_dim, self.category_dim = condition, char_dim, category_dim
         self.pairs: dict[str, list[tuple[str, str]]] = {}
         self.categories: list[str] = []

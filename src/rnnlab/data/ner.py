@@ -89,6 +89,7 @@ def encode_case(sentences: list[list[str]]) -> torch.Tensor:
     return out
 
 
+#: ``task.datamodule.bigram_window``: the bigram with the next token, or also the previous
 BIGRAM_WINDOWS = ("next", "both")
 SENT_START, SENT_END = "<s>", "</s>"
 
@@ -237,13 +238,7 @@ class NerDataModule(RnnlabDataModule):
         self.max_word_len = max_word_len
         self.case_features = bool(case_features)
         self.bigram_features = bool(bigram_features)
-        if bigram_window not in BIGRAM_WINDOWS:
-            raise ConfigError(f"task.datamodule.bigram_window={bigram_window!r} is unknown; use "
-                              f"next (the bigram with the next token) or both (also the previous).")
-        self.bigram_window = bigram_window
-        if not (isinstance(bigram_min_count, int) and bigram_min_count >= 1):
-            raise ConfigError(f"task.datamodule.bigram_min_count must be a positive integer, got "
-                              f"{bigram_min_count!r}.")
+        self.bigram_window = bigram_window  # it and the min count: checked by the config schema
         self.bigram_min_count = bigram_min_count
         self.chars: Vocabulary | None = None
         self.bigrams: Vocabulary | None = None

@@ -131,10 +131,6 @@ class SentimentDataModule(RnnlabDataModule):
         self.data_dir = Path(data_dir)
         self.split = split_fractions(split)
         self.split_seed = split_seed
-        if min_freq < 1:
-            raise ConfigError(f"task.datamodule.min_freq must be at least 1, got {min_freq}.")
-        if max_len < 1:
-            raise ConfigError(f"task.datamodule.max_len must be at least 1, got {max_len}.")
         self.min_freq, self.max_vocab, self.max_len = min_freq, max_vocab, max_len
         self.lowercase = lowercase
         self.raw: dict[str, tuple[list[str], list[str]]] = {}

