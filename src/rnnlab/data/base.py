@@ -21,6 +21,8 @@ from a file or trained here (:mod:`rnnlab.data.embeddings`). They are prepared i
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -160,6 +162,7 @@ class RnnlabDataModule(pl.LightningDataModule):
                 f"https://pypi.org/project/{dist.name}/{dist.version}/#sha256={dist.sha256}")
 
     def describe(self) -> dict[str, Any]:
+        """What the run logs as ``data.*`` params: split sizes and what the data decides."""
         out: dict[str, Any] = {f"n_{k}": len(v) for k, v in self.datasets.items()}
         if self.word_vectors is not None:
             out.update(embeddings_coverage=round(self.word_vectors.coverage, 4),
@@ -208,3 +211,12 @@ class RnnlabDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+
+def majority_share(train_labels: Sequence[Any], val_labels: Sequence[Any]) -> float:
+    """The validation accuracy of always answering the most frequent training label: the
+    trivial classifier a trained one must beat (``compare.py --register`` checks it)."""
+    if not train_labels or not val_labels:
+        return float("nan")
+    majority = Counter(train_labels).most_common(1)[0][0]
+    return round(sum(label == majority for label in val_labels) / len(val_labels), 6)

