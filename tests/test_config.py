@@ -12,16 +12,20 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import (
+    compose_config,
+    seasonal_values,
+    write_cmudict,
+    write_conll,
+    write_frames_npz,
+    write_pairs,
+    write_sentiment_csv,
+    write_series_csv,
+    write_text,
+)
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
-from test_charlm import write_text
-from test_forecast import seasonal_values, write_series_csv
-from test_g2p import write_cmudict
-from test_ner import write_conll
-from test_speech import write_frames_npz
-from test_translate import write_pairs
 
-from conftest import compose_config, write_sentiment_csv
 from rnnlab.build import (
     IncompatiblePair,
     build_baseline,
@@ -168,8 +172,33 @@ def test_every_pair_composes_or_is_refused_clearly(model: str, task: str,
 
 @pytest.mark.parametrize("trainer", TRAINERS)
 def test_trainer_configs_compose(trainer: str, tmp_path: Path) -> None:
+    """Each trainer preset builds the Trainer it describes, or (a GPU preset on a machine
+    without one) stops with the sentence that says what to use instead."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import LearningRateMonitor
+    from pytorch_lightning.strategies import DDPStrategy
+
+    from rnnlab.run.train import make_trainer
+
     cfg = compose_config([f"trainer={trainer}"], tmp_path)
     assert cfg.trainer._target_ == "pytorch_lightning.Trainer"
+    marker = LearningRateMonitor()
+    if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match=r"trainer.accelerator=gpu but this machine has "
+                                              r"no usable CUDA GPU; use trainer=cpu"):
+            make_trainer(cfg, [marker])
+        return
+    built = make_trainer(cfg, [marker])
+    assert isinstance(built, pl.Trainer) and marker in built.callbacks
+    assert built.max_epochs == cfg.trainer.max_epochs
+    assert built.precision == cfg.trainer.precision
+    every = torch.cuda.device_count()  # devices=-1: all of them
+    assert built.num_devices == (every if cfg.trainer.devices == -1 else cfg.trainer.devices)
+    assert isinstance(built.strategy, DDPStrategy) == (cfg.trainer.get("strategy") == "ddp")
+    if cfg.trainer.accelerator == "cpu":
+        assert built.accelerator.__class__.__name__ == "CPUAccelerator"
+    if cfg.trainer.limit_train_batches is not None:
+        assert built.limit_train_batches == cfg.trainer.limit_train_batches
 
 
 def test_paths_are_absolute_and_store_is_under_root(tmp_path: Path) -> None:

@@ -25,19 +25,18 @@ import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from helpers import (
+    REPO,
+    compose_config,
+    tiny_run_parts,
+    tiny_task_overrides,
+)
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig
-from test_charlm import write_text
-from test_forecast import seasonal_values, write_series_csv
-from test_g2p import write_cmudict
-from test_ner import write_conll
-from test_translate import write_pairs
 from torch.utils.data import DistributedSampler
 
 import rnnlab.data.charlm as charlm
 import rnnlab.data.synthetic as synthetic
 import rnnlab.tracking.artifacts as artifacts
-from conftest import REPO, compose_config, write_sentiment_csv
 from rnnlab.build import build_datamodule, build_module
 from rnnlab.core.dist import gather_objects
 from rnnlab.core.errors import ConfigError
@@ -118,7 +117,7 @@ def test_bucket_sampler_refuses_lightnings_distributed_sampler() -> None:
 
 
 def test_loaders_refuse_lightnings_sampler_injection_under_ddp(tmp_path: Path) -> None:
-    dm = build_datamodule(compose_config(_task_overrides("sentiment", tmp_path), tmp_path))
+    dm = build_datamodule(compose_config(tiny_task_overrides("sentiment", tmp_path), tmp_path))
     dm.setup()
     connector = SimpleNamespace(use_distributed_sampler=True)
     dm.trainer = SimpleNamespace(world_size=2, _accelerator_connector=connector)
@@ -150,7 +149,7 @@ def test_whole_batch_loaders_shard_rows(task: str, tmp_path: Path,
     """Character streams and generated sets come in whole batches: each rank's test loader
     keeps its rows, in the same batches, and together the ranks hold every row once."""
     module = charlm if task == "charlm" else synthetic
-    dm = build_datamodule(compose_config([*_task_overrides(task, tmp_path),
+    dm = build_datamodule(compose_config([*tiny_task_overrides(task, tmp_path),
                                           "task.datamodule.batch_size=7"], tmp_path))
     dm.prepare_data()
     dm.setup()
@@ -242,50 +241,6 @@ def test_span_counts_are_merged_over_ranks_before_scoring() -> None:
 
 
 # ---- one checkpoint, tested by one process and by two (Lightning, forked gloo) ------------
-def tiny_run_parts(task: str, tmp_path: Path) -> tuple[DictConfig, Any]:
-    """The composed config (hidden 16, batches of 7) and its set-up datamodule, seeded."""
-    cfg = compose_config([*_task_overrides(task, tmp_path), "model.hidden_size=16",
-                          "task.datamodule.batch_size=7"], tmp_path)
-    pl.seed_everything(0)
-    dm = build_datamodule(cfg)
-    dm.prepare_data()
-    dm.setup()
-    return cfg, dm
-
-
-def _task_overrides(task: str, root: Path) -> list[str]:
-    """Tiny user data for ``task``; 30 test examples in batches of 7 where batches are
-    bucketed (five batches: one rank gets a filler batch, and the last batch is short)."""
-    if task == "ner":
-        data = write_conll(root / "train.conll", n=300)
-        return ["task=ner", "model=bilstm", "task.crf=true", f"task.data.train={data}"]
-    if task == "g2p":
-        data = write_cmudict(root / "tiny.dict", n=600)  # 5% test words
-        return ["task=g2p", "model=gru", f"task.data.path={data}", "task.beam_size=2",
-                "task.optimizer.lr=0.01"]
-    if task == "translate":  # corpus BLEU/chrF from the gathered hypotheses
-        data = write_pairs(root / "pairs.tsv", n=300)
-        return ["task=translate", "model=gru", f"task.data.path={data}", "task.beam_size=2",
-                "task.datamodule.min_freq=1", "task.optimizer.lr=0.01",
-                "task.module.max_decode_len=12"]
-    if task == "charlm":  # 3 stateful test streams: one rank carries two, the other one
-        data = write_text(root / "plays.txt", n_lines=400)
-        return ["task=charlm", "model=gru", f"task.data.path={data}", "task.stateful=true",
-                "task.datamodule.seq_len=16", "task.datamodule.eval_streams=3",
-                "task.module.sample_length=0"]
-    if task == "copy":  # whole generated batches: each rank keeps alternate rows
-        return ["task=copy", "model=gru", "task.delay=5", "task.datamodule.n_train=140",
-                "task.datamodule.n_val=30", "task.datamodule.n_test=30"]
-    if task == "forecast":  # window loss and the period forecast, which every rank repeats
-        data = write_series_csv(root / "sales.csv", {"sales": list(seasonal_values(96))})
-        return ["task=forecast", "model=gru", f"task.data.path={data}", "task.data.target=sales",
-                "task.data.date_column=month", "task.window=12", "task.horizon=6",
-                "task.test_size=12", "task.val_size=12"]
-    data = write_sentiment_csv(root / "reviews.csv", n=300)
-    return ["task=sentiment", "model=gru", f"task.data.train={data}",
-            "task.datamodule.min_freq=1"]
-
-
 SCORE = {"sentiment": "test/acc", "ner": "test/f1", "g2p": "test/per", "charlm": "test/bpc",
          "copy": "test/recall_acc", "forecast": "test/mase", "translate": "test/chrf"}
 
@@ -372,7 +327,7 @@ def test_checkpoint_tested_by_two_processes_equals_one(task: str, train_on: str,
     checkpointing under DDP; the others with one, to save time), then test it with two
     processes and with one: every test metric equal to 1e-6 (read back from MLflow), the
     same examples, one FINISHED MLflow run per command."""
-    data = _task_overrides(task, tmp_path)
+    data = tiny_task_overrides(task, tmp_path)
     overrides = [*E2E[task], *(o for o in data if o.startswith("task.data")),
                  "model.hidden_size=16", "task.datamodule.batch_size=7", *FULL_TEST]
     _lab(tmp_path, *overrides, f"trainer={train_on}")
@@ -404,7 +359,7 @@ def test_ddp_run_resumes_from_last_checkpoint(tmp_path: Path) -> None:
     """A two-process run stopped after its first epoch continues from last.ckpt with two
     processes: the same MLflow run, the epoch count moves on, validation is logged once
     per epoch."""
-    data = [o for o in _task_overrides("sentiment", tmp_path) if o.startswith("task.data")]
+    data = [o for o in tiny_task_overrides("sentiment", tmp_path) if o.startswith("task.data")]
     overrides = [*E2E["sentiment"], *data, "model.hidden_size=16", "trainer=ddp_cpu",
                  "callbacks.early_stopping=null"]
     _lab(tmp_path, *overrides, "trainer.max_epochs=1")

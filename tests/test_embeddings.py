@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from helpers import write_sentiment_csv
 from mlflow.tracking import MlflowClient
 
-from conftest import write_sentiment_csv
 from rnnlab.build import apply_embeddings, build_module
 from rnnlab.core.errors import ConfigError, DataError
 from rnnlab.data import embeddings as emb

@@ -6,8 +6,8 @@ import re
 
 import pytest
 import torch
+from helpers import token_batch
 
-from conftest import token_batch
 from rnnlab.core.errors import ConfigError
 from rnnlab.models import CELLS, RecurrentEncoder, TransformerEncoder
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import token_batch
 
-from conftest import token_batch
 from rnnlab.core.errors import ConfigError
 from rnnlab.models import RecurrentEncoder
 from rnnlab.models.ensemble import Ensemble

@@ -11,33 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import seasonal_values, write_series_csv
 
 from rnnlab.baselines.statistical import ARIMA, ETS, Naive, SeasonalNaive
 from rnnlab.core.errors import ConfigError, DataError
 from rnnlab.data.forecast import ForecastDataModule, SeriesTransform, window_starts
 from rnnlab.metrics.forecast import forecast_metrics, mae, mape, mase, rmse, smape
-
-
-def seasonal_values(n: int, seed: int = 0, noise: float = 1.0) -> np.ndarray:
-    """Trend + yearly season + noise, positive: a small airline look-alike."""
-    t = np.arange(n)
-    rng = np.random.default_rng(seed)
-    return 100 + 1.5 * t + 15 * np.sin(2 * math.pi * t / 12) + noise * rng.normal(size=n)
-
-
-def write_series_csv(path: Path, columns: dict[str, list], n: int | None = None,
-                     start: str = "2000-01-01", freq: str = "MS") -> Path:
-    """A CSV with a ``month`` date column and the given value columns (None: empty cell)."""
-    import pandas as pd
-
-    n = n or len(next(iter(columns.values())))
-    dates = pd.date_range(start, periods=n, freq=freq).strftime("%Y-%m-%d")
-    lines = [",".join(["month", *columns])]
-    for i in range(n):
-        cells = ["" if columns[c][i] is None else str(columns[c][i]) for c in columns]
-        lines.append(",".join([dates[i], *cells]))
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
 
 
 def make_dm(path: Path, tmp_path: Path, **kwargs) -> ForecastDataModule:

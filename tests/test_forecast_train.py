@@ -5,17 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import FAST, compose_config, seasonal_values, write_series_csv
 from mlflow.tracking import MlflowClient
-from test_forecast import seasonal_values, write_series_csv
 
-from conftest import compose_config
 from rnnlab.core.errors import UserError
 from rnnlab.models import CELLS
 from rnnlab.run.train import run
 
-FAST = ["task.window=12", "task.horizon=6", "task.test_size=12", "task.val_size=12",
-        "trainer.max_epochs=4", "task.datamodule.batch_size=8", "callbacks=none",
-        "task.optimizer.lr=0.01"]
+FORECAST = FAST["forecast"]
 SMALL = {"transformer": ["model.d_model=16", "model.nhead=2", "model.dim_feedforward=32"]}
 METRICS = ("mae", "rmse", "mape", "smape", "mase")
 
@@ -59,7 +56,7 @@ def _assert_tracked(client: MlflowClient, r, model: str) -> None:
 def test_each_backbone_trains_and_logs_a_forecast(model: str, series_csv: Path,
                                                   shared_root: Path) -> None:
     small = SMALL.get(model, ["model.hidden_size=16"])
-    metrics = run(_config(shared_root, f"model={model}", *_user(series_csv), *FAST, *small))
+    metrics = run(_config(shared_root, f"model={model}", *_user(series_csv), *FORECAST, *small))
     client, r = _latest_run(shared_root, model)
     history = [m.value for m in sorted(client.get_metric_history(r.info.run_id, "train/loss_epoch"),
                                        key=lambda m: m.step)]
@@ -70,7 +67,7 @@ def test_each_backbone_trains_and_logs_a_forecast(model: str, series_csv: Path,
 
 
 def test_recursive_strategy_and_log_transform(series_csv: Path, shared_root: Path) -> None:
-    metrics = run(_config(shared_root, "model=gru", *_user(series_csv), *FAST,
+    metrics = run(_config(shared_root, "model=gru", *_user(series_csv), *FORECAST,
                               "model.hidden_size=16", "task.strategy=recursive",
                               "task.transform.log=true"))
     assert metrics["test/mape"] < 20  # 12 recursive steps on a smooth series stay close
@@ -78,7 +75,7 @@ def test_recursive_strategy_and_log_transform(series_csv: Path, shared_root: Pat
 
 @pytest.mark.parametrize("model", ["naive", "seasonal_naive", "ets", "arima"])
 def test_baselines_are_logged_like_runs(model: str, series_csv: Path, shared_root: Path) -> None:
-    metrics = run(_config(shared_root, f"model={model}", *_user(series_csv), *FAST))
+    metrics = run(_config(shared_root, f"model={model}", *_user(series_csv), *FORECAST))
     client, r = _latest_run(shared_root, model)
     _assert_tracked(client, r, model)
     assert metrics["test/mape"] == pytest.approx(r.data.metrics["test/mape"])

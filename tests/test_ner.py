@@ -3,12 +3,12 @@ and rnnlab-tag work, and bad files stop the run before anything reaches MLflow."
 
 from __future__ import annotations
 
-import random
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import FAST, write_conll
 from mlflow.tracking import MlflowClient
 
 from rnnlab.cli.tag import main as tag_main
@@ -19,39 +19,12 @@ from rnnlab.models.presets import recurrent_presets
 from rnnlab.run.train import run
 
 REPO = Path(__file__).resolve().parents[1]
-PEOPLE = [["Ann"], ["Bob", "Smith"], ["Carla"], ["Dan", "Lee"], ["Eve"]]
-PLACES = [["Paris"], ["New", "York"], ["Oslo"], ["Rio"], ["Le", "Mans"]]
-FILLER = ["today", "said", "that", "went", "to", "from", "the", "a", "and", "visited"]
-
-
-def write_conll(path: Path, n: int = 120, seed: int = 0, bioes: bool = False) -> Path:
-    """A learnable corpus in CoNLL layout: token POS tag, -DOCSTART-, blank lines."""
-    rng = random.Random(seed)
-    lines = ["-DOCSTART- -X- O", ""]
-    for _ in range(n):
-        segments = [[(w, "O")] for w in rng.sample(FILLER, rng.randint(1, 3))]
-        for ents, typ in ((PEOPLE, "PER"), (PLACES, "LOC")):
-            ent = rng.choice(ents)
-            if bioes and len(ent) == 1:
-                tags = [f"S-{typ}"]
-            elif bioes:
-                tags = [f"B-{typ}"] + [f"I-{typ}"] * (len(ent) - 2) + [f"E-{typ}"]
-            else:
-                tags = [f"B-{typ}"] + [f"I-{typ}"] * (len(ent) - 1)
-            segments.append(list(zip(ent, tags, strict=True)))
-        rng.shuffle(segments)
-        words = [pair for seg in segments for pair in seg]
-        lines += [f"{w} NN {t}" for w, t in words] + [""]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
 @pytest.fixture
 def conll_file(tmp_path: Path) -> Path:
     return write_conll(tmp_path / "train.conll")
 
 
-FAST = ["task=ner", "task.datamodule.batch_size=16", "task.module.dropout=0.0"]
+NER = FAST["ner"]
 SMALL = ["model.hidden_size=16", "model.embedding_dim=16"]
 
 
@@ -65,7 +38,7 @@ def _runs(root: Path):
 
 @pytest.mark.parametrize("crf", [False, True])
 def test_both_heads_learn(make_config, lab_root: Path, conll_file: Path, crf: bool) -> None:
-    cfg = make_config(*FAST, *SMALL, "model=bilstm", f"task.crf={crf}", "trainer.max_epochs=4",
+    cfg = make_config(*NER, *SMALL, "model=bilstm", f"task.crf={crf}", "trainer.max_epochs=4",
                       "task.optimizer.lr=0.01", f"task.data.train={conll_file}")
     metrics = run(cfg)
     client, runs = _runs(lab_root)
@@ -81,14 +54,14 @@ def test_both_heads_learn(make_config, lab_root: Path, conll_file: Path, crf: bo
 @pytest.mark.parametrize("model", [*CELLS, *recurrent_presets(bidirectional=True), "transformer"])
 def test_every_model_trains(make_config, conll_file: Path, model: str) -> None:
     sizes = ["model.d_model=16", "model.dim_feedforward=32"] if model == "transformer" else SMALL
-    cfg = make_config(*FAST, *sizes, f"model={model}", "trainer.max_epochs=4", "task.crf=true",
+    cfg = make_config(*NER, *sizes, f"model={model}", "trainer.max_epochs=4", "task.crf=true",
                       "task.optimizer.lr=0.01", f"task.data.train={conll_file}", "logger=none")
     # tagging every token O scores an entity F1 of 0: the model must have found entities
     assert run(cfg)["test/f1"] > 0.3
 
 
 def test_majority_tag_baseline(make_config, lab_root: Path, conll_file: Path) -> None:
-    metrics = run(make_config(*FAST, "model=majority_tag", f"task.data.train={conll_file}"))
+    metrics = run(make_config(*NER, "model=majority_tag", f"task.data.train={conll_file}"))
     # every entity token here is unambiguous, so the lookup is nearly perfect
     assert metrics["test/f1"] > 0.9 and "val/f1" in metrics
     _, runs = _runs(lab_root)
@@ -98,7 +71,7 @@ def test_majority_tag_baseline(make_config, lab_root: Path, conll_file: Path) ->
 def test_given_splits_bioes_and_tag_cli(make_config, tmp_path: Path, capsys) -> None:
     files = {s: write_conll(tmp_path / f"{s}.bioes", n, i, bioes=True)
              for i, (s, n) in enumerate([("train", 120), ("val", 20), ("test", 20)])}
-    cfg = make_config(*FAST, *SMALL, "model=bigru", "task.crf=true", "trainer.max_epochs=4",
+    cfg = make_config(*NER, *SMALL, "model=bigru", "task.crf=true", "trainer.max_epochs=4",
                       "task.optimizer.lr=0.01", *[f"task.data.{s}={p}" for s, p in files.items()])
     metrics = run(cfg)
     assert metrics["test/f1"] > 0.5
@@ -113,7 +86,7 @@ def test_given_splits_bioes_and_tag_cli(make_config, tmp_path: Path, capsys) -> 
 
 
 def test_char_cnn_features_learn_and_tag(make_config, conll_file: Path, capsys) -> None:
-    cfg = make_config(*FAST, *SMALL, "model=lstm", "task.char_features=true", "task.crf=true",
+    cfg = make_config(*NER, *SMALL, "model=lstm", "task.char_features=true", "task.crf=true",
                       "trainer.max_epochs=4", "task.optimizer.lr=0.01",
                       f"task.data.train={conll_file}", "logger=none")
     metrics = run(cfg)
@@ -128,7 +101,7 @@ def test_bad_file_fails_before_mlflow(make_config, lab_root: Path, tmp_path: Pat
     bad = tmp_path / "bad.conll"
     bad.write_text("Ann NN B-PER\nsaid NN\n")
     with pytest.raises(DataError, match=r"bad\.conll, line 2: 2 columns where line 1 has 3"):
-        run(make_config(*FAST, *SMALL, f"task.data.train={bad}"))
+        run(make_config(*NER, *SMALL, f"task.data.train={bad}"))
     assert _runs(lab_root)[1] == []
 
 

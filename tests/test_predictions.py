@@ -7,9 +7,18 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import (
+    FAST,
+    seasonal_values,
+    tiny_run_parts,
+    write_cmudict,
+    write_conll,
+    write_pairs,
+    write_sentiment_csv,
+    write_series_csv,
+    write_text,
+)
 from mlflow.tracking import MlflowClient
-from test_names import TINY as NAMES_TINY
-from test_names import fake_faker  # noqa: F401  (a fixture)
 
 from rnnlab.report.stats import metric_value
 from rnnlab.run.train import run
@@ -39,8 +48,7 @@ def _check(table: pd.DataFrame, meta: dict, metrics: dict, n_test: int | None) -
         assert metric_value(table, spec) == pytest.approx(metrics[name], rel=1e-5, abs=1e-6), name
 
 
-SENTIMENT_FAST = ["trainer.max_epochs=1", "task.datamodule.batch_size=16", "model.hidden_size=16",
-                  "model.embedding_dim=16", "task.datamodule.min_freq=1"]
+SENTIMENT_FAST = FAST["sentiment"]
 
 
 def test_sentiment_rows_reproduce_test_acc_f1_and_loss(make_config, sentiment_csv: Path,
@@ -65,8 +73,6 @@ def test_tfidf_baseline_writes_the_same_table(make_config, sentiment_csv: Path,
 
 
 def test_ner_rows_count_spans_per_sentence(make_config, tmp_path: Path, lab_root: Path) -> None:
-    from test_ner import write_conll
-
     data = write_conll(tmp_path / "train.conll", n=200)
     run(make_config("task=ner", "model=bilstm", "task.crf=true", "model.hidden_size=16",
                     "model.embedding_dim=16", "trainer.max_epochs=4", "task.optimizer.lr=0.01",
@@ -93,14 +99,10 @@ def test_rows_are_bounded_by_max_predictions(make_config, sentiment_csv: Path,
 def test_seq2seq_rows_reproduce_wer_per_and_corpus_bleu(task: str, make_config, tmp_path: Path,
                                                         lab_root: Path) -> None:
     if task == "g2p":
-        from test_g2p import FAST, write_cmudict
-
         data = write_cmudict(tmp_path / "tiny.dict")
     else:
-        from test_translate import FAST, write_pairs
-
         data = write_pairs(tmp_path / "pairs.tsv")
-    run(make_config(f"task={task}", "model=gru", f"task.data.path={data}", *FAST))
+    run(make_config(f"task={task}", "model=gru", f"task.data.path={data}", *FAST[task]))
     table, meta, metrics = _predictions(lab_root, task)
     _check(table, meta, metrics, None)
     assert len(table) == meta["examples"] >= 10
@@ -114,10 +116,9 @@ def test_seq2seq_rows_reproduce_wer_per_and_corpus_bleu(task: str, make_config, 
 @pytest.mark.parametrize("stateful", [False, True])
 def test_charlm_rows_sum_to_test_nats_per_char(stateful: bool, make_config, tmp_path: Path,
                                                lab_root: Path) -> None:
-    from test_charlm import _overrides, write_text
-
     data = write_text(tmp_path / "book.txt")
-    run(make_config(*_overrides("gru", data, f"task.stateful={str(stateful).lower()}")))
+    run(make_config("model=gru", "task=charlm", f"task.data.path={data}", *FAST["charlm"],
+                    f"task.stateful={str(stateful).lower()}"))
     table, meta, metrics = _predictions(lab_root, "charlm")
     _check(table, meta, metrics, None)
     assert set(meta["metrics"]) == {"test/loss", "test/bpc"} and len(table) > 1
@@ -127,7 +128,7 @@ def test_charlm_rows_sum_to_test_nats_per_char(stateful: bool, make_config, tmp_
 
 @pytest.mark.usefixtures("fake_faker")
 def test_names_rows_sum_to_test_nats_per_symbol(make_config, lab_root: Path) -> None:
-    run(make_config("experiment=names_tiny", "model=gru", "task.condition=both", *NAMES_TINY))
+    run(make_config("experiment=names_tiny", "model=gru", "task.condition=both", *FAST["names"]))
     table, meta, metrics = _predictions(lab_root, "names")
     _check(table, meta, metrics, None)
     assert table["input"].nunique() >= 2  # the category is the input
@@ -138,17 +139,12 @@ def test_names_rows_sum_to_test_nats_per_symbol(make_config, lab_root: Path) -> 
 def test_regression_copy_and_forecast_rows(task: str, make_config, tmp_path: Path,
                                            lab_root: Path) -> None:
     if task == "forecast":
-        from test_forecast import seasonal_values, write_series_csv
-        from test_forecast_train import FAST
-
         data = write_series_csv(tmp_path / "sales.csv", {"sales": list(seasonal_values(96))})
         overrides = ["task=forecast", "model=gru", f"task.data.path={data}",
-                     "task.data.target=sales", "task.data.date_column=month", *FAST]
+                     "task.data.target=sales", "task.data.date_column=month", *FAST["forecast"]]
     else:
-        from test_synthetic import FAST
-
         extra = "task.seq_len=6" if task == "adding" else "task.delay=3"
-        overrides = [f"task={task}", *FAST, extra, "trainer.max_epochs=1"]
+        overrides = [f"task={task}", *FAST["synthetic"], extra, "trainer.max_epochs=1"]
     run(make_config(*overrides))
     table, meta, metrics = _predictions(lab_root, task)
     _check(table, meta, metrics, 64 if task != "forecast" else None)
@@ -163,7 +159,6 @@ def test_two_processes_write_the_rows_one_does(task: str, tmp_path: Path,
     import pickle
 
     import pytorch_lightning as pl
-    from test_ddp import tiny_run_parts
 
     from rnnlab.build import build_module
     from rnnlab.tracking import artifacts, predictions
@@ -201,7 +196,6 @@ def test_compare_pairs_a_network_with_the_baseline_example_by_example(
     carry the same example indices, so compare.py can test them on the same snippets."""
     import csv
 
-    from conftest import write_sentiment_csv
     from rnnlab.report.compare import main
 
     data = write_sentiment_csv(tmp_path / "big.csv", n=400)

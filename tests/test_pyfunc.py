@@ -17,11 +17,13 @@ import pytest
 import torch
 from helpers import (
     compose_config,
+    seasonal_values,
     write_cmudict,
     write_conll,
     write_frames_npz,
     write_pairs,
     write_sentiment_csv,
+    write_series_csv,
     write_text,
 )
 from mlflow.tracking import MlflowClient
@@ -47,7 +49,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _train(root: Path, name: str, *overrides: str) -> tuple[dict[str, Any], Any, Any]:
     """Run ``overrides`` in its own output folder; (metrics, config, MLflow run)."""
     cfg = compose_config([f"paths.root_dir={root}", f"paths.output_dir={root}/outputs/{name}",
-                          f"logger.mlflow.tracking_uri=sqlite:///{root}/mlflow.db", *overrides])
+                          f"logger.mlflow.tracking_uri=sqlite:///{root}/mlflow.db", *overrides],
+                         log_model=True)
     metrics = run(cfg)
     client = MlflowClient(f"sqlite:///{root}/mlflow.db")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
@@ -184,8 +187,6 @@ def test_charlm_model_continues_a_prompt_as_rnnlab_generate(lab: Path) -> None:
 
 
 def test_forecast_model_forecasts_a_history_as_the_test_period(lab: Path) -> None:
-    from test_forecast import seasonal_values, write_series_csv
-
     from rnnlab.metrics.forecast import forecast_metrics
 
     series = write_series_csv(lab / "sales.csv", {"sales": list(seasonal_values(96))})
@@ -265,8 +266,6 @@ def test_tfidf_baseline_is_a_scikit_learn_model_of_the_runs_accuracy(lab: Path) 
 
 
 def test_majority_tag_and_naive_forecast_baselines_are_served(lab: Path) -> None:
-    from test_forecast import seasonal_values, write_series_csv
-
     conll = write_conll(lab / "train_majority.conll", seed=4)
     metrics, cfg, r = _train(lab, "majority", "task=ner", "model=majority_tag",
                              f"task.data.train={conll}")
@@ -299,7 +298,8 @@ def test_a_model_that_cannot_predict_fails_the_run_with_the_reason(
     csv = write_sentiment_csv(lab / "reviews_broken.csv", n=60)
     cfg = compose_config([f"paths.root_dir={lab}", f"paths.output_dir={lab}/outputs/broken",
                           f"logger.mlflow.tracking_uri=sqlite:///{lab}/mlflow.db",
-                          "model=gru", "trainer=debug", f"task.data.train={csv}", *SMALL])
+                          "model=gru", "trainer=debug", f"task.data.train={csv}", *SMALL],
+                         log_model=True)
     with pytest.raises(RuntimeError, match="the predictor is broken"):
         run(cfg)
     client = MlflowClient(f"sqlite:///{lab}/mlflow.db")
@@ -321,7 +321,8 @@ def test_a_failed_upload_fails_the_run_and_marks_the_model_failed(
     csv = write_sentiment_csv(lab / "reviews_full.csv", n=60)
     cfg = compose_config([f"paths.root_dir={lab}", f"paths.output_dir={lab}/outputs/full",
                           f"logger.mlflow.tracking_uri=sqlite:///{lab}/mlflow.db",
-                          "model=gru", "trainer=debug", f"task.data.train={csv}", *SMALL])
+                          "model=gru", "trainer=debug", f"task.data.train={csv}", *SMALL],
+                         log_model=True)
     with pytest.raises(OSError, match="No space left"):
         run(cfg)
     client = MlflowClient(f"sqlite:///{lab}/mlflow.db")

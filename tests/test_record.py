@@ -15,16 +15,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import FAST, write_sentiment_csv
 from mlflow.tracking import MlflowClient
 
-from conftest import write_sentiment_csv
 from rnnlab.core.errors import ConfigError, DataError, UserError
 from rnnlab.run.train import run
 from rnnlab.tracking.record import Diverged
 
 REPO = Path(__file__).resolve().parents[1]
-FAST = ["trainer.max_epochs=2", "task.datamodule.batch_size=16", "model.hidden_size=16",
-        "model.embedding_dim=16", "task.datamodule.min_freq=1"]
+SENTIMENT = [*FAST["sentiment"], "trainer.max_epochs=2"]
 
 
 def _client(root: Path) -> MlflowClient:
@@ -68,7 +67,7 @@ def _train(*args: str, root: Path, timeout: int = 300, wait: bool = True,
 @pytest.fixture
 def trained(make_config, lab_root: Path, sentiment_csv: Path) -> dict:
     """One finished sentiment run: its id, checkpoints and config overrides."""
-    data = [f"task.data.train={sentiment_csv}", *FAST]
+    data = [f"task.data.train={sentiment_csv}", *SENTIMENT]
     metrics = run(make_config("model=lstm", *data))
     (only,) = _runs(lab_root)
     best = Path(metrics["ckpt_path"])
@@ -102,7 +101,7 @@ def test_crafted_checkpoint_runs_nothing_at_any_entry_point(make_config, lab_roo
         assert "would run code when loaded" in capsys.readouterr().err
     for extra in ([], ["train=false"]):
         with pytest.raises(UserError, match=refused):
-            run(make_config(f"task.data.train={sentiment_csv}", *FAST, f"ckpt_path={evil}",
+            run(make_config(f"task.data.train={sentiment_csv}", *SENTIMENT, f"ckpt_path={evil}",
                             *extra))
     assert not marker.exists()
     assert _runs(lab_root) == []  # refused before any run was created
@@ -124,7 +123,7 @@ def test_checkpoint_of_another_experiment_leaves_its_run_untouched(make_config, 
           f"ckpt_path={trained['best']}"],
          r"cannot be tested with this configuration \(model\.hidden_size: 16 in the checkpoint, "
          r"32 now\)"),
-        (["model=lstm", *FAST, f"task.data.train={other_data}", f"ckpt_path={trained['last']}"],
+        (["model=lstm", *SENTIMENT, f"task.data.train={other_data}", f"ckpt_path={trained['last']}"],
          r"\(data fingerprint: \w+ in the checkpoint, \w+ now\)"),
         (["model=lstm", *trained["data"], f"ckpt_path={tmp_path / 'charlm.ckpt'}"],
          r"\(task: 'charlm' in the checkpoint, 'sentiment' now\)"),
@@ -217,7 +216,7 @@ def test_bad_config_is_refused_before_any_run(override: str, message: str, make_
     if override == "trainer=gpu" and torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     with pytest.raises(ConfigError, match=message):
-        run(make_config(f"task.data.train={sentiment_csv}", *FAST, override))
+        run(make_config(f"task.data.train={sentiment_csv}", *SENTIMENT, override))
     assert _runs(lab_root) == []
 
 
@@ -235,7 +234,7 @@ def test_an_error_after_the_run_starts_ends_it_failed(where: str, make_config, l
     else:
         monkeypatch.setattr(MlflowClient, "log_artifact", boom)
     with pytest.raises(OSError, match="disk full"):
-        run(make_config(f"task.data.train={sentiment_csv}", *FAST))
+        run(make_config(f"task.data.train={sentiment_csv}", *SENTIMENT))
     (only,) = _runs(lab_root)
     assert only.info.status == "FAILED"
     assert only.data.tags["rnnlab.failure"] == "OSError: disk full"
@@ -245,7 +244,7 @@ def test_an_error_after_the_run_starts_ends_it_failed(where: str, make_config, l
 def test_divergence_stops_the_run_failed(make_config, lab_root: Path, sentiment_csv: Path) -> None:
     with pytest.raises(Diverged, match=r"training diverged at step \d+ \(epoch \d+\): the "
                                        r"training loss is nan"):
-        run(make_config(f"task.data.train={sentiment_csv}", *FAST, "task.optimizer.lr=1e6",
+        run(make_config(f"task.data.train={sentiment_csv}", *SENTIMENT, "task.optimizer.lr=1e6",
                         "trainer.max_epochs=5"))
     (only,) = _runs(lab_root)
     assert only.info.status == "FAILED"
@@ -325,14 +324,14 @@ def test_one_class_csv_empty_split_and_directory_are_one_sentence(make_config, l
     one_class.write_text("text,label\n" + "".join(f"film {i},pos\n" for i in range(40)))
     with pytest.raises(DataError, match=r"one\.csv: every training example has the label "
                                         r"'pos'; a classifier needs at least two classes"):
-        run(make_config(f"task.data.train={one_class}", *FAST))
+        run(make_config(f"task.data.train={one_class}", *SENTIMENT))
     words = tmp_path / "tiny.dict"
     words.write_text("cat K AE1 T\ndog D AO1 G\n")
     with pytest.raises(DataError, match=r"the (val|test)( and test)? splits? (is|are) empty "
                                         r"\(train \d+, val \d+, test \d+ examples\)"):
         run(make_config("experiment=g2p_tiny", f"task.data.path={words}"))
     with pytest.raises(DataError, match=rf"{tmp_path} is a directory; give the path of a file"):
-        run(make_config(f"task.data.train={tmp_path}", *FAST))
+        run(make_config(f"task.data.train={tmp_path}", *SENTIMENT))
     assert _runs(lab_root) == []
 
 
@@ -374,7 +373,7 @@ def test_gaps_and_converted_tags_are_said_on_the_console(tmp_path: Path,
 def test_a_crash_on_a_non_zero_ddp_rank_ends_the_run_failed(tmp_path: Path,
                                                             sentiment_csv: Path) -> None:
     faults = os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])
-    proc = _train(f"task.data.train={sentiment_csv}", *FAST, "trainer=ddp",
+    proc = _train(f"task.data.train={sentiment_csv}", *SENTIMENT, "trainer=ddp",
                   "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
                   "+callbacks.crash._target_=faults.CrashOnRank", "+callbacks.crash.rank=1",
                   root=tmp_path, env={"PYTHONPATH": faults})
@@ -403,6 +402,6 @@ def test_data_parallel_without_our_sharding_is_refused_before_any_run(make_confi
                                                                      sentiment_csv: Path) -> None:
     with pytest.raises(ConfigError, match=r"needs trainer.use_distributed_sampler=false \(use "
                                           r"trainer=ddp or trainer=ddp_cpu"):
-        run(make_config(f"task.data.train={sentiment_csv}", *FAST, "trainer=cpu",
+        run(make_config(f"task.data.train={sentiment_csv}", *SENTIMENT, "trainer=cpu",
                         "trainer.devices=2", "+trainer.strategy=ddp"))
     assert _runs(lab_root) == []

@@ -97,7 +97,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _train(root: Path, name: str, *overrides: str) -> tuple[dict[str, Any], Any]:
     cfg = compose_config([f"paths.root_dir={root}", f"paths.output_dir={root}/outputs/{name}",
-                          f"logger.mlflow.tracking_uri=sqlite:///{root}/mlflow.db", *overrides])
+                          f"logger.mlflow.tracking_uri=sqlite:///{root}/mlflow.db", *overrides],
+                         log_model=True)
     metrics = run(cfg)
     client = MlflowClient(f"sqlite:///{root}/mlflow.db")
     (r,) = client.search_runs([e.experiment_id for e in client.search_experiments()],

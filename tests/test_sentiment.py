@@ -6,18 +6,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import FAST, write_sentiment_csv
 from mlflow.tracking import MlflowClient
 
-from conftest import write_sentiment_csv
 from rnnlab.core.errors import ConfigError, DataError
+from rnnlab.data.base import majority_share
 from rnnlab.data.batching import BucketBatchSampler
 from rnnlab.data.sentiment import SentimentDataModule, TextEncoder
 from rnnlab.models.cells import cell_names
 from rnnlab.models.presets import recurrent_presets
 from rnnlab.run.train import run
 
-FAST = ["trainer.max_epochs=3", "task.datamodule.batch_size=16", "model.hidden_size=16",
-        "model.embedding_dim=16", "task.datamodule.min_freq=1", "task.backbone.input_dropout=0.1"]
+SENTIMENT = [*FAST["sentiment"], "trainer.max_epochs=3", "task.backbone.input_dropout=0.1"]
 # every registered cell, and the bidirectional presets of conf/model
 CELLS = [*cell_names(), *recurrent_presets(bidirectional=True)]
 
@@ -110,7 +110,7 @@ def test_bucket_sampler_covers_every_example_with_little_padding() -> None:
 @pytest.mark.parametrize("model", [*CELLS, "transformer"])
 def test_training_reduces_loss_and_is_tracked(model: str, make_config, sentiment_csv: Path,
                                               lab_root: Path) -> None:
-    overrides = [f"model={model}", f"task.data.train={sentiment_csv}", *FAST]
+    overrides = [f"model={model}", f"task.data.train={sentiment_csv}", *SENTIMENT]
     if model == "transformer":
         overrides = [o for o in overrides if not o.startswith("model.")] + ["model.d_model=16",
                                                                              "model.nhead=2"]
@@ -157,10 +157,10 @@ def test_baseline_on_wrong_task_is_refused(make_config) -> None:
 
 def test_resume_continues_the_same_mlflow_run(make_config, sentiment_csv: Path,
                                               lab_root: Path) -> None:
-    first = run(make_config("model=gru", f"task.data.train={sentiment_csv}", *FAST,
+    first = run(make_config("model=gru", f"task.data.train={sentiment_csv}", *SENTIMENT,
                             "trainer.max_epochs=1", "callbacks.early_stopping=null"))
     ckpt = Path(first["ckpt_path"]).with_name("last.ckpt")
-    run(make_config("model=gru", f"task.data.train={sentiment_csv}", *FAST,
+    run(make_config("model=gru", f"task.data.train={sentiment_csv}", *SENTIMENT,
                     "trainer.max_epochs=2", f"ckpt_path={ckpt}",
                     "paths.output_dir=" + str(lab_root / "outputs" / "resumed")))
     client, runs = _mlflow_run(lab_root)
@@ -174,7 +174,7 @@ def test_last_checkpoint_is_the_newest_state_not_the_best(sentiment_csv: Path, m
     """With a learning rate of 0 the validation loss never improves after epoch 0, so
     best.ckpt stays there; last.ckpt must still hold the final step, or a resume after a
     crash would repeat every epoch since the last improvement."""
-    metrics = run(make_config("model=gru", f"task.data.train={sentiment_csv}", *FAST,
+    metrics = run(make_config("model=gru", f"task.data.train={sentiment_csv}", *SENTIMENT,
                               "task.optimizer.lr=0.0", "callbacks.early_stopping=null"))
     best = torch.load(metrics["ckpt_path"], map_location="cpu", weights_only=True)
     last = torch.load(Path(metrics["ckpt_path"]).with_name("last.ckpt"), map_location="cpu",
@@ -199,3 +199,14 @@ def test_eval_batches_are_a_fair_sample_in_any_prefix() -> None:
     assert min(small) < 15 and max(small) > 45  # even 5 batches span the range
     sampler.set_epoch(4)
     assert list(sampler) == batches  # the same order every epoch
+
+
+def test_the_run_records_the_majority_class_accuracy(sentiment_csv: Path, tmp_path: Path) -> None:
+    """``data.majority_val_acc``: what always answering the most frequent training class
+    scores on validation, the floor ``compare.py --register`` holds a classifier to."""
+    dm = SentimentDataModule(data={"path": str(sentiment_csv)}, data_dir=str(tmp_path))
+    dm.setup()
+    train, val = dm.raw["train"][1], dm.raw["val"][1]
+    top = max(set(train), key=train.count)
+    assert dm.describe()["majority_val_acc"] == pytest.approx(val.count(top) / len(val))
+    assert majority_share(["a", "a", "b"], ["b", "b", "a", "b"]) == 0.25

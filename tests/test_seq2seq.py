@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import token_batch
 
-from conftest import token_batch
 from rnnlab.core.errors import ConfigError
 from rnnlab.data.spec import PairSpec
 from rnnlab.metrics.seq2seq import (
@@ -218,8 +218,19 @@ def test_transformer_encoder_gets_a_gru_decoder_or_the_configured_cell() -> None
     model = Seq2Seq(enc, VOCAB, BOS, EOS, attention="luong_dot", decoder_cell="lstm").eval()
     assert isinstance(model.rnn, torch.nn.LSTM)
     x, lengths = _batch([4, 2])
-    assert model(x, lengths, _targets(2, 3))[0].shape == (2, 3, VOCAB)
-    assert model.beam_search(x, lengths, 3, 5) is not None
+    logits = model(x, lengths, _targets(2, 3))[0]
+    assert logits.shape == (2, 3, VOCAB)
+    # the LSTM decoder reads the Transformer's states: another source gives other logits
+    other = x.clone()
+    other[0, 0] = 2 if int(x[0, 0]) != 2 else 3
+    assert not torch.allclose(model(other, lengths, _targets(2, 3))[0][0], logits[0])
+    # it decodes: each step's attention is a distribution over the real source steps, and a
+    # beam of one finds the greedy output (ids cut at EOS, at most max_len of them)
+    greedy, weights = model.greedy(x, lengths, max_len=5)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:2]))
+    assert (weights[1, :, 2:] == 0).all()
+    assert model.beam_search(x, lengths, 1, 5) == greedy
+    assert all(len(h) <= 5 and EOS not in h for h in model.beam_search(x, lengths, 3, 5))
 
 
 def test_decoder_follows_the_encoder_cell_and_bridges_sizes() -> None:

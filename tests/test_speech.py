@@ -7,26 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import write_frames_npz
 from mlflow.tracking import MlflowClient
 
 from rnnlab.core.errors import ConfigError, DataError
 from rnnlab.data.spec import ClassifySpec
 from rnnlab.data.speech import SpeechDataModule, parse_ts, read_frames_npz
 from rnnlab.run.train import run
-
-
-def write_frames_npz(path: Path, n: int = 60, dim: int = 13, n_classes: int = 3,
-                     seed: int = 0) -> Path:
-    """Utterances in the FSDD digits layout: X all frames stacked, y labels, lengths."""
-    rng = np.random.default_rng(seed)
-    lengths = rng.integers(4, 12, size=n)
-    y = np.arange(n) % n_classes
-    centres = rng.normal(0, 3, size=(n_classes, dim))
-    x = np.concatenate([centres[c] + rng.normal(0, 1, size=(k, dim)) + 5.0
-                        for c, k in zip(y, lengths, strict=True)]).astype(np.float32)
-    np.savez(path, X=x, y=y, lengths=lengths)
-    return path
-
 
 TS_FILE = """#A tiny file in the sktime .ts format
 @problemName Tiny

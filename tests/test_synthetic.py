@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from mlflow.tracking import MlflowClient
+from helpers import FAST, metric_history
 
 from rnnlab.core.errors import ConfigError
 from rnnlab.data.synthetic import (
@@ -112,27 +112,20 @@ def test_bad_settings_give_one_sentence(make_config, overrides: list[str], messa
     assert str(err.value).count(". ") == 0 and str(err.value).endswith(".")
 
 
-FAST = ["model=gru", "model.hidden_size=16", "model.embedding_dim=8", "trainer.max_epochs=3",
-        "task.datamodule.n_train=384", "task.datamodule.n_val=64", "task.datamodule.n_test=64",
-        "task.datamodule.batch_size=32", "trainer.log_every_n_steps=4"]
-
-
-def _history(root: Path, experiment: str, key: str) -> list[float]:
-    client = MlflowClient(f"sqlite:///{root}/mlflow.db")
-    exp = client.get_experiment_by_name(experiment)
-    (latest,) = client.search_runs([exp.experiment_id], max_results=1)
-    return [m.value for m in client.get_metric_history(latest.info.run_id, key)]
-
-
 @pytest.mark.parametrize(("task", "extra"), [
     ("adding", ["task.seq_len=6", "task.optimizer.lr=0.01"]),
     ("copy", ["task.delay=3", "task.optimizer.lr=0.01"]),
 ])
 def test_short_training_run(make_config, lab_root: Path, task: str, extra: list[str]) -> None:
-    metrics = run(make_config(f"task={task}", *FAST, *extra))
-    losses = _history(lab_root, task, "train/loss_epoch")
+    metrics = run(make_config(f"task={task}", *FAST["synthetic"], *extra))
+    losses = metric_history(lab_root, task, "train/loss_epoch")
     assert len(losses) == 3 and losses[-1] < losses[0]
-    for key in ("test/loss", "test/baseline_loss", "test/loss_ratio", "test/solved"):
-        assert key in metrics
-    assert metrics["test/solved"] in (0.0, 1.0)
-    assert _history(lab_root, task, "val/baseline_loss")
+    # the ratio is the test loss over the memoryless baseline's (predict the mean sum; the
+    # marginal symbol distribution); measured after 3 epochs 1.02-1.07, with lr 0 2.6-6.8:
+    # the network has at least learned what needs no memory
+    assert metrics["test/loss_ratio"] == pytest.approx(
+        metrics["test/loss"] / metrics["test/baseline_loss"], rel=1e-4)
+    assert metrics["test/loss_ratio"] < 1.25, metrics
+    assert metrics["test/solved"] == float(metrics["test/loss_ratio"] < 0.1) == 0.0
+    baseline = metric_history(lab_root, task, "val/baseline_loss")
+    assert len(baseline) == 3 and baseline[0] == pytest.approx(baseline[-1])  # fixed data

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from test_ner import write_conll
+from helpers import FAST, write_conll
 from torch import nn
 
 from rnnlab.cli.tag import main as tag_main
@@ -302,9 +302,9 @@ def test_classifier_word_dropout_in_training_never_at_eval() -> None:
 
 
 # ---- end to end: the checkpoint tags as its module did --------------------------------------
-FAST = ["task=ner", "task.datamodule.batch_size=16", "task.module.dropout=0.0", "model=bilstm",
-        "model.hidden_size=16", "model.embedding_dim=16", "task.crf=true", "trainer.max_epochs=4",
-        "task.optimizer.lr=0.01", "logger=none", "++task.module.feature_position=input"]
+TAGGER = [*FAST["ner"], "model=bilstm", "model.hidden_size=16", "model.embedding_dim=16",
+          "task.crf=true", "trainer.max_epochs=4", "task.optimizer.lr=0.01", "logger=none",
+          "++task.module.feature_position=input"]
 
 
 def _tags_from_cli(ckpt: str, texts: list[str], tmp_path: Path, capsys) -> list[list[str]]:
@@ -356,7 +356,7 @@ def test_rnnlab_tag_with_token_features(make_config, tmp_path: Path, capsys,
     writer, suffix, overrides, joiner = TAGGED_FEATURES[feature]
     data = {split: writer(tmp_path / f"{split}.{suffix}", n, seed)
             for split, n, seed in (("train", 120, 0), ("val", 16, 1), ("test", 16, 2))}
-    cfg = make_config(*FAST, *[f"task.data.{k}={v}" for k, v in data.items()], *overrides)
+    cfg = make_config(*TAGGER, *[f"task.data.{k}={v}" for k, v in data.items()], *overrides)
     metrics = run(cfg)
     assert metrics["test/f1"] > 0.5
     _check_checkpoint_tags_like_module(metrics, tmp_path, capsys, joiner, feature)

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import FAST
 from mlflow.tracking import MlflowClient
 
 from rnnlab.run.train import run
 
-FAST = ["trainer.max_epochs=1", "task.datamodule.batch_size=16", "model.hidden_size=16",
-        "model.embedding_dim=16", "task.datamodule.min_freq=1"]
+SENTIMENT = FAST["sentiment"]
 
 
 def _only_run(root: Path):
@@ -23,13 +23,13 @@ def _only_run(root: Path):
 def test_experiments_open_in_the_training_view_and_system_metrics_are_opt_in(
         make_config, lab_root: Path, sentiment_csv: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    run(make_config(f"task.data.train={sentiment_csv}", *FAST))
+    run(make_config(f"task.data.train={sentiment_csv}", *SENTIMENT))
     client, exp, first = _only_run(lab_root)
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     assert not [k for k in first.data.metrics if k.startswith("system/")]  # off by default
     client.delete_run(first.info.run_id)
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
-    run(make_config(f"task.data.train={sentiment_csv}", *FAST,
+    run(make_config(f"task.data.train={sentiment_csv}", *SENTIMENT,
                     "logger.mlflow.log_system_metrics=true", "trainer.max_epochs=3"))
     _, _, second = _only_run(lab_root)
     assert second.info.status == "FINISHED"
@@ -39,7 +39,7 @@ def test_experiments_open_in_the_training_view_and_system_metrics_are_opt_in(
 
 def test_every_split_is_a_dataset_input_with_fingerprint_and_source(make_config, lab_root: Path,
                                                                      sentiment_csv: Path) -> None:
-    run(make_config(f"task.data.train={sentiment_csv}", *FAST))
+    run(make_config(f"task.data.train={sentiment_csv}", *SENTIMENT))
     _, _, found = _only_run(lab_root)
     inputs = {next(t.value for t in d.tags if t.key == "mlflow.data.context"): d.dataset
               for d in found.inputs.dataset_inputs}
@@ -61,12 +61,13 @@ def test_corpora_name_their_pinned_distribution(tmp_path: Path) -> None:
     assert AddingDataModule().data_source("train")[1] == "generated"
 
 
+@pytest.mark.servable_model
 def test_model_logging_can_be_switched_off(make_config, lab_root: Path,
                                            sentiment_csv: Path) -> None:
-    run(make_config(f"task.data.train={sentiment_csv}", *FAST, "logger.mlflow.log_model=false"))
+    run(make_config(f"task.data.train={sentiment_csv}", *SENTIMENT, "logger.mlflow.log_model=false"))
     _, _, found = _only_run(lab_root)
     assert found.info.status == "FINISHED" and "rnnlab.model_uri" not in found.data.tags
-    run(make_config(f"task.data.train={sentiment_csv}", *FAST,
+    run(make_config(f"task.data.train={sentiment_csv}", *SENTIMENT,
                     f"paths.output_dir={lab_root}/outputs/run2"))
     client = MlflowClient(f"sqlite:///{lab_root}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("sentiment").experiment_id])

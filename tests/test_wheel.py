@@ -13,8 +13,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
-from conftest import write_sentiment_csv
+from helpers import write_sentiment_csv
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = ("src", "conf", "pyproject.toml", "setup.py", "MANIFEST.in", "README.md")
