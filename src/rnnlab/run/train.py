@@ -15,6 +15,7 @@ import os
 import sys
 import time
 import warnings
+from contextlib import nullcontext
 from types import SimpleNamespace
 from typing import Any
 
@@ -41,7 +42,7 @@ from rnnlab.core.dist import is_rank_zero
 from rnnlab.core.errors import ConfigError, UserError
 from rnnlab.core.paths import config_dir, register_resolvers
 from rnnlab.run.preflight import preflight, redact_hydra_files
-from rnnlab.run.resume import CheckpointPlan, plan_checkpoint
+from rnnlab.run.resume import CheckpointPlan, checkpoint_folder_lock, plan_checkpoint
 from rnnlab.serving.publish import log_baseline_model, log_servable_model
 from rnnlab.tracking.callbacks import SignalCheckpoint, lab_callbacks
 from rnnlab.tracking.mlflow import redact
@@ -84,20 +85,25 @@ def train_network(cfg: DictConfig, dm: Any, handlers: SignalHandlers) -> dict[st
     module = build_module(cfg, dm.spec)
     callbacks = build_callbacks(cfg)
     plan = plan_checkpoint(cfg, dm, module)
+    plan.continue_in_place(callbacks)  # a resume keeps its best score, top-k, early stopping
     stop = SignalCheckpoint.beside(handlers, callbacks, f"{cfg.paths.output_dir}/checkpoints")
     trainer = make_trainer(cfg, [*callbacks, *lab_callbacks(cfg, dm, stop, _interactive())])
-    tracked = TrackedRun.start(cfg, dm, handlers, resume_run_id=plan.resume_run_id,
-                               tags=plan.tags(), evaluates=bool(plan.evaluates))
-    trainer.loggers = tracked.loggers
-    handlers.trainer = trainer
-    with tracked.recording(stopped=lambda signum: stop.interruption(signum, trainer)):
-        tracked.log_start(module.num_parameters())
-        metrics = fit(cfg, trainer, module, dm, plan)
-        best = best_checkpoint(cfg, trainer, metrics)
-        metrics.update(evaluate(cfg, trainer, module, dm, best))
-        if best:
-            tracked.log_checkpoint(best, metrics)
-            tracked.publish(lambda logger: log_servable_model(logger, cfg, best))
+    training = bool(cfg.get("train", True))
+    # one process at a time trains into a checkpoint folder (and so continues a run)
+    with checkpoint_folder_lock(stop.path.parent, resuming=bool(plan.path)) if training \
+            else nullcontext():
+        tracked = TrackedRun.start(cfg, dm, handlers, resume_run_id=plan.resume_run_id,
+                                   tags=plan.tags(), evaluates=bool(plan.evaluates))
+        trainer.loggers = tracked.loggers
+        handlers.trainer = trainer
+        with tracked.recording(stopped=lambda signum: stop.interruption(signum, trainer)):
+            tracked.log_start(module.num_parameters())
+            metrics = fit(cfg, trainer, module, dm, plan)
+            best = best_checkpoint(cfg, trainer, metrics)
+            metrics.update(evaluate(cfg, trainer, module, dm, best))
+            if best:
+                tracked.log_checkpoint(best, metrics)
+                tracked.publish(lambda logger: log_servable_model(logger, cfg, best))
     metrics["ckpt_path"] = best  # type: ignore[assignment]
     return metrics
 
@@ -200,6 +206,8 @@ def hydra_main(cfg: DictConfig) -> float | None:
         return None
     except UserError as err:
         print(f"error: {redact(str(err))}", file=sys.stderr)
+        if current_sweep() is not None:
+            raise  # tracking.sweep records the job FAILED and the sweep goes on
         sys.exit(2)
     except Diverged as err:
         if current_sweep() is None:

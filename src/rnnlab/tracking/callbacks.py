@@ -16,7 +16,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
 from pytorch_lightning.loggers import MLFlowLogger
 
 from rnnlab.data.spec import DataSpec
-from rnnlab.tracking.mlflow import redact
+from rnnlab.tracking.mlflow import redact, redact_config
 from rnnlab.tracking.record import Diverged, RunInterrupted, SignalHandlers, signal_name
 
 
@@ -79,11 +79,13 @@ class EpochPrinter(pl.Callback):
 class RunMetadata(pl.Callback):
     """Stores what rebuilding the model needs (resolved config, data spec, vocabularies)
     and the MLflow run id in every checkpoint, so resuming continues the same run and
-    inference commands need neither the config nor the data."""
+    inference commands need neither the config nor the data. Credentials in the config (a
+    tracking server's ``user:password@``) are left out: a checkpoint travels further than
+    the run (MLflow artifacts, the logged model)."""
 
     def __init__(self, config: dict, spec: DataSpec, data_state: dict,
                  data_fingerprint: str = "") -> None:
-        self.config = config
+        self.config = redact_config(config)
         # plain values (to_dict leaves out the word vectors a run started from: they are
         # in the weights already, a second copy would add vocabulary x dim floats)
         self.spec = spec.to_dict()
@@ -103,12 +105,20 @@ class RunMetadata(pl.Callback):
 
 
 class SignalCheckpoint(pl.Callback):
-    """Writes ``last.ckpt`` when a signal stops training, so the run can be resumed."""
+    """Writes ``last.ckpt`` when a signal stops training, so the run can be resumed.
+
+    It writes the state between two training batches, or at the end of a validation: a
+    signal during validation lets that validation finish (:class:`SignalHandlers` waits
+    for it, a second signal does not), so the checkpoint carries its scores into the
+    monitor's history, as Lightning's own checkpoints after validation do. During the
+    sanity check nothing has been trained and nothing is written; during the test stage
+    training has ended and the ``last.ckpt`` of its final validation stands."""
 
     def __init__(self, handlers: SignalHandlers, dirpath: str | Path) -> None:
         self.handlers = handlers
         self.path = Path(dirpath) / "last.ckpt"
         self.saved: Path | None = None
+        self._sanity_checking = False
 
     @classmethod
     def beside(cls, handlers: SignalHandlers, callbacks: list[pl.Callback],
@@ -119,11 +129,23 @@ class SignalCheckpoint(pl.Callback):
                         if isinstance(c, ModelCheckpoint) and c.dirpath), default_dir)
         return cls(handlers, dirpath)
 
+    def on_sanity_check_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._sanity_checking = True
+
+    def on_sanity_check_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._sanity_checking = False
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # a signal that came during this validation: stop now that its scores are in
+        if self.handlers.received is not None and not trainer.sanity_checking:
+            trainer._signal_connector.received_sigterm = True
+
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                      exception: BaseException) -> None:
         # a second signal (RunInterrupted) may land mid-step: no checkpoint of that state
         if (self.handlers.received is None or isinstance(exception, RunInterrupted)
-                or trainer.state.fn is None or trainer.state.fn.value != "fit"):
+                or trainer.state.fn is None or trainer.state.fn.value != "fit"
+                or self._sanity_checking):
             return
         trainer.save_checkpoint(self.path)
         self.saved = self.path
@@ -131,11 +153,18 @@ class SignalCheckpoint(pl.Callback):
     def interruption(self, signum: int, trainer: pl.Trainer) -> RunInterrupted:
         """The KILLED run's sentence: where it stopped and how to continue it."""
         where = f"at step {trainer.global_step} (epoch {trainer.current_epoch})"
+        kept = self.path if self.path.is_file() else None
         if self.saved is not None:
             how = (f"; checkpoint {self.saved}; continue with the same command plus "
                    f"ckpt_path={self.saved} (or ckpt_path=auto)")
+        elif kept is not None:  # stopped outside training: the last validation's stands
+            how = (f"; its last checkpoint {kept} stands; continue with the same command "
+                   f"plus ckpt_path={kept} (or ckpt_path=auto)")
+        elif trainer.global_step == 0:
+            how = "; no checkpoint was written (training had not started)"
         else:
-            how = "; no checkpoint was written (training had not started or had ended)"
+            how = ("; no checkpoint was written (these callbacks keep no last.ckpt, or a "
+                   "second signal stopped it at once)")
         return RunInterrupted(signum, f"interrupted by {signal_name(signum)} {where}{how}.")
 
 

@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -40,8 +41,39 @@ def default_tracking_uri(root_dir: str | Path) -> str:
     return f"sqlite:///{Path(root_dir).resolve() / 'mlflow.db'}"
 
 
+def redact_config(value: Any) -> Any:
+    """A plain config (dicts, lists, scalars) with every string passed through :func:`redact`:
+    what checkpoints and files keep of a config, so no password travels with a model."""
+    if isinstance(value, Mapping):
+        return {k: redact_config(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_config(v) for v in value]
+    return redact(value) if isinstance(value, str) else value
+
+
+CREDENTIAL_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
+
+def credentials_to_env(uri: str) -> str:
+    """``http(s)://user:password@host`` -> ``http(s)://host``, the user and password moved to
+    MLflow's own MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (which child processes,
+    DDP workers included, inherit). MLflow prints and exports the URI it is given (its
+    "View run ... at:" lines, MLFLOW_TRACKING_URI); a bare one carries no secret there.
+    Other schemes keep theirs: a database URI needs them in place."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme not in ("http", "https") or parts.password is None:
+        return uri
+    os.environ[CREDENTIAL_ENV[0]] = urllib.parse.unquote(parts.username or "")
+    os.environ[CREDENTIAL_ENV[1]] = urllib.parse.unquote(parts.password)
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=host))
+
+
 def resolve_tracking_uri(configured: str | None, root_dir: str | Path) -> str:
-    return configured or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(root_dir)
+    """The store to use: the configured URI, else MLFLOW_TRACKING_URI, else the project's
+    own; an http(s) server's credentials are moved out of it (:func:`credentials_to_env`)."""
+    uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(root_dir)
+    return credentials_to_env(uri)
 
 
 def local_artifact_root(uri: str, root_dir: str | Path) -> str | None:

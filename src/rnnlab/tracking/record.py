@@ -58,8 +58,10 @@ class SignalHandlers:
 
     While a trainer runs, the handler raises Lightning's own stop flag (the one its SLURM
     SIGTERM handling uses; rank zero broadcasts it to every DDP rank); the
-    ``callbacks.SignalCheckpoint`` callback then writes ``last.ckpt``. Outside the trainer
-    (data preparation, start-up) and on a second signal, it raises at once."""
+    ``callbacks.SignalCheckpoint`` callback then writes ``last.ckpt``. During a validation
+    of training the flag waits for that validation's end, so the checkpoint holds a whole
+    epoch's scores. Outside the trainer (data preparation, start-up) and on a second
+    signal, it raises at once."""
 
     def __init__(self) -> None:
         self.received: int | None = None
@@ -71,6 +73,14 @@ class SignalHandlers:
         self.received = signum
         trainer = self.trainer
         running = trainer is not None and trainer.state.status.value == "running"
+        if first and running and _validating_while_fitting(trainer):
+            # a validation stopped halfway leaves no state to resume from: it finishes, and
+            # callbacks.SignalCheckpoint raises the flag below at its end (lowered here:
+            # Lightning's own SIGTERM notifier, which runs first, has raised it already)
+            trainer._signal_connector.received_sigterm = False
+            print(f"{signal_name(signum)} received: stopping after this validation (again to "
+                  f"stop at once)", file=sys.stderr, flush=True)
+            return
         if first and running:
             print(f"{signal_name(signum)} received: stopping after this batch (again to stop "
                   f"at once)", file=sys.stderr, flush=True)
@@ -90,6 +100,12 @@ class SignalHandlers:
             signal.signal(signum, handler)
         self._previous.clear()
         self.trainer = None
+
+
+def _validating_while_fitting(trainer: Any) -> bool:
+    state = trainer.state
+    return (state.fn is not None and state.fn.value == "fit" and state.stage is not None
+            and state.stage.value == "validate")
 
 
 class RunRecord:

@@ -32,6 +32,7 @@ from rnnlab.core.dist import is_rank_zero
 from rnnlab.tracking.config_hash import config_tags
 from rnnlab.tracking.datasets import log_datasets
 from rnnlab.tracking.mlflow import (
+    CREDENTIAL_ENV,
     flatten,
     git_commit,
     log_params,
@@ -48,10 +49,12 @@ T = TypeVar("T")
 @contextmanager
 def run_scope() -> Iterator[SignalHandlers]:
     """SIGTERM / SIGINT handled for the block; afterwards the process is as before: the old
-    handlers, no exported run id, and MLflow's tracking URI. MLflow exports the URI it last
-    used into the environment; a later run in the same process (a sweep job, a test) must
-    resolve its own store, not inherit that one."""
+    handlers, no exported run id, MLflow's tracking URI and its credential variables.
+    MLflow exports the URI it last used into the environment; a later run in the same
+    process (a sweep job, a test) must resolve its own store, not inherit that one."""
     uri_before = os.environ.get("MLFLOW_TRACKING_URI")
+    # a server's credentials, moved from its URI into MLflow's variables for the run
+    credentials_before = {name: os.environ.get(name) for name in CREDENTIAL_ENV}
     handlers = SignalHandlers()
     handlers.install()
     try:
@@ -59,6 +62,11 @@ def run_scope() -> Iterator[SignalHandlers]:
     finally:
         handlers.restore()
         RunRecord.unexport()
+        for name, value in credentials_before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         if os.environ.get("MLFLOW_TRACKING_URI") != uri_before:
             import mlflow  # heavy (about a second); only needed when a run moved the URI
 
