@@ -66,13 +66,15 @@ format: install ## ruff format and import sorting
 	$(BIN)/ruff check --fix src tests bench train.py compare.py
 
 ui: PORT ?= 5000
-ui: install ## MLflow UI on http://127.0.0.1:PORT (default 5000) over the default store
+ui: install ## MLflow UI on http://127.0.0.1:PORT (default 5000) over the default store; prints each experiment's training-view link
 	@$(BIN)/python -m rnnlab.ops.server port-check --port $(PORT)
+	@$(BIN)/python -m rnnlab.ops.ui --tracking-uri sqlite:///$(CURDIR)/mlflow.db --url http://127.0.0.1:$(PORT)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(PORT)
 
 server: PORT ?= 5001
 server: install ## shared MLflow server on PostgreSQL at 127.0.0.1:PORT (default 5001), files in .server/; prints the URI to export
 	$(BIN)/python -m rnnlab.ops.server start --host $(SERVER_HOST) --port $(PORT) $(if $(SERVER_DIR),--dir $(SERVER_DIR))
+	@$(BIN)/python -m rnnlab.ops.ui --tracking-uri http://$(SERVER_HOST):$(PORT) --url http://$(SERVER_HOST):$(PORT)
 
 # uvicorn, which mlflow models serve starts, must be on PATH: the venv's bin goes first
 serve: PORT ?= 5002
