@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import FAST, compose_config, seasonal_values, write_series_csv
+from helpers import FAST, compose_config, seasonal_values, slow_except, write_series_csv
 from mlflow.tracking import MlflowClient
 
 from rnnlab.core.errors import UserError
@@ -52,7 +52,8 @@ def _assert_tracked(client: MlflowClient, r, model: str) -> None:
     assert "plots/forecast_test.png" in plots
 
 
-@pytest.mark.parametrize("model", [*CELLS, "transformer"])
+# every cell trains sentiment in the default suite; here one recurrent model and the Transformer
+@pytest.mark.parametrize("model", slow_except([*CELLS, "transformer"], "lstm", "transformer"))
 def test_each_backbone_trains_and_logs_a_forecast(model: str, series_csv: Path,
                                                   shared_root: Path) -> None:
     small = SMALL.get(model, ["model.hidden_size=16"])

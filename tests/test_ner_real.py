@@ -16,7 +16,12 @@ def test_msra_split_and_tiny_crf_run(make_config) -> None:
     cfg = make_config("experiment=ner_tiny", "model=bilstm", "task.crf=true",
                       f"paths.data_dir={REPO / 'data'}")
     metrics = run(cfg)
-    assert 0.0 <= metrics["test/f1"] <= 1.0 and "test/precision" in metrics
+    # 20 batches teach the tag distribution, not yet the entities: the token accuracy is up
+    # at the share of O tags (measured 0.90; 0.21 with lr 0), and the entity F1 is the
+    # harmonic mean of the logged precision and recall
+    assert metrics["test/acc"] > 0.8, metrics
+    p, r = metrics["test/precision"], metrics["test/recall"]
+    assert metrics["test/f1"] == pytest.approx(2 * p * r / (p + r) if p + r else 0.0, abs=1e-4)
     from rnnlab.build import build_datamodule
 
     dm = build_datamodule(cfg)

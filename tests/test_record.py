@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import FAST, write_sentiment_csv
+from helpers import FAST, NO_SERVABLE_MODEL, write_sentiment_csv
 from mlflow.tracking import MlflowClient
 
 from rnnlab.core.errors import ConfigError, DataError, UserError
@@ -305,13 +305,19 @@ def test_unwritable_output_folder_and_credentials_are_one_line(tmp_path: Path,
                                                                sentiment_csv: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    proc = _train(f"task.data.train={sentiment_csv}", f"paths.log_dir={blocker}/out",
-                  root=tmp_path)
+    unwritable, secret = (  # side by side: neither writes where the other looks
+        _train(f"task.data.train={sentiment_csv}", f"paths.log_dir={blocker}/out",
+               root=tmp_path, wait=False),
+        _train(f"task.data.train={sentiment_csv}", "trainer=debug",
+               "logger.mlflow.tracking_uri=http://alice:s3cret@127.0.0.1:9", root=tmp_path,
+               wait=False))
+    proc = subprocess.CompletedProcess([], 0, *unwritable.communicate(timeout=300))
+    proc.returncode = unwritable.returncode
     assert proc.returncode == 2
     assert "a-file/out/runs/sentiment" in proc.stderr and "is not a writable folder" in proc.stderr
     assert "Traceback" not in proc.stderr
-    proc = _train(f"task.data.train={sentiment_csv}", "trainer=debug",
-                  "logger.mlflow.tracking_uri=http://alice:s3cret@127.0.0.1:9", root=tmp_path)
+    proc = subprocess.CompletedProcess([], 0, *secret.communicate(timeout=300))
+    proc.returncode = secret.returncode
     assert proc.returncode == 2 and "http://***@127.0.0.1:9" in proc.stderr
     written = [p for p in (tmp_path / "outputs").rglob("*") if p.is_file()]
     assert written and not any("s3cret" in p.read_text(errors="ignore") for p in written)
@@ -336,16 +342,17 @@ def test_one_class_csv_empty_split_and_directory_are_one_sentence(make_config, l
 
 
 def test_run_names_differ_and_describe_the_command(tmp_path: Path, sentiment_csv: Path) -> None:
-    for _ in range(2):
-        proc = _train(f"task.data.train={sentiment_csv}", "task.datamodule.min_freq=1",
-                      "trainer=debug", root=tmp_path)
+    args = [f"task.data.train={sentiment_csv}", "task.datamodule.min_freq=1", "trainer=debug",
+            NO_SERVABLE_MODEL]
+    for _ in range(2):  # one after the other: two first runs would both create the store
+        proc = _train(*args, root=tmp_path)
         assert proc.returncode == 0, proc.stderr[-2000:]
     first, second = _runs(tmp_path)
     assert first.info.run_name != second.info.run_name
     assert first.info.run_name.startswith("lstm-s42-")
     assert first.data.tags["mlflow.note.content"] == (
         f"python train.py task.data.train={sentiment_csv} task.datamodule.min_freq=1 "
-        f"trainer=debug")
+        f"trainer=debug {NO_SERVABLE_MODEL}")
 
 
 def test_gaps_and_converted_tags_are_said_on_the_console(tmp_path: Path,
