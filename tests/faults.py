@@ -16,3 +16,15 @@ class CrashOnRank(pl.Callback):
     def on_train_batch_start(self, trainer: pl.Trainer, *args: object) -> None:
         if trainer.global_rank == self.rank:
             raise RuntimeError(f"injected fault on rank {self.rank}")
+
+
+class CrashIf(pl.Callback):
+    """Raises in the first training batch when ``value`` equals ``equals``: one job of a
+    sweep crashes, e.g. ``+callbacks.crash.value='${model.hidden_size}'``."""
+
+    def __init__(self, value: object = None, equals: object = None) -> None:
+        self.value, self.equals = value, equals
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: object) -> None:
+        if self.value == self.equals:
+            raise RuntimeError(f"injected fault for {self.value}")

@@ -13,6 +13,10 @@ and adds what a persistent, shared study needs:
   heartbeat, so trials of a worker that died are marked FAIL by the next one to start.
 * trials in flight when the process stops on an error or Ctrl-C are told FAIL, so the
   study never keeps RUNNING trials that nobody will finish.
+* a failed trial (its job recorded FAILED by :class:`rnnlab.tracking.sweep.SweepParentRuns`)
+  is told FAIL and the study goes on; when more of a batch fails than
+  ``max_failure_rate`` allows, the study stops with one sentence, the results so far are
+  written and the sweep's parent runs end FAILED (exit 1), never with a traceback.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from optuna.distributions import (
 from optuna.trial import TrialState
 
 from rnnlab.core.errors import ConfigError
+from rnnlab.tracking.sweep import FailedJob
 
 log = logging.getLogger(__name__)
 DIRECTIONS = ("minimize", "maximize")
@@ -295,6 +300,8 @@ class OptunaSweep:
         if ret.status != JobStatus.COMPLETED:
             return None, f"the job raised {ret._return_value!r}"
         value = ret.return_value
+        if isinstance(value, FailedJob):
+            return None, f"the job failed: {value.reason}"
         raw = value if isinstance(value, (list, tuple)) else [value]
         try:
             values = [float(v) for v in raw]
@@ -352,12 +359,13 @@ class OptunaSweep:
             all_returns += returns
             if failures and len(failures) / len(returns) > self.max_failure_rate:
                 trial, ret, why = failures[0]
-                if ret.status != JobStatus.COMPLETED:
+                if ret.status != JobStatus.COMPLETED:  # a job no callback recorded
                     ret.return_value  # noqa: B018 - re-raises the job's own exception
-                raise RuntimeError(
-                    f"trial {trial.number} failed: {why}; {len(failures)} of {len(returns)} "
-                    f"trials of the batch failed, more than hydra.sweeper.max_failure_rate="
-                    f"{self.max_failure_rate}.")
+                log.error("the study stops: trial %d failed (%s); %d of %d trials of the batch "
+                          "failed, more than hydra.sweeper.max_failure_rate=%s (raise it to "
+                          "let the study go on past failed trials)", trial.number, why,
+                          len(failures), len(returns), self.max_failure_rate)
+                break
         self._write_results(study, n_before, added, sweep_dir)
         return all_returns
 

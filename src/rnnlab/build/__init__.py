@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytorch_lightning as pl
 import torch
 from hydra.utils import get_class, instantiate
@@ -18,7 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.baselines.base import Baseline
 from rnnlab.build.checkpoint import check_ckpt_path, load_state, read_checkpoint
-from rnnlab.core.errors import ConfigError
+from rnnlab.build.schema import validate
+from rnnlab.core.errors import ConfigError, UserError
 from rnnlab.data.spec import DataSpec, spec_from_dict
 from rnnlab.tasks.base import RnnlabTask
 
@@ -76,9 +78,45 @@ def check_pair(cfg: DictConfig) -> None:
         raise IncompatiblePair(
             f"task={task} is causal (each step may only see the past), so the bidirectional "
             f"model={model} cannot be used; pick a unidirectional one such as model=lstm.")
-    # every model setting is checked now, on a stand-in input, before any data is read
-    build_backbone(cfg, DataSpec(vocab_size=2, padding_idx=0))
+    # every model setting is checked now, before any data is read: the schemas' ranges
+    # first (a sweep job's values were not checked on the command line), then its size
+    # (estimated, nothing allocated), then a build on a stand-in input
+    validate(cfg)
+    stand_in = DataSpec(vocab_size=2, padding_idx=0)
+    check_memory(cfg, stand_in)
+    build_backbone(cfg, stand_in)
     check_ckpt_path(cfg)
+
+
+#: the model keys a too-large model is most likely sized by, named in the refusal
+SIZE_KEYS = ("hidden_size", "num_layers", "embedding_dim", "d_model", "dim_feedforward")
+
+
+def check_memory(cfg: DictConfig, spec: DataSpec) -> None:
+    """Refuse a backbone whose weights alone exceed the memory available now.
+
+    The backbone is built on PyTorch's ``meta`` device, which records shapes and allocates
+    nothing, so ``model.hidden_size=100000`` is one sentence instead of an allocation error
+    (or the kernel's out-of-memory killer). A constructor the meta device cannot run is
+    left to the real build."""
+    try:
+        with torch.device("meta"):
+            backbone = build_backbone(cfg, spec)
+    except UserError:
+        raise
+    except Exception:  # noqa: BLE001 - the real build reports it with its own sentence
+        return
+    params = list(backbone.parameters())
+    count = sum(p.numel() for p in params)
+    need = sum(p.numel() * p.element_size() for p in params)
+    available = psutil.virtual_memory().available
+    if need <= available:
+        return
+    sizes = ", ".join(f"model.{k}={cfg.model[k]}" for k in SIZE_KEYS if cfg.model.get(k))
+    raise ConfigError(f"model={cfg.model.get('name')} ({sizes}) has {count:,} parameters, "
+                      f"{need / 2**30:.1f} GiB of weights alone, more than the "
+                      f"{available / 2**30:.1f} GiB of memory available now; choose smaller "
+                      f"sizes.")
 
 
 def build_backbone(cfg: DictConfig, spec: DataSpec) -> Any:
@@ -92,6 +130,7 @@ def build_backbone(cfg: DictConfig, spec: DataSpec) -> Any:
 
 
 def build_module(cfg: DictConfig, spec: DataSpec) -> RnnlabTask:
+    check_memory(cfg, spec)  # the data's sizes (vocabulary) may make it larger than planned
     backbone = build_backbone(cfg, spec)
     optimizer = instantiate(cfg.task.optimizer)
     scheduler = instantiate(cfg.task.scheduler) if cfg.task.get("scheduler") else None

@@ -92,7 +92,9 @@ def read_builtin(name: str, cache_dir: Path) -> tuple[pd.DataFrame, list[str] | 
 
 
 def _numeric_column(frame: pd.DataFrame, column: str, path: str) -> pd.Series:
-    """The column as floats; a value that is not a number names its line."""
+    """The column as floats; a value that is not a number names its line. An infinite value
+    (``inf``, ``-inf``) is a missing value, interpolated and counted like an empty cell:
+    left in, it would reach training as a non-finite loss and read as divergence."""
     text = frame[column].astype("string").str.strip()
     numbers = pd.to_numeric(text.replace("", pd.NA), errors="coerce")
     bad = numbers.isna() & text.notna() & (text != "") & ~text.str.lower().isin(["nan", "na"])
@@ -101,7 +103,8 @@ def _numeric_column(frame: pd.DataFrame, column: str, path: str) -> pd.Series:
         raise DataError(f"{path}, line {row + 2}: column {column!r} holds the non-numeric value "
                         f"{frame[column].iloc[row]!r}; forecast columns must be numbers "
                         f"(leave a cell empty for a missing value).")
-    return numbers.astype(float)
+    numbers = numbers.astype(float)
+    return numbers.where(np.isfinite(numbers))
 
 
 def read_user_csv(path: str, target: list[str], date_column: str | None,
@@ -137,6 +140,13 @@ def read_user_csv(path: str, target: list[str], date_column: str | None,
             row = int(np.flatnonzero(np.diff(parsed.to_numpy()) < np.timedelta64(0))[0]) + 1
             raise DataError(f"{path}, line {row + 2}: dates go back in time; sort the file by "
                             f"{date_column!r}.")
+        repeated = parsed.duplicated()
+        if repeated.any():  # sorted, so the first copy is the row just before
+            row = int(np.flatnonzero(repeated.to_numpy())[0])
+            first = int(np.flatnonzero((parsed == parsed.iloc[row]).to_numpy())[0])
+            raise DataError(f"{path}, lines {first + 2} and {row + 2}: the date "
+                            f"{frame[date_column].iloc[row]!r} appears twice; keep one row per "
+                            f"date (or combine them) and run again.")
         dates = list(frame[date_column])
         try:
             out.attrs["freq"] = pd.infer_freq(parsed) if len(parsed) >= 3 else None

@@ -158,7 +158,7 @@ def load_faker_names(archive: Path, locales: Sequence[str]) -> dict[str, list[st
 # ---- the CSV format (user files and prepared splits) --------------------------------------
 def read_names_csv(path: str | Path) -> dict[str, list[str]]:
     """Category -> names (deduplicated, file order) from a ``category,sequence`` CSV/TSV."""
-    rows = read_table(path, ["category", "sequence"])
+    rows = read_table(path, ["category", "sequence"], labels=["category"])
     out: dict[str, dict[str, None]] = {}
     for row in rows:
         name = " ".join(row["sequence"].split())

