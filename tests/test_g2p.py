@@ -9,8 +9,6 @@ import numpy as np
 import pytest
 import torch
 from helpers import FAST, latest_run, metric_history, write_cmudict
-from mlflow.entities import Run
-from mlflow.tracking import MlflowClient
 
 from rnnlab.build import build_datamodule, build_module, model_class
 from rnnlab.cli.convert import main as convert_main
@@ -73,18 +71,14 @@ def test_bad_dictionary_names_file_and_line(tmp_path: Path, content: str, messag
     assert str(path) in str(err.value)
 
 
-def _history(root: Path, name: str) -> tuple[list[float], MlflowClient, Run]:
-    client, latest = latest_run(root, "g2p")
-    return metric_history(root, "g2p", name), client, latest
-
-
 @pytest.mark.parametrize("attention", ["none", "bahdanau", "luong_dot", "luong_general"])
 def test_training_per_attention_type(attention: str, make_config, cmudict_file: Path,
                                      lab_root: Path) -> None:
     cfg = make_config("task=g2p", "model=bilstm", f"task.data.path={cmudict_file}",
                       f"task.attention={attention}", *G2P)
     metrics = run(cfg)
-    losses, client, mlrun = _history(lab_root, "train/loss_epoch")
+    losses = metric_history(lab_root, "g2p", "train/loss_epoch")
+    client, mlrun = latest_run(lab_root, "g2p")
     assert len(losses) == 3 and losses[-1] < 0.8 * losses[0]
     # a model that learned nothing scores the uniform loss, ln of the target vocabulary
     # (lr 0: 2.60 against ln 14 = 2.64), and decodes junk (PER above 3); measured after 3
@@ -205,13 +199,13 @@ def test_an_ensemble_tests_in_a_run_of_its_own(make_config, cmudict_file: Path, 
     base = ["task=g2p", "model=gru", f"task.data.path={cmudict_file}", *G2P]
     first = run(make_config(*base))
     ckpt = first["ckpt_path"]
-    _, client, trained = _history(lab_root, "train/loss_epoch")
+    client, trained = latest_run(lab_root, "g2p")
     # a model ensembled with its own twin decodes exactly as it does alone
     twins = run(make_config(*base, "train=false", f"ckpt_path={ckpt}",
                             f"task.module.ensemble=[{ckpt}]"))
     assert twins["test/wer"] == pytest.approx(first["test/wer"])
     assert twins["test/per"] == pytest.approx(first["test/per"])
-    _, _, latest = _history(lab_root, "test/wer")
+    _, latest = latest_run(lab_root, "g2p")
     assert latest.info.run_id != trained.info.run_id  # a new run; the trained one is untouched
     assert client.get_run(trained.info.run_id).info.status == "FINISHED"
     assert latest.data.params["task.module.ensemble"] == f"['{ckpt}']"
