@@ -138,7 +138,7 @@ def test_forecast_inf_is_a_missing_value_and_a_repeated_date_is_refused(
     values = [str(100 + i) for i in range(48)]
     values[10], values[20] = "inf", "-inf"
     path = tmp_path / "sales.csv"
-    path.write_text("date,sales\n" + "".join(f"{d},{v}\n" for d, v in zip(dates, values)))
+    path.write_text("date,sales\n" + "".join(f"{d},{v}\n" for d, v in zip(dates, values, strict=True)))
     data = {"path": str(path), "target": "sales", "date_column": "date"}
     series = load_series("user", data, tmp_path)
     assert series.interpolated == {"sales": 2}
@@ -167,3 +167,77 @@ def test_a_model_larger_than_memory_is_refused_before_anything_is_allocated(
                                           r"available now; choose smaller sizes\."):
         check_pair(cfg)
     check_pair(compose_config(["experiment=adding_tiny", "model.hidden_size=8"], tmp_path))
+
+
+# -- case 10: checkpoint integrity and layout ------------------------------------------------
+@pytest.fixture
+def adding_run(make_config, lab_root: Path) -> dict:
+    """One tiny finished adding run: its metrics and MLflow run."""
+    from helpers import latest_run
+
+    from rnnlab.run.train import run
+
+    metrics = run(make_config(*TINY, "model.hidden_size=8"))
+    _, latest = latest_run(lab_root, "adding")
+    return {"best": Path(metrics["ckpt_path"]), "run": latest}
+
+
+def _craft(source: Path, target: Path, change) -> Path:
+    import torch
+
+    ckpt = torch.load(source, weights_only=True)
+    change(ckpt)
+    torch.save(ckpt, target)
+    return target
+
+
+def test_checkpoints_carry_a_sha256_and_other_layouts_are_one_sentence(
+        make_config, lab_root: Path, tmp_path: Path, adding_run: dict,
+        capsys: pytest.CaptureFixture) -> None:
+    import shutil
+
+    from rnnlab.cli import convert, generate, tag
+    from rnnlab.core.errors import UserError
+    from rnnlab.data.sources import sha256_of
+    from rnnlab.run.train import run
+
+    best = adding_run["best"]
+    digest = sha256_of(best)
+    assert (best.parent / "best.ckpt.sha256").read_text() == f"{digest}  best.ckpt\n"
+    assert (best.parent / "last.ckpt.sha256").is_file()
+    assert adding_run["run"].data.tags["rnnlab.best_ckpt_sha256"] == digest
+
+    # 4 KB of tensor bytes zeroed: refused, where it loaded silently before
+    damaged = tmp_path / "damaged" / "best.ckpt"
+    damaged.parent.mkdir()
+    shutil.copy(best, damaged)
+    shutil.copy(best.parent / "best.ckpt.sha256", damaged.parent)
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2: len(data) // 2 + 4096] = bytes(4096)
+    damaged.write_bytes(bytes(data))
+
+    def no_spec(ckpt: dict) -> None:
+        del ckpt["rnnlab"]["spec"]
+
+    def no_task(ckpt: dict) -> None:
+        del ckpt["rnnlab"]["config"]["task"]
+
+    def unknown_target(ckpt: dict) -> None:
+        ckpt["rnnlab"]["config"]["model"]["_target_"] = "rnnlab.models.NoSuchModel"
+
+    cases = {damaged: r"does not match its recorded sha256 \(best\.ckpt\.sha256 says "}
+    for change, message in ((no_spec, r"\(its 'rnnlab\.spec' is missing\)"),
+                            (no_task, r"\(its config has no 'task' section\)"),
+                            (unknown_target, r"\(its model class rnnlab\.models\.NoSuchModel "
+                                             r"does not exist in this lab\)")):
+        cases[_craft(best, tmp_path / f"{change.__name__}.ckpt", change)] = message
+    import re
+
+    for path, message in cases.items():
+        for cli, extra in ((tag.main, ["--text", "hi"]), (convert.main, ["hi"]),
+                           (generate.main, ["--prompt", "hi"])):
+            assert cli([str(path), *extra]) == 2
+            err = capsys.readouterr().err
+            assert re.search(message, err) and "Traceback" not in err, err
+        with pytest.raises(UserError, match=message):
+            run(make_config(*TINY, "model.hidden_size=8", f"ckpt_path={path}"))

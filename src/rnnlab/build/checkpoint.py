@@ -6,7 +6,10 @@ datamodule's ``checkpoint_state`` (vocabularies, label names, scalers) under the
 ``rnnlab`` key, so inference commands (tagging, generation, conversion) need neither the
 config files nor the training data. All of it is plain data (dicts, lists, strings,
 numbers, tensors): every load uses ``weights_only=True``, so a crafted file can carry
-weights but never code.
+weights but never code. A checkpoint with ``<file>.sha256`` beside it (the lab writes one,
+:mod:`rnnlab.tracking.checksums`) must match it, and one of another layout (no spec, a
+config without its task, a model class this lab lacks) is one sentence naming what is
+missing, at every entry point, never a traceback from deep inside the rebuild.
 """
 
 from __future__ import annotations
@@ -17,9 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.utils import get_class
 from omegaconf import DictConfig
 
 from rnnlab.core.errors import ConfigError, UserError
+from rnnlab.data.sources import sha256_of
+from rnnlab.tracking.checksums import SUFFIX, recorded_checksum
 
 AUTO = "auto"  # ckpt_path=auto: continue the newest matching run
 
@@ -40,8 +46,10 @@ def check_checkpoint_file(path: str | Path, key: str = "checkpoint",
 
 def read_checkpoint(path: str | Path, key: str = "checkpoint",
                     map_location: str = "cpu") -> dict[str, Any]:
-    """The checkpoint's contents, loaded as data only (``weights_only=True``)."""
+    """The checkpoint's contents, loaded as data only (``weights_only=True``), once its
+    recorded sha256 (when there is one) matches and its layout is this lab's."""
     path = check_checkpoint_file(path, key)
+    check_integrity(path, key)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
@@ -57,7 +65,50 @@ def read_checkpoint(path: str | Path, key: str = "checkpoint",
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("rnnlab"), dict):
         raise UserError(f"{key}={path} was not written by rnnlab's train.py (it has no "
                         f"'rnnlab' metadata), so the model cannot be rebuilt from it.")
+    missing = layout_gap(ckpt)
+    if missing:
+        raise UserError(f"{key}={path} is a checkpoint of another layout or version ({missing}), "
+                        f"so the model cannot be rebuilt from it; give a .ckpt written by this "
+                        f"version of the lab's train.py.")
     return ckpt
+
+
+def check_integrity(path: Path, key: str = "checkpoint") -> None:
+    """Refuse a file whose sha256 differs from the one recorded beside it."""
+    expected = recorded_checksum(path)
+    if expected is None:
+        return
+    actual = sha256_of(path)
+    if actual != expected:
+        raise UserError(f"{key}={path} does not match its recorded sha256 ({path.name}{SUFFIX} "
+                        f"says {expected[:12]}..., the file is {actual[:12]}...): it changed "
+                        f"after it was written (a partial copy, a full disk, damage); copy it "
+                        f"again or use another checkpoint.")
+
+
+def layout_gap(ckpt: dict[str, Any]) -> str | None:
+    """What a rebuild needs and the checkpoint lacks, in words; None when nothing is."""
+    meta = ckpt["rnnlab"]
+    config = meta.get("config")
+    if not isinstance(ckpt.get("state_dict"), dict):
+        return "its 'state_dict' is missing"
+    if not isinstance(meta.get("spec"), dict):
+        return "its 'rnnlab.spec' is missing"
+    if not isinstance(config, dict):
+        return "its 'rnnlab.config' is missing"
+    for section in ("task", "model"):
+        if not isinstance(config.get(section), dict):
+            return f"its config has no {section!r} section"
+    if not isinstance((config["task"]).get("module"), dict):
+        return "its config has no 'task.module'"
+    target = config["model"].get("_target_")
+    if not target:
+        return "its config has no 'model._target_'"
+    try:
+        get_class(str(target))
+    except Exception:  # noqa: BLE001 - any import failure means the same to the reader
+        return f"its model class {target} does not exist in this lab"
+    return None
 
 
 def experiment_identity(config: dict[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
 from pytorch_lightning.loggers import MLFlowLogger
 
 from rnnlab.data.spec import DataSpec
+from rnnlab.tracking.checksums import Checksums
 from rnnlab.tracking.mlflow import redact, redact_config
 from rnnlab.tracking.record import Diverged, RunInterrupted, SignalHandlers, signal_name
 
@@ -25,7 +26,7 @@ def lab_callbacks(cfg: DictConfig, dm: Any, stop: SignalCheckpoint, interactive:
     """What every network run gets beside its configured callbacks: throughput, the
     divergence guard, the signal checkpoint, the metadata that makes its checkpoints
     loadable, and a progress bar (``interactive``) or one plain line per epoch."""
-    return [ThroughputMonitor(), DivergenceGuard(cfg.task.monitor), stop,
+    return [ThroughputMonitor(), DivergenceGuard(cfg.task.monitor), stop, Checksums(),
             RunMetadata(OmegaConf.to_container(cfg, resolve=True), dm.spec,
                         dm.checkpoint_state(), dm.fingerprint),
             RichProgressBar() if interactive else EpochPrinter()]
