@@ -23,7 +23,7 @@ import yaml
 from mlflow.artifacts import download_artifacts
 from mlflow.tracking import MlflowClient
 
-from rnnlab.tracking import server
+from rnnlab.ops import server
 from rnnlab.tracking.mlflow import MAX_PARAM_LENGTH, flatten
 
 REPO = Path(__file__).resolve().parents[1]
