@@ -78,6 +78,8 @@ TINY_DATA: dict[str, Callable[[Path], list[str]]] = {
     "translate": lambda d: [f"task.data.path={write_pairs(d / 't.tsv', n=40)}",
                             "task.datamodule.min_freq=1"],
     "speech": lambda d: [f"task.data.train={write_frames_npz(d / 'sp.npz', n=30)}"],
+    # transcripts of one digit each: frames in the digits layout are valid asr data
+    "asr": lambda d: [f"task.data.train={write_frames_npz(d / 'asr.npz', n=30)}"],
     "adding": lambda d: ["task.seq_len=12", "task.datamodule.n_train=16",
                          "task.datamodule.n_val=8", "task.datamodule.n_test=8"],
     "copy": lambda d: ["task.delay=6", "task.datamodule.n_train=16", "task.datamodule.n_val=8",

@@ -875,6 +875,67 @@ class SpeechTask(TaskSchema):
     scheduler: Any = MISSING
 
 
+@dataclass
+class AsrData(DataModuleSchema):
+    data: Any = MISSING
+    alphabet: str = MISSING
+    data_dir: str = MISSING
+    split: list[float] = MISSING
+    split_seed: int = MISSING
+    string_seed: int = MISSING
+    min_digits: int = MISSING
+    max_digits: int = MISSING
+    repeats: dict[str, int] = MISSING
+    sample_rate: int = MISSING
+    n_mfcc: int = MISSING
+    normalize: bool = MISSING
+    batch_size: int = MISSING
+    num_workers: int = MISSING
+    seed: int = MISSING
+
+    def check(self) -> None:
+        super().check()
+        _positive("task.datamodule.min_digits", self.min_digits)
+        _positive("task.datamodule.max_digits", self.max_digits)
+        if self.max_digits < self.min_digits:
+            raise ConfigError(f"task.datamodule.max_digits={self.max_digits} is below "
+                              f"min_digits={self.min_digits}; give max_digits >= min_digits.")
+        for split, value in self.repeats.items():
+            _positive(f"task.datamodule.repeats.{split}", value)
+        _positive("task.datamodule.sample_rate", self.sample_rate)
+        _positive("task.datamodule.n_mfcc", self.n_mfcc)
+
+
+@dataclass
+class CtcModule(ModuleSchema):
+    dropout: float = MISSING
+    subsample: int = MISSING
+    beam_size: int = MISSING
+
+    def check(self) -> None:
+        _fraction("task.module.dropout", self.dropout)
+        _positive("task.module.subsample", self.subsample)
+
+
+@dataclass
+class AsrDecode(Node):
+    beam_size: int = MISSING
+
+    def check(self) -> None:
+        _positive("task.decode.beam_size", self.beam_size)
+
+
+@dataclass
+class AsrTask(TaskSchema):
+    alphabet: str = MISSING
+    decode: AsrDecode = field(default_factory=AsrDecode)
+    data: Any = MISSING
+    datamodule: AsrData = field(default_factory=AsrData)
+    module: CtcModule = field(default_factory=CtcModule)
+    optimizer: Any = MISSING
+    scheduler: Any = MISSING
+
+
 def _task_root(schema: type) -> type:
     """Task files are ``@package _global_`` (they also tune ``trainer`` and ``callbacks``),
     so the schema they start from is ``{task: <schema>}`` at the root."""
@@ -891,6 +952,7 @@ MODEL_SCHEMAS: dict[str, type] = {
 TASK_SCHEMAS: dict[str, type] = {
     "adding": AddingTask, "copy": CopyTask, "charlm": CharLMTask, "forecast": ForecastTask,
     "g2p": G2PTask, "translate": TranslateTask, "names": NamesTask, "ner": NerTask,
+    "asr": AsrTask,
     "sentiment": SentimentTask, "speech": SpeechTask,
 }
 TRAINER_SCHEMAS: dict[str, type] = {"default": TrainerSchema, "ddp": DdpTrainer}

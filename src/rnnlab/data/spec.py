@@ -142,9 +142,18 @@ class ForecastSpec(DataSpec):
     periods: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(kw_only=True)
+class TranscribeSpec(DataSpec):
+    """N->M transcription without alignment (asr, CTC): the output alphabet; id 0 is the
+    CTC blank and symbol ``alphabet[i]`` is id ``i + 1``."""
+
+    kind: ClassVar[str] = "transcribe"
+    alphabet: list[str]
+
+
 KINDS: dict[str, type[DataSpec]] = {c.kind: c for c in (
     DataSpec, ClassifySpec, TagSpec, CopySpec, RegressSpec, LanguageModelSpec, PairSpec,
-    NamesSpec, ForecastSpec)}
+    NamesSpec, ForecastSpec, TranscribeSpec)}
 
 # Checkpoints written before the N->M datamodules declared their format named only their
 # task (``"seq2seq"``; none meant translate). What those names meant, frozen.

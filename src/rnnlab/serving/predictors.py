@@ -15,6 +15,7 @@ served model answers exactly as the checkpoint does.
 | ``charlm`` | ``prompt`` | length, temperature, top_k, seed | ``text`` |
 | ``names`` | ``category`` | n, temperature, seed, prefix, max_len | ``names`` |
 | ``seq2seq`` | ``text`` | beam_size | ``output``, ``tokens`` |
+| ``transcription`` | ``frames`` (frames x channels) or ``wav`` (a WAV path) | beam_size | ``transcript`` |
 | ``forecast`` | one column per series column, one row per step | horizon | ``step`` and the targets |
 | ``regression`` | ``x`` (steps x channels) | | ``prediction`` |
 | ``sequence_labelling`` | ``x`` (token ids) | | ``prediction`` (one id per step) |
@@ -47,8 +48,10 @@ from rnnlab.data.sentiment import TextEncoder
 from rnnlab.data.vocab import Vocabulary
 from rnnlab.inference.convert import convert
 from rnnlab.inference.tagging import split_text, tag_sentences
+from rnnlab.inference.transcribe import transcribe_frames, wav_features
 from rnnlab.metrics.spans import bio_spans
 from rnnlab.tasks.classification import ClassificationTask
+from rnnlab.tasks.ctc import CTCTask
 from rnnlab.tasks.forecasting import ForecastTask
 from rnnlab.tasks.language_model import LanguageModelTask, check_sampling, encode_prompt
 from rnnlab.tasks.names import NamesTask
@@ -375,6 +378,50 @@ class Converter(Predictor):
                             columns=["output", "tokens"])
 
 
+# ---- transcription (CTC) -------------------------------------------------------------------
+class Transcriber(Predictor):
+    """Frames (one row of channel values per frame) or a WAV file's path -> transcript,
+    by ``rnnlab-transcribe``'s own functions: WAV files become MFCCs with the checkpoint's
+    settings, frames are normalised with its training statistics. A row gives one of the
+    two columns."""
+
+    kind = "transcription"
+    inputs = [ColSpec(Array(Array("double")), "frames", required=False),
+              ColSpec("string", "wav", required=False)]
+    outputs = [ColSpec("string", "transcript")]
+
+    def param_defaults(self) -> dict[str, Any]:
+        return {"beam_size": int(self.module.beam_size)}
+
+    def example_params(self) -> dict[str, Any]:
+        return {"beam_size": 1}
+
+    def example(self) -> pd.DataFrame:
+        mean = np.asarray(self.state["mean"], dtype=np.float32)
+        std = np.asarray(self.state["std"], dtype=np.float32)
+        wave = np.sin(np.arange(12))[:, None]
+        return pd.DataFrame({"frames": [(mean + wave * std).round(4).tolist()]})
+
+    def predict(self, frame: Any, params: dict[str, Any]) -> pd.DataFrame:
+        table = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame)
+        if "frames" not in table.columns and "wav" not in table.columns:
+            raise DataError(f"the {self.kind} model reads a column frames (frames x channels) "
+                            f"or wav (a WAV file's path), and the input has "
+                            f"{', '.join(map(str, table.columns)) or 'no columns'}.")
+        sequences: list[Any] = []
+        for i, row in enumerate(table.to_dict("records")):
+            frames, wav = row.get("frames"), row.get("wav")
+            has_wav = isinstance(wav, str) and bool(wav)
+            has_frames = frames is not None and not (isinstance(frames, float)
+                                                     and math.isnan(frames))
+            if has_wav == has_frames:
+                raise DataError(f"row {i}: give either frames or wav, exactly one of the two.")
+            sequences.append(wav_features(self.loaded, [wav])[0] if has_wav else frames)
+        beam = _int_param(params, "beam_size", 1)
+        texts = transcribe_frames(self.loaded, sequences, beam) if sequences else []
+        return pd.DataFrame({"transcript": texts}, columns=["transcript"])
+
+
 # ---- forecasting ------------------------------------------------------------------------
 class Forecaster(Predictor):
     """A history (one row per time step, the training columns) -> the next ``horizon``
@@ -476,7 +523,8 @@ def predictor_for(loaded: LoadedModel) -> Predictor:
     table: Sequence[tuple[type, type[Predictor]]] = (
         (TaggingTask, Tagger), (Seq2SeqTask, Converter), (NamesTask, NameGenerator),
         (LanguageModelTask, TextGenerator), (ForecastTask, Forecaster),
-        (RegressionTask, SequenceRegressor), (SequenceCopyTask, SequenceLabeller))
+        (RegressionTask, SequenceRegressor), (SequenceCopyTask, SequenceLabeller),
+        (CTCTask, Transcriber))
     if isinstance(module, ClassificationTask):
         return TextClassifier(loaded) if "vocab" in state else FrameClassifier(loaded)
     for cls, predictor in table:
@@ -484,4 +532,4 @@ def predictor_for(loaded: LoadedModel) -> Predictor:
             return predictor(loaded)
     raise UserError(f"task={loaded.config.task.get('name')} ({type(module).__name__}) has no "
                     f"servable form; the lab serves sentiment, ner, charlm, names, g2p, "
-                    f"translate, forecast, speech, adding and copy models.")
+                    f"translate, forecast, speech, asr, adding and copy models.")
