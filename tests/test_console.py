@@ -30,3 +30,32 @@ def test_the_task_still_tunes_the_base_trainer_and_overlays_win() -> None:
                           ).trainer.max_epochs == 3
     ddp = compose_config(["task=charlm", "trainer=ddp_cpu"]).trainer
     assert (ddp.max_epochs, ddp.strategy, ddp.devices) == (20, "ddp", 2)
+
+
+def test_bleu_and_chrf_are_on_sacrebleus_0_to_100_scale_everywhere() -> None:
+    """The logged corpus scores, the prediction rows' sentence score and the report's
+    recomputation from summed statistics: one scale, sacrebleu's (0-100)."""
+    from rnnlab.metrics.seq2seq import translation_scores
+    from rnnlab.report.stats import _bleu
+    from rnnlab.tasks.seq2seq import BLEU_ORDER, sentence_bleu_stats
+
+    hyp, ref = "the cat sat on the mat", "the cat sat on a mat"
+    logged = translation_scores([hyp], [ref])
+    assert 50 < logged["bleu"] < 60 and 60 < logged["chrf"] < 80
+    row = sentence_bleu_stats(hyp, ref)
+    stats = [row["bleu_sys_len"], row["bleu_ref_len"],
+             *(row[f"bleu_correct_{i}"] for i in range(1, BLEU_ORDER + 1)),
+             *(row[f"bleu_total_{i}"] for i in range(1, BLEU_ORDER + 1))]
+    assert _bleu(stats) == pytest.approx(logged["bleu"]) == pytest.approx(row["score"])
+    readme = (config_dir().parent / "README.md").read_text()
+    assert "sacrebleu's 0-100" in readme
+
+
+def test_the_readme_names_the_training_loss_as_runs_log_it() -> None:
+    """RnnlabTask logs ``train/loss`` per step and per epoch, which Lightning names
+    ``train/loss_step`` and ``train/loss_epoch``: no run has a bare ``train/loss``."""
+    import re
+
+    readme = (config_dir().parent / "README.md").read_text()
+    named = set(re.findall(r"`(train/[a-z_]+)`", readme))
+    assert named == {"train/loss_step", "train/loss_epoch"}, named
