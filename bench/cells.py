@@ -13,7 +13,8 @@ each side by side in one run, with the machine load (shared machines move these 
   nats per character of the best checkpoint) and ``task=adding`` at T = 200 and 400
   (val/test MSE of the best checkpoint; the memoryless baseline is 0.167).
 
-    python bench/cells.py                          # both tables (about 100 minutes)
+    python bench/cells.py                          # the speed table (minutes)
+    python bench/cells.py --part all               # both tables (about 100 minutes)
     python bench/cells.py --part speed [--lengths 128 512 2048] [--batch 32] [--hidden 256]
     python bench/cells.py --part quality [--charlm-minutes 10] [--adding-minutes 3]
 """
@@ -196,7 +197,8 @@ def quality_tables(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["speed", "quality", "all"], default="all")
+    parser.add_argument("--part", choices=["speed", "quality", "all"], default="speed",
+                        help="speed (the default: minutes), quality (about 80 minutes), all")
     parser.add_argument("--lengths", type=int, nargs="+", default=[128, 512, 2048])
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--hidden", type=int, default=256)

@@ -59,3 +59,19 @@ def test_the_readme_names_the_training_loss_as_runs_log_it() -> None:
     readme = (config_dir().parent / "README.md").read_text()
     named = set(re.findall(r"`(train/[a-z_]+)`", readme))
     assert named == {"train/loss_step", "train/loss_epoch"}, named
+
+
+def test_make_bench_runs_only_the_fast_benchmarks() -> None:
+    """``make bench`` is minutes: no equal-wall-time quality run (bench/cells.py's quality
+    part, about 80 minutes; charlm_budget.py, 2 x 10) unless asked for (make bench-long)."""
+    import re
+    import subprocess
+
+    root = config_dir().parent
+    dry = subprocess.run(["make", "-n", "bench"], cwd=root, capture_output=True, text=True,
+                         check=True).stdout
+    ran, said = dry.split("echo", 1)
+    assert "bench/*.py" not in ran and "charlm_budget.py" not in ran
+    assert "bench/cells.py" in ran and "make bench-long" in said
+    cells = (root / "bench" / "cells.py").read_text()
+    assert re.search(r'"--part", choices=\[[^]]*\], default="speed"', cells)
