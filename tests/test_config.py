@@ -78,6 +78,7 @@ TINY_DATA: dict[str, Callable[[Path], list[str]]] = {
     "translate": lambda d: [f"task.data.path={write_pairs(d / 't.tsv', n=40)}",
                             "task.datamodule.min_freq=1"],
     "speech": lambda d: [f"task.data.train={write_frames_npz(d / 'sp.npz', n=30)}"],
+    "motion": lambda d: [f"task.data.train={write_frames_npz(d / 'mo.npz', n=30)}"],
     # transcripts of one digit each: frames in the digits layout are valid asr data
     "asr": lambda d: [f"task.data.train={write_frames_npz(d / 'asr.npz', n=30)}"],
     "adding": lambda d: ["task.seq_len=12", "task.datamodule.n_train=16",

@@ -41,6 +41,7 @@ from omegaconf.errors import (
     ValidationError,
 )
 
+from rnnlab.baselines.tfidf import WEIGHTINGS
 from rnnlab.core.errors import ConfigError
 from rnnlab.core.paths import config_dir
 from rnnlab.data.embeddings import FORMATS as EMBEDDING_FORMATS
@@ -238,6 +239,54 @@ class TfidfModel(ModelSchema):
         if not self.c_grid or min(self.c_grid) <= 0:
             raise ConfigError(f"model.c_grid must be a list of positive numbers, got "
                               f"{list(self.c_grid)}.")
+
+
+@dataclass
+class Bm25Model(TfidfModel):
+    """``rnnlab.baselines.tfidf.TfidfLogReg`` with ``weighting`` (``model=bm25_logreg``)."""
+
+    weighting: str = MISSING
+    k1: float = MISSING
+    b: float = MISSING
+
+    def check(self) -> None:
+        super().check()
+        _choice("model.weighting", self.weighting, WEIGHTINGS)
+        if self.k1 < 0 or not 0.0 <= self.b <= 1.0:
+            raise ConfigError(f"model.k1 must be at least 0 and model.b in [0, 1], got "
+                              f"k1={self.k1!r} and b={self.b!r}.")
+
+
+@dataclass
+class DtwModel(ModelSchema):
+    """``rnnlab.baselines.dtw.DTW1NN``."""
+
+    window: float | None = MISSING
+    window_grid: list[Any] | None = MISSING
+    refit: bool = MISSING
+
+    def check(self) -> None:
+        for value in [self.window, *(self.window_grid or [])]:
+            if value is not None and not 0.0 < value <= 1.0:
+                raise ConfigError(f"model.window and model.window_grid hold fractions of the "
+                                  f"series length in (0, 1] or null, got {value!r}.")
+
+
+@dataclass
+class RocketModel(ModelSchema):
+    """``rnnlab.baselines.rocket.Rocket``."""
+
+    num_kernels: int = MISSING
+    seed: int = MISSING
+    normalise: bool = MISSING
+    alphas: list[float] = MISSING
+    refit: bool = MISSING
+
+    def check(self) -> None:
+        _positive("model.num_kernels", self.num_kernels)
+        if not self.alphas or min(self.alphas) <= 0:
+            raise ConfigError(f"model.alphas must be a list of positive numbers, got "
+                              f"{list(self.alphas)}.")
 
 
 # ---- trainer ----------------------------------------------------------------------------------
@@ -876,6 +925,11 @@ class SpeechTask(TaskSchema):
 
 
 @dataclass
+class MotionTask(SpeechTask):
+    """``task=motion``: the speech task's keys on the UEA/UCR sets (rnnlab.data.uea)."""
+
+
+@dataclass
 class AsrData(DataModuleSchema):
     data: Any = MISSING
     alphabet: str = MISSING
@@ -947,13 +1001,13 @@ def _task_root(schema: type) -> type:
 MODEL_SCHEMAS: dict[str, type] = {
     "base": ModelSchema, "recurrent": RecurrentModel, "transformer": TransformerModel,
     "arima": ArimaModel, "ets": EtsModel, "seasonal_naive": SeasonalNaiveModel,
-    "tfidf": TfidfModel,
+    "tfidf": TfidfModel, "bm25": Bm25Model, "dtw": DtwModel, "rocket": RocketModel,
 }
 TASK_SCHEMAS: dict[str, type] = {
     "adding": AddingTask, "copy": CopyTask, "charlm": CharLMTask, "forecast": ForecastTask,
     "g2p": G2PTask, "translate": TranslateTask, "names": NamesTask, "ner": NerTask,
     "asr": AsrTask,
-    "sentiment": SentimentTask, "speech": SpeechTask,
+    "sentiment": SentimentTask, "speech": SpeechTask, "motion": MotionTask,
 }
 TRAINER_SCHEMAS: dict[str, type] = {"default": TrainerSchema, "ddp": DdpTrainer}
 

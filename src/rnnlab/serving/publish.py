@@ -10,8 +10,9 @@ input example in-process: a model that cannot predict raises, and the run ends F
 with the reason, rather than logging something that only fails when served.
 
 :func:`log_baseline_model` does the same for baselines: ``tfidf_logreg`` in MLflow's
-scikit-learn flavour (a pipeline from raw text to the class name), ``majority_tag`` and the
-statistical forecasters as small pyfunc models.
+scikit-learn flavour (a pipeline from raw text to the class name; BM25 weighting too),
+``majority_tag``, the statistical forecasters and the sequence classifiers (``dtw_1nn``,
+``rocket``) as small pyfunc models.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 
 import mlflow.pyfunc
 import mlflow.sklearn
+import numpy as np
 import pandas as pd
 import sklearn
 import torch
@@ -32,21 +34,20 @@ from mlflow.models import Model
 from mlflow.models.signature import ModelSignature
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 from omegaconf import DictConfig
-from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 import rnnlab
 from rnnlab.baselines.majority_tag import MajorityTag
+from rnnlab.baselines.sequence import SequenceBaseline
 from rnnlab.baselines.statistical import ForecastBaseline
 from rnnlab.baselines.tfidf import TfidfLogReg
 from rnnlab.build import model_config
 from rnnlab.build.checkpoint import read_checkpoint
 from rnnlab.core.errors import UserError
-from rnnlab.data.text import tokenize
 from rnnlab.inference import CHECKPOINT_FILE, load_checkpoint
-from rnnlab.serving.predictors import Tagger, predictor_for
+from rnnlab.serving.predictors import FrameClassifier, Tagger, predictor_for
 from rnnlab.serving.pyfunc import (
     BASELINE_ARTIFACT,
     CHECKPOINT_ARTIFACT,
@@ -142,6 +143,14 @@ def log_baseline_model(logger: Any, cfg: DictConfig, baseline: Any, dm: Any,
         return _log_table(logger, cfg, "forecast", {
             "model": model_config(cfg), "targets": targets, "season": int(dm.spec.season),
             "horizon": horizon}, history, {"horizon": horizon})
+    if isinstance(baseline, SequenceBaseline):
+        mean, std = np.asarray(dm.mean, dtype=np.float64), np.asarray(dm.std, dtype=np.float64)
+        first = dm.datasets["test"].items[0][0].numpy()
+        return _log_table(logger, cfg, "sequence", {
+            "model": model_config(cfg), "state": baseline.state(),
+            "class_names": [str(c) for c in dm.class_names],
+            "mean": mean.tolist(), "std": std.tolist()},
+            pd.DataFrame({"frames": [(first * std + mean).round(4).tolist()]}))
     raise UserError(f"model={cfg.model.name} has no servable form; add one to "
                     f"rnnlab.serving.publish.")
 
@@ -155,9 +164,7 @@ def _log_tfidf(logger: Any, baseline: Any, dm: Any, metrics: dict[str, float]) -
     names = list(dm.class_names)
     pipeline = make_pipeline(
         FunctionTransformer(select_text),
-        TfidfVectorizer(tokenizer=tokenize, lowercase=False, token_pattern=None,
-                        ngram_range=(1, baseline.ngram_max), min_df=baseline.min_df,
-                        sublinear_tf=True),
+        baseline.vectorizer(),  # TF-IDF or BM25, as the baseline was fitted
         LogisticRegression(C=float(metrics["baseline/C"]), max_iter=baseline.max_iter))
     pipeline.fit(pd.DataFrame({"text": texts}), [names[y] for y in labels])
     example = pd.DataFrame({"text": dm.texts("test")[0][:2]})
@@ -177,6 +184,9 @@ def _log_table(logger: Any, cfg: DictConfig, kind: str, spec: dict[str, Any],
     baseline_predictor(spec)(example, params)  # raises here if it cannot predict
     if kind == "majority_tag":  # the networks' tagging schema
         signature = ModelSignature(Schema(Tagger.inputs), Schema(Tagger.outputs))
+    elif kind == "sequence":  # the networks' frame-classification schema
+        signature = ModelSignature(Schema(FrameClassifier.inputs),
+                                   Schema(FrameClassifier.outputs))
     else:
         signature = ModelSignature(
             Schema([ColSpec("double", t) for t in spec["targets"]]),

@@ -11,8 +11,10 @@ Artifacts decide what is served:
 * ``checkpoint``: a trained network of any task; the task's predictor from
   :mod:`rnnlab.serving.predictors` answers;
 * ``baseline``: JSON of a baseline without a scikit-learn form: ``majority_tag`` (its
-  token -> tag table) or a statistical forecaster (its settings; it is fitted on the
-  history each request gives, which is what these baselines do for every forecast).
+  token -> tag table), a statistical forecaster (its settings; it is fitted on the
+  history each request gives, which is what these baselines do for every forecast), or
+  a sequence classifier (``dtw_1nn``: its reference series; ``rocket``: its seed, from
+  which the kernels are drawn again, and the ridge classifier's arrays).
 """
 
 from __future__ import annotations
@@ -123,9 +125,38 @@ class ForecastBaselinePredictor:
         return out
 
 
-def baseline_predictor(spec: dict[str, Any]) -> MajorityTagPredictor | ForecastBaselinePredictor:
+class SequenceBaselinePredictor:
+    """``model=dtw_1nn|rocket``: frames (one row of channel values per frame) -> label and
+    the baseline's probability of it, normalised with the training mean and deviation as
+    the series it was fitted on were (the same input and output as the networks)."""
+
+    kind = "sequence_baseline"
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.names = [str(c) for c in spec["class_names"]]
+        self.mean, self.std = np.asarray(spec["mean"]), np.asarray(spec["std"])
+        self.baseline = instantiate(spec["model"]).load_state(spec["state"])
+
+    def __call__(self, frame: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        series = []
+        for i, cell in enumerate(column_values(frame, "frames", self.kind)):
+            arr = np.asarray([np.asarray(r, dtype=np.float64) for r in cell]) if len(cell) \
+                else np.zeros((0, len(self.mean)))
+            if arr.ndim != 2 or arr.shape[1] != len(self.mean) or len(arr) == 0:
+                raise DataError(f"row {i}: frames must be a non-empty list of frames of "
+                                f"{len(self.mean)} values each (the channels the model was "
+                                f"fitted on), got shape {arr.shape}.")
+            series.append((arr - self.mean) / self.std)
+        pred, proba = self.baseline.predict_scores(series)
+        return pd.DataFrame({"label": [self.names[int(p)] for p in pred],
+                             "probability": proba[np.arange(len(pred)), pred].tolist()})
+
+
+def baseline_predictor(spec: dict[str, Any]
+                       ) -> MajorityTagPredictor | ForecastBaselinePredictor | SequenceBaselinePredictor:
     """The predictor a baseline's JSON describes."""
-    kinds = {"majority_tag": MajorityTagPredictor, "forecast": ForecastBaselinePredictor}
+    kinds = {"majority_tag": MajorityTagPredictor, "forecast": ForecastBaselinePredictor,
+             "sequence": SequenceBaselinePredictor}
     if spec.get("kind") not in kinds:
         raise DataError(f"the baseline artifact describes kind {spec.get('kind')!r}, which "
                         f"this rnnlab does not serve; log the model again with this version.")
