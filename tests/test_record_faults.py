@@ -241,3 +241,83 @@ def test_checkpoints_carry_a_sha256_and_other_layouts_are_one_sentence(
             assert re.search(message, err) and "Traceback" not in err, err
         with pytest.raises(UserError, match=message):
             run(make_config(*TINY, "model.hidden_size=8", f"ckpt_path={path}"))
+
+
+# -- case 9: folders checked before the run, a store that fails after it started -------------
+@pytest.mark.parametrize("existing", [False, True])
+def test_an_unwritable_experiment_artifact_folder_is_refused_before_the_run(
+        make_config, lab_root: Path, existing: bool) -> None:
+    from rnnlab.core.errors import ConfigError
+    from rnnlab.run.train import run
+
+    folder = lab_root / "mlartifacts" / "adding"
+    if existing:  # an experiment made elsewhere, with its artifacts under its id
+        client = MlflowClient(f"sqlite:///{lab_root}/mlflow.db")
+        folder = lab_root / "mlartifacts" / "7"
+        client.create_experiment("adding", artifact_location=folder.as_uri())
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    folder.write_text("a file where the experiment's artifact folder goes\n")
+    with pytest.raises(ConfigError, match=rf"the experiment's MLflow artifact folder .*: "
+                                          rf"{folder} is not a writable folder"):
+        run(make_config(*TINY, "model.hidden_size=8"))
+    runs = MlflowClient(f"sqlite:///{lab_root}/mlflow.db").search_runs(
+        [e.experiment_id for e in MlflowClient(f"sqlite:///{lab_root}/mlflow.db")
+         .search_experiments()]) if (lab_root / "mlflow.db").exists() else []
+    assert runs == []
+
+
+class _FailingStore:
+    """An MLflow client whose store fails ``failures`` times (then works), like a full disk."""
+
+    tracking_uri = "sqlite:////data/mlflow.db"
+
+    def __init__(self, failures: int) -> None:
+        self.failures, self.marked = failures, None
+
+    def _maybe_fail(self) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise OSError(28, "No space left on device")
+
+    def get_run(self, run_id: str):
+        self._maybe_fail()
+        from types import SimpleNamespace
+
+        return SimpleNamespace(data=SimpleNamespace(tags={}))
+
+    def set_tag(self, run_id: str, key: str, value: str) -> None:
+        self._maybe_fail()
+
+    def set_terminated(self, run_id: str, status: str) -> None:
+        self._maybe_fail()
+        self.marked = status
+
+
+def test_a_failing_store_is_retried_then_the_run_left_running_is_said_once(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    import rnnlab.tracking.store as store
+    from rnnlab.tracking.record import RunRecord
+
+    monkeypatch.setattr(store.time, "sleep", lambda s: None)
+    transient = _FailingStore(failures=1)
+    RunRecord(transient, "abc123").end("FAILED", "boom")
+    assert transient.marked == "FAILED"
+    assert "MLflow run abc123 marked FAILED on a retry" in capsys.readouterr().err
+
+    gone = _FailingStore(failures=100)
+    RunRecord(gone, "abc123").end("FAILED", "boom")
+    assert gone.marked is None
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(
+        "error: the MLflow store failed ([Errno 28] No space left on device), so run abc123 is "
+        "left RUNNING although it ended FAILED; once the store works again (free disk space, "
+        "restart the server), mark it with: python -m rnnlab.tracking.store abc123 FAILED "
+        "--uri sqlite:////data/mlflow.db")
+
+    # the command it names marks the run
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("x")).info.run_id
+    assert store.main([run_id, "FAILED", "--uri", uri, "--reason", "the disk was full"]) == 0
+    run = client.get_run(run_id)
+    assert run.info.status == "FAILED" and run.data.tags["rnnlab.failure"] == "the disk was full"

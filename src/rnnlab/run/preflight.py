@@ -12,11 +12,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from rnnlab.build.schema import validate
+from rnnlab.core.dist import is_rank_zero
 from rnnlab.core.errors import ConfigError
+from rnnlab.tracking.mlflow import local_artifact_root, redact, resolve_tracking_uri
 
 
 def check_writable(folder: Path, key: str) -> None:
@@ -31,13 +34,31 @@ def check_writable(folder: Path, key: str) -> None:
                           f"point {key} at a folder you can write to.") from None
 
 
+def experiment_artifact_folder(uri: str, artifact_root: str, name: str) -> Path | None:
+    """Where the runs of experiment ``name`` put their artifacts: the folder the store
+    records for it, or, for an experiment not created yet, the one
+    :func:`~rnnlab.tracking.mlflow.ensure_experiment` will give it. None when the store
+    keeps them elsewhere (not a local folder)."""
+    location = f"{artifact_root}/{name}"
+    db = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+    if uri.startswith("sqlite:///") and db.is_file():
+        from mlflow.tracking import MlflowClient  # heavy (about a second); the run needs it
+
+        try:
+            experiment = MlflowClient(uri).get_experiment_by_name(name)
+        except Exception:  # noqa: BLE001 - an unreadable store is reported when the run opens it
+            experiment = None
+        if experiment is not None:
+            location = experiment.artifact_location
+    if location.startswith("file://"):
+        return Path(location.removeprefix("file://"))
+    return Path(location) if "://" not in location else None
+
+
 def preflight(cfg: DictConfig) -> None:
     """The schemas' checks, data-parallel settings and output folders, before any data is
     read or run created (``train.py`` has run the schemas' checks already; a config
     composed elsewhere, as in the tests, gets them here)."""
-    from rnnlab.core.dist import is_rank_zero
-    from rnnlab.tracking.mlflow import local_artifact_root, resolve_tracking_uri
-
     # types, ranges, choices and cross-field rules of model, task and trainer (and the seed)
     validate(cfg)
     trainer = cfg.get("trainer") or {}
@@ -51,6 +72,9 @@ def preflight(cfg: DictConfig) -> None:
     if not is_rank_zero():
         return
     check_writable(Path(cfg.paths.output_dir), "paths.output_dir")
+    for name, conf in (cfg.get("callbacks") or {}).items():  # the checkpoint folders
+        if conf is not None and conf.get("dirpath"):
+            check_writable(Path(str(conf.dirpath)), f"callbacks.{name}.dirpath")
     mlflow_cfg = (cfg.get("logger") or {}).get("mlflow")
     if mlflow_cfg is not None and mlflow_cfg.get("log_system_metrics"):
         try:
@@ -65,6 +89,11 @@ def preflight(cfg: DictConfig) -> None:
         if artifacts is not None:
             check_writable(Path(artifacts.removeprefix("file://")),
                            "the MLflow artifact folder (paths.root_dir/mlartifacts)")
+            folder = experiment_artifact_folder(uri, artifacts,
+                                                str(mlflow_cfg.get("experiment_name")))
+            if folder is not None:
+                check_writable(folder, "the experiment's MLflow artifact folder "
+                                       "(paths.root_dir/mlartifacts/<experiment>)")
         if uri.startswith("sqlite:///"):
             check_writable(Path(uri.removeprefix("sqlite:///")).parent,
                            "the MLflow store's folder (logger.mlflow.tracking_uri)")
@@ -74,10 +103,6 @@ def redact_hydra_files() -> None:
     """Hydra writes the config and overrides (``.hydra/*.yaml``, a sweep's ``multirun.yaml``)
     before the job starts; credentials in a URI given on the command line are blanked there
     too, as in every file the lab writes."""
-    from hydra.core.hydra_config import HydraConfig
-
-    from rnnlab.tracking.mlflow import redact
-
     try:
         hc = HydraConfig.get()
     except ValueError:  # composed outside @hydra.main

@@ -27,6 +27,7 @@ from typing import Any
 from rnnlab.core.dist import global_rank, is_rank_zero
 from rnnlab.core.errors import UserError
 from rnnlab.tracking.mlflow import redact
+from rnnlab.tracking.store import retry_marking
 
 FAILURE_TAG = "rnnlab.failure"
 RUN_ID_ENV = "RNNLAB_RUN_ID"
@@ -158,9 +159,9 @@ class RunRecord:
                 prefix = f"rank {self.rank}: " if self.rank else ""
                 self.client.set_tag(self.run_id, FAILURE_TAG, redact(prefix + reason)[:5000])
             self.client.set_terminated(self.run_id, status)
-        except Exception as err:  # the store itself is gone: say so, keep the first error
-            print(f"warning: could not mark MLflow run {self.run_id} {status} ({err})",
-                  file=sys.stderr)
+        except Exception as err:  # the store failed: try again, else say how to mark it later
+            shown = f"rank {self.rank}: {reason}" if reason and self.rank else reason
+            retry_marking(self.client, self.run_id, status, shown, err)
 
 
 def failure_of(err: BaseException, handlers: SignalHandlers | None) -> tuple[str, str]:
