@@ -9,6 +9,7 @@ import math
 import wave
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -21,7 +22,7 @@ from rnnlab.cli.transcribe import main as transcribe_main
 from rnnlab.core.errors import DataError
 from rnnlab.data.spec import TranscribeSpec
 from rnnlab.inference import load_checkpoint
-from rnnlab.inference.transcribe import transcribe_frames
+from rnnlab.inference.transcribe import transcribe_frames, transcribe_wavs
 from rnnlab.metrics.ctc import (
     beam_decode,
     brute_force_decode,
@@ -32,6 +33,7 @@ from rnnlab.metrics.ctc import (
 from rnnlab.models import RecurrentEncoder
 from rnnlab.run.train import run
 from rnnlab.serving.predictors import Transcriber, predictor_for
+from rnnlab.serving.publish import MODEL_URI_TAG
 from rnnlab.tasks.ctc import CTCTask, subsample_frames
 
 SMALL = ["model=bigru", "model.hidden_size=16", "task.datamodule.batch_size=4",
@@ -151,6 +153,7 @@ def write_manifest(folder: Path, rows: list[tuple[str, str]], name: str = "m.csv
     return manifest
 
 
+@pytest.mark.servable_model
 def test_wav_manifest_end_to_end(make_config, lab_root: Path, tmp_path: Path, capsys) -> None:
     texts = ["0", "1", "01", "10", "001", "110", "0101", "1", "0", "011", "100", "10"] * 2
     manifest = write_manifest(tmp_path, [(f"u{i}.wav", t) for i, t in enumerate(texts)])
@@ -184,6 +187,18 @@ def test_wav_manifest_end_to_end(make_config, lab_root: Path, tmp_path: Path, ca
     assert set("".join(by_wav["transcript"])) <= set("01")
     assert transcribe_frames(loaded, list(example["frames"]), 1) == \
         predictor(example, {"beam_size": 1})["transcript"].tolist()
+
+    # the run's servable MLflow model answers as the checkpoint
+    mlflow.set_tracking_uri(f"sqlite:///{lab_root}/mlflow.db")
+    try:
+        served = mlflow.pyfunc.load_model(latest.data.tags[MODEL_URI_TAG])
+        frames = pd.DataFrame({"frames": [np.asarray(f).tolist() for f in example["frames"]]})
+        assert served.predict(frames, params={"beam_size": 1})["transcript"].tolist() == \
+            predictor(example, {"beam_size": 1})["transcript"].tolist()
+        assert served.predict(pd.DataFrame({"wav": [str(wav)]}))["transcript"].tolist() == \
+            transcribe_wavs(loaded, [wav])
+    finally:
+        mlflow.set_tracking_uri(None)
 
 
 @pytest.mark.parametrize(("case", "message"), [
