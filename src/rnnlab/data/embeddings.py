@@ -24,7 +24,10 @@ word in the file, usually the most frequent casing), so a cased vocabulary can u
 lowercased GloVe vectors and a lowercased one can use cased word2vec vectors.
 
 Coverage is the fraction of vocabulary words (the specials ``<pad>``, ``<unk>``, ``<s>``,
-``</s>`` excluded) that got a vector. Every other row is drawn from a normal distribution
+``</s>`` excluded) that got a vector of their own: from the file, or trained on the corpus.
+Vectors that fastText composes from character n-grams for words its corpus never had are
+used but counted apart (``by_subword``), not as found: vectors trained on English give every
+Chinese character one, and meaningless. Every other row is drawn from a normal distribution
 with the per-dimension mean and standard deviation of the found vectors, so that missing
 words sit on the same scale as the rest (zeros would make them all one word, and a fixed
 ``N(0, 1)`` would dwarf typical vectors); ``<pad>`` is zero.
@@ -34,7 +37,7 @@ task's training text (or ``task.embeddings.corpus``) and writes them in word2vec
 format under ``<data_dir>/prepared/embeddings-<fingerprint>/vectors.txt``; they are then
 read back like any file. The fingerprint covers the tokenised corpus, every gensim setting
 and gensim's version, so a second run with the same inputs reads the cache and trains
-nothing.
+nothing. fastText's n-gram-only words are listed beside it, in ``subword_only.txt``.
 """
 
 from __future__ import annotations
@@ -69,6 +72,8 @@ DEFAULTS: dict[str, Any] = {"path": None, "format": None, "train": None, "corpus
                             "dim": 100, "window": 5, "min_count": 1, "epochs": 5,
                             "freeze": False, "sg": True, "seed": 1}
 GZIP_MAGIC = b"\x1f\x8b"
+#: beside trained fastText vectors: the words whose vector came from character n-grams only
+SUBWORD_LIST = "subword_only.txt"
 
 
 @dataclass
@@ -80,6 +85,7 @@ class WordVectors:
     by_lowercase: int     # of those, matched only after lowercasing
     total: int            # vocabulary words, specials excluded
     source: str
+    by_subword: int = 0   # not found: vectors fastText composed from character n-grams
 
     @property
     def dim(self) -> int:
@@ -443,17 +449,27 @@ def init_matrix(found: dict[int, np.ndarray], size: int, dim: int, pad_id: int |
     return matrix.float().contiguous()
 
 
+def subword_words(path: str | Path) -> set[str]:
+    """The words of a trained fastText file whose vectors came from character n-grams only
+    (its ``subword_only.txt``; none for any other file)."""
+    listed = Path(path).expanduser().with_name(SUBWORD_LIST)
+    return set(listed.read_text(encoding="utf-8").splitlines()) if listed.is_file() else set()
+
+
 def load_vectors(path: str | Path, words: Sequence[str], pad_id: int | None = 0,
                  fmt: str | None = None, seed: int = 0, source: str | None = None) -> WordVectors:
-    """The embedding matrix for the vocabulary ``words`` from the vectors file ``path``."""
+    """The embedding matrix for the vocabulary ``words`` from the vectors file ``path``;
+    fastText's n-gram-only vectors fill their rows but do not count as found."""
     found, dim, by_lower = read_vectors(path, words, fmt)
     total = sum(1 for w in words if w not in SPECIALS)
+    subword = subword_words(path)
+    by_subword = sum(1 for i in found if words[i] in subword)
     if not found:
         raise DataError(f"{path}: none of the {total} vocabulary words was found in it, even "
                         f"after lowercasing; the file is for other text (another language, "
                         f"tokenisation or encoding), so use vectors that match the corpus.")
-    return WordVectors(init_matrix(found, len(words), dim, pad_id, seed), len(found), by_lower,
-                       total, source or str(path))
+    return WordVectors(init_matrix(found, len(words), dim, pad_id, seed),
+                       len(found) - by_subword, by_lower, total, source or str(path), by_subword)
 
 
 # ---- training with gensim ------------------------------------------------------------------
@@ -505,8 +521,9 @@ def gensim_version() -> str:
 
 
 def _train_gensim(sentences: Iterable[list[str]], settings: dict[str, Any],
-                  extra_words: Sequence[str]) -> tuple[list[str], np.ndarray]:
-    """Train with gensim; returns (words, vectors). One worker thread and a fixed seed:
+                  extra_words: Sequence[str]) -> tuple[list[str], np.ndarray, list[str]]:
+    """Train with gensim; returns (words, vectors, the words of them that have only
+    fastText's n-gram vectors). One worker thread and a fixed seed:
     with more threads the order in which sentences update the vectors varies from run to
     run, and the same corpus would give different vectors."""
     from gensim.models import FastText, Word2Vec
@@ -528,13 +545,14 @@ def _train_gensim(sentences: Iterable[list[str]], settings: dict[str, Any],
         quiet.setLevel(level)
     words = list(model.wv.index_to_key)
     vectors = np.asarray(model.wv.vectors, dtype=np.float32)
+    more: list[str] = []
     if settings["method"] == "fasttext":  # subword vectors for vocabulary words it never saw
         seen = set(words)
         more = [w for w in extra_words if w not in seen and w not in SPECIALS]
         if more:
             vectors = np.concatenate([vectors, np.stack([model.wv[w] for w in more])])
             words += more
-    return words, vectors
+    return words, vectors, more
 
 
 def word2vec_text(words: Sequence[str], vectors: np.ndarray) -> bytes:
@@ -572,7 +590,9 @@ def trained_vectors(sentences: Iterable[list[str]], settings: dict[str, Any], da
     # fastText also writes subword vectors of the vocabulary's unseen words: they are in
     # the file, so they are in the key
     extra = sorted(extra_words) if keys["method"] == "fasttext" else []
-    fp = fingerprint("embeddings", keys, "workers=1", f"gensim=={version}", digest, extra)
+    # "subword-listed": caches from before subword_only.txt are not reused (they lack it)
+    fp = fingerprint("embeddings", keys, "workers=1", f"gensim=={version}", digest, extra,
+                     "subword-listed")
     prepared = Path(data_dir) / "prepared"
     out = prepared / f"embeddings-{fp}" / "vectors.txt"
     with file_lock(prepared / f"embeddings-{fp}.lock"):
@@ -584,7 +604,8 @@ def trained_vectors(sentences: Iterable[list[str]], settings: dict[str, Any], da
         say(f"word vectors: training {keys['method']} ({algo}, dim {keys['dim']}, window "
              f"{keys['window']}, {keys['epochs']} epochs) on {describe}: {n_sent:,} sentences, "
              f"{n_tok:,} tokens")
-        words, vectors = _train_gensim(sentences, keys, extra)
+        words, vectors, subword = _train_gensim(sentences, keys, extra)
+        write_once(out.with_name(SUBWORD_LIST), "".join(f"{w}\n" for w in subword).encode())
         write_once(out, word2vec_text(words, vectors))
     return out, fp
 
@@ -599,10 +620,12 @@ def say(message: str) -> None:
 
 def report(vectors: WordVectors) -> str:
     """The coverage line printed when vectors are loaded."""
-    missing = vectors.total - vectors.found
+    missing = vectors.total - vectors.found - vectors.by_subword
     lower = f" ({vectors.by_lowercase:,} only after lowercasing)" if vectors.by_lowercase else ""
     pct = math.floor(1000 * vectors.coverage) / 10
+    subword = (f"; {vectors.by_subword:,} not in the corpus composed from fastText's "
+               f"character n-grams" if vectors.by_subword else "")
     rest = (f"; the other {missing:,} drawn from the found vectors' mean and spread"
             if missing else "")
     return (f"word vectors: {vectors.found:,} of {vectors.total:,} vocabulary words ({pct}%) "
-            f"found in {vectors.source}{lower}{rest}; dim {vectors.dim}")
+            f"found in {vectors.source}{lower}{subword}{rest}; dim {vectors.dim}")
