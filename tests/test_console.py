@@ -75,3 +75,33 @@ def test_make_bench_runs_only_the_fast_benchmarks() -> None:
     assert "bench/cells.py" in ran and "make bench-long" in said
     cells = (root / "bench" / "cells.py").read_text()
     assert re.search(r'"--part", choices=\[[^]]*\], default="speed"', cells)
+
+
+# the input columns of each served task (docs/mlflow.md's table; rnnlab.serving checks them)
+SERVED_INPUTS = {"sentiment": {"text"}, "ner": {"text"}, "charlm": {"prompt"},
+                 "names": {"category"}, "g2p": {"text"}, "translate": {"text"},
+                 "speech": {"frames"}}
+
+
+def test_the_docs_serving_examples_post_what_the_served_model_reads() -> None:
+    """Each ``serve ... models:/rnnlab-<task>...`` example is followed by a request whose
+    columns are that task's (the sentiment champion was once sent a charlm prompt)."""
+    import json
+    import re
+
+    root = config_dir().parent
+    pairs = []
+    for doc in (root / "README.md", *sorted((root / "docs").glob("*.md"))):
+        lines = doc.read_text().splitlines()
+        for i, line in enumerate(lines):
+            served = re.search(r"serve\b.*models:/rnnlab-([a-z0-9]+)", line)
+            if not served:
+                continue
+            for later in lines[i + 1:i + 4]:
+                if payload := re.search(r"-d '(\{.*\})'", later):
+                    pairs.append((doc.name, served.group(1), json.loads(payload.group(1))))
+                    break
+    assert pairs, "no serving example with a request found"
+    for doc, task, payload in pairs:
+        columns = {key for record in payload["dataframe_records"] for key in record}
+        assert columns <= SERVED_INPUTS[task], f"{doc}: {task} is sent {sorted(columns)}"
