@@ -28,3 +28,20 @@ class CrashIf(pl.Callback):
     def on_train_batch_start(self, trainer: pl.Trainer, *args: object) -> None:
         if self.value == self.equals:
             raise RuntimeError(f"injected fault for {self.value}")
+
+
+class BreakStore(pl.Callback):
+    """From the first training batch on, every write to (and read of) the SQLite MLflow store
+    fails as on a full disk."""
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: object) -> None:
+        import sqlite3
+
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        def full(*args: object, **kwargs: object) -> None:
+            raise sqlite3.OperationalError("database or disk is full")
+
+        for name in ("log_batch", "log_metric", "log_param", "set_tag", "update_run_info",
+                     "get_run", "log_inputs", "log_outputs"):
+            setattr(SqlAlchemyStore, name, full)

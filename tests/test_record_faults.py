@@ -321,3 +321,25 @@ def test_a_failing_store_is_retried_then_the_run_left_running_is_said_once(
     assert store.main([run_id, "FAILED", "--uri", uri, "--reason", "the disk was full"]) == 0
     run = client.get_run(run_id)
     assert run.info.status == "FAILED" and run.data.tags["rnnlab.failure"] == "the disk was full"
+
+
+@pytest.mark.slow  # one tiny training subprocess: about 20 s
+def test_a_store_that_fills_up_mid_run_names_the_run_left_running_and_its_fix(
+        tmp_path: Path) -> None:
+    import re
+
+    from rnnlab.tracking import store
+
+    proc = _train(tmp_path, *TINY, "model.hidden_size=8",
+                  "+callbacks.broken._target_=faults.BreakStore")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert proc.stderr.count("Traceback") == 1  # the error itself, once
+    found = re.search(r"error: the MLflow store failed \(database or disk is full\), so run "
+                      r"(\w+) is left RUNNING although it ended FAILED; .* mark it with: "
+                      r"python -m rnnlab\.tracking\.store \1 FAILED --uri (\S+)", proc.stderr)
+    assert found, proc.stderr[-3000:]
+    run_id, uri = found.groups()
+    client = MlflowClient(uri)
+    assert client.get_run(run_id).info.status == "RUNNING"
+    assert store.main([run_id, "FAILED", "--uri", uri]) == 0
+    assert client.get_run(run_id).info.status == "FAILED"
