@@ -187,6 +187,7 @@ def test_ckpt_path_auto_finds_the_newest_checkpoint_of_this_configuration(
         make_config, lab_root: Path, trained: dict, capsys: pytest.CaptureFixture) -> None:
     cfg = make_config("model=lstm", *trained["data"], "trainer.max_epochs=3", "ckpt_path=auto",
                       f"paths.log_dir={lab_root}/outputs")
+    _client(lab_root).set_terminated(trained["run_id"], "KILLED")  # pre-empted: unfinished
     run(cfg)
     assert f"ckpt_path=auto: continuing from {trained['last']}" in capsys.readouterr().out
     assert len(_runs(lab_root)) == 1

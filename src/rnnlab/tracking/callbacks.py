@@ -138,7 +138,18 @@ class SignalCheckpoint(pl.Callback):
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # a signal that came during this validation: stop now that its scores are in
-        if self.handlers.received is not None and not trainer.sanity_checking:
+        if not trainer.sanity_checking:
+            self._stop_if_signalled(trainer)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                             batch: Any, batch_idx: int) -> None:
+        self._stop_if_signalled(trainer)  # one that came in the last instant of a validation
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._stop_if_signalled(trainer)
+
+    def _stop_if_signalled(self, trainer: pl.Trainer) -> None:
+        if self.handlers.received is not None:
             trainer._signal_connector.received_sigterm = True
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,

@@ -70,10 +70,7 @@ def credentials_to_env(uri: str) -> str:
 
 
 def resolve_tracking_uri(configured: str | None, root_dir: str | Path) -> str:
-    """The store to use: the configured URI, else MLFLOW_TRACKING_URI, else the project's
-    own; an http(s) server's credentials are moved out of it (:func:`credentials_to_env`)."""
-    uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(root_dir)
-    return credentials_to_env(uri)
+    return configured or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(root_dir)
 
 
 def local_artifact_root(uri: str, root_dir: str | Path) -> str | None:
@@ -196,14 +193,17 @@ def make_mlflow_logger(experiment_name: str, root_dir: str, tracking_uri: str | 
     """An MLflow logger on the resolved store; on rank zero its run is created (or, with
     ``run_id``, reopened) here, so its name can carry the run id and a failure before
     training still has a run to mark. Other ranks get a logger that touches nothing."""
-    uri = resolve_tracking_uri(tracking_uri, root_dir)
+    resolved = resolve_tracking_uri(tracking_uri, root_dir)
+    # the run's clients, loggers, exported URIs and MLflow's own console lines ("View run
+    # ... at:") see no password: it travels in MLflow's variables
+    uri = credentials_to_env(resolved)
     if not rank_zero:
         return RecordLogger(experiment_name=experiment_name, tracking_uri=uri,
                             synchronous=synchronous, log_model=False)
     from mlflow.tracking import MlflowClient  # heavy: see system_metrics
     from mlflow.tracking.context.registry import resolve_tags
 
-    check_reachable(uri)
+    check_reachable(resolved)
     try:
         client = MlflowClient(uri)
         experiment_id = ensure_experiment(client, experiment_name, local_artifact_root(uri, root_dir))
@@ -223,7 +223,7 @@ def make_mlflow_logger(experiment_name: str, root_dir: str, tracking_uri: str | 
                 client.delete_tag(run_id, "rnnlab.failure")
     except Exception as err:  # unreachable server, bad URI, unknown run
         msg = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
-        raise ConfigError(f"cannot use the MLflow tracking store {redact(uri)} ({redact(msg)}); "
+        raise ConfigError(f"cannot use the MLflow tracking store {redact(resolved)} ({redact(msg)}); "
                           f"fix logger.mlflow.tracking_uri / MLFLOW_TRACKING_URI or choose "
                           f"logger=csv.") from err
     logger = RecordLogger(experiment_name=experiment_name, tracking_uri=uri, run_id=run_id,
