@@ -217,8 +217,7 @@ def test_tagger_can_keep_features_after_the_backbone() -> None:
                        case_features=True, case_dim=3, feature_position="output")
     assert task.backbone.extra_input_size == 0 and task.emit.in_features == 12 + 7
     assert task.emissions(_batch()).shape == (3, 5, 3)
-    with pytest.raises(ConfigError, match="feature_position='middle' is unknown"):
-        TaggingTask(_backbone(), _spec(), _optimizer, feature_position="middle")
+    # task.module.feature_position=middle: the config schema (tests/test_schema.py)
 
 
 def test_tagger_refuses_features_the_data_lacks() -> None:
@@ -242,8 +241,7 @@ def test_word_dropout_replaces_only_rare_words_in_training() -> None:
     assert torch.equal(drop.eval()(x), x)
     with pytest.raises(ConfigError, match="needs word counts and an <unk> token"):
         WordDropout(0.5, 1, DataSpec())
-    with pytest.raises(ConfigError, match="word_dropout_max_count must be a positive integer"):
-        WordDropout(0.5, 0, DataSpec(unk_id=1, token_counts=counts))
+    # task.module.word_dropout_max_count=0: the config schema (tests/test_schema.py)
 
 
 def _backbone_inputs(task: nn.Module) -> list[torch.Tensor]:

@@ -24,8 +24,8 @@ import difflib
 import re
 import typing
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Any
 
@@ -55,6 +55,7 @@ from rnnlab.models.conditioned import CONDITIONS
 from rnnlab.models.encoder import PACKS
 from rnnlab.models.heads import POOLINGS
 from rnnlab.models.seq2seq import CONTEXT_FEEDS, CONTEXTS
+from rnnlab.tasks.tagging import FEATURE_POSITIONS
 
 # A dataclass that subclasses Dict keeps its typed fields and still takes keys added with
 # ``+`` (OmegaConf warns that this is deprecated; it is the one way to keep them open).
@@ -62,16 +63,16 @@ warnings.filterwarnings("ignore", message=r"Class `\w+` subclasses `Dict`", cate
 
 # the choices of the classes themselves are imported above, so the two cannot drift apart
 ETS_COMPONENTS = ("add", "mul")
-FEATURE_POSITIONS = ("input", "output")
 MODES = ("min", "max")
 KEY_OR_TYPE_ERRORS = (ValidationError, ConfigKeyError, ConfigAttributeError)
 
 
 # ---- checks, each one sentence naming the key and the fix -----------------------------------
-def _positive(key: str, value: int | None, optional: bool = False) -> None:
+def _positive(key: str, value: Any, optional: bool = False) -> None:
     if value is None and optional:
         return
-    if value is None or value < 1:
+    # not an int: a key added with +, which no field types
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         more = " or null" if optional else ""
         raise ConfigError(f"{key} must be a positive integer{more}, got {value!r}.")
 
@@ -88,6 +89,16 @@ def _choice(key: str, value: Any, choices: Sequence[str], optional: bool = False
     hint = f" (did you mean {key}={close[0]}?)" if close else ""
     extra = " or null" if optional else ""
     raise ConfigError(f"{key}={value!r} is unknown; use one of {', '.join(choices)}{extra}{hint}.")
+
+
+def _rate(key: str, value: Any, optional: bool = False) -> None:
+    """A dropout rate in [0, 1) (null: the owner's default, where ``optional``), also for
+    keys added with ``+``, which no field types."""
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key}={value!r} is not a number; give one such as {key}=0.5.")
+    _fraction(key, value)
 
 
 def _word_dropout(value: float) -> None:
@@ -119,6 +130,11 @@ class Node(dict[str, Any]):
 
     def check(self) -> None:
         """Ranges, choices and cross-field rules, one sentence each (none by default)."""
+
+    def check_added(self, added: Mapping[str, Any]) -> None:
+        """Checks of keys that a recipe or ``+key=value`` adds where the YAML sets none (so
+        they are no fields): OmegaConf sets them after ``__post_init__``, so
+        :func:`validate` hands them over here (none checked by default)."""
 
 
 # ---- model ------------------------------------------------------------------------------------
@@ -359,6 +375,24 @@ class ModuleSchema(Node):
     _target_: str = MISSING
 
 
+def _backbone_settings(settings: Mapping[str, Any]) -> None:
+    # null: the backbone drops its inputs at its own model.dropout
+    _rate("task.backbone.input_dropout", settings.get("input_dropout"), optional=True)
+
+
+@dataclass
+class TaskBackbone(Node):
+    """``task.backbone``: the task's own keyword arguments for whichever backbone ``model=``
+    builds (rnnlab.build.build_backbone passes them on), e.g. heavy input dropout on a
+    small corpus. A task file that sets it declares it; a recipe may add it to any task,
+    and :meth:`TaskSchema.check_added` checks it the same way."""
+
+    input_dropout: float | None = MISSING
+
+    def check(self) -> None:
+        _backbone_settings({"input_dropout": self.input_dropout})
+
+
 @dataclass
 class TaskSchema(Node):
     """What every ``task=`` file has besides its own settings."""
@@ -371,6 +405,10 @@ class TaskSchema(Node):
 
     def check(self) -> None:
         _choice("task.mode", self.mode, MODES)
+
+    def check_added(self, added: Mapping[str, Any]) -> None:
+        if isinstance(added.get("backbone"), Mapping):  # ner_conll / ner_msra add one
+            _backbone_settings(added["backbone"])
 
 
 @dataclass
@@ -534,6 +572,9 @@ class LanguageModelModule(ModuleSchema):
 
     def check(self) -> None:
         _fraction("task.module.dropout", self.dropout)
+        if not all(t > 0 for t in self.sample_temperatures):
+            raise ConfigError(f"task.module.sample_temperatures must all be greater than 0, "
+                              f"got {[float(t) for t in self.sample_temperatures]}.")
 
 
 @dataclass
@@ -605,6 +646,25 @@ class ForecastTask(TaskSchema):
         _positive("task.season", self.season, optional=True)
 
 
+def _teacher_forcing(value: Any) -> None:
+    """A number, or ``{start: 1.0, end: 0.5}`` for a linear decay; each share in [0, 1]."""
+    if isinstance(value, Mapping):
+        unknown = set(value) - {"start", "end"}
+        if unknown:
+            raise ConfigError(f"task.teacher_forcing has unknown keys {sorted(unknown)}; "
+                              f"give a number or {{start: 1.0, end: 0.5}}.")
+        shares = (value.get("start", 1.0), value.get("end", value.get("start", 1.0)))
+    else:
+        shares = (value, value)
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in shares):
+        raise ConfigError(f"task.teacher_forcing={value!r} is not a number; give one such as "
+                          f"task.teacher_forcing=0.9 or {{start: 1.0, end: 0.5}}.")
+    start, end = (float(v) for v in shares)
+    if not (0.0 <= start <= 1.0 and 0.0 <= end <= 1.0):
+        raise ConfigError(f"task.teacher_forcing must be in [0, 1], got start={start}, "
+                          f"end={end}.")
+
+
 @dataclass
 class Seq2SeqModule(ModuleSchema):
     attention: str = MISSING
@@ -639,9 +699,11 @@ class Seq2SeqModule(ModuleSchema):
         _positive("task.module.attention_size", self.attention_size)
         _fraction("task.module.dropout", self.dropout)
         _fraction("task.module.encoder_dropout", self.encoder_dropout)
+        _teacher_forcing(self.teacher_forcing)
         if self.beam_size < 1:
-            raise ConfigError(f"task.beam_size must be an integer of at least 1, got "
-                              f"{self.beam_size!r}.")
+            raise ConfigError(f"task.beam_size must be an integer of at least 1 (1 = greedy "
+                              f"search), got {self.beam_size!r}.")
+        _positive("task.module.max_decode_len", self.max_decode_len)
         _fraction("task.module.label_smoothing", self.label_smoothing)
 
 
@@ -763,6 +825,18 @@ class NamesModule(ModuleSchema):
     def check(self) -> None:
         _choice("task.condition", self.condition, CONDITIONS)
         _fraction("task.module.dropout", self.dropout)
+        for key in ("sample_count", "eval_samples"):  # 0: none
+            if getattr(self, key) < 0:
+                raise ConfigError(f"task.module.{key} must be 0 or more, got "
+                                  f"{getattr(self, key)!r}.")
+        temperatures = [float(t) for t in self.sample_temperatures]
+        if not all(t > 0 for t in [*temperatures, self.eval_temperature]):
+            raise ConfigError(f"task.module.sample_temperatures and eval_temperature must be "
+                              f"greater than 0, got {temperatures} and {self.eval_temperature}.")
+        low_high = list(self.classifier_ngrams)
+        if not (len(low_high) == 2 and 1 <= low_high[0] <= low_high[1]):
+            raise ConfigError(f"task.module.classifier_ngrams must be [low, high] with "
+                              f"1 <= low <= high, got {low_high}.")
 
 
 @dataclass
@@ -832,6 +906,14 @@ class TaggingModule(ModuleSchema):
         _word_dropout(self.word_dropout)
         _positive("task.module.word_dropout_max_count", self.word_dropout_max_count)
 
+    def check_added(self, added: Mapping[str, Any]) -> None:
+        # constructor arguments no task file sets: +task.module.case_dim=4 and the like
+        for key in ("char_dropout", "case_dropout", "bigram_dropout"):
+            if key in added:  # null: the default (char_dropout: task.module.dropout, else 0)
+                _rate(f"task.module.{key}", added[key], optional=True)
+        if "case_dim" in added:
+            _positive("task.module.case_dim", added["case_dim"])
+
 
 @dataclass
 class NerTask(TaskSchema):
@@ -899,6 +981,7 @@ class SentimentTask(TaskSchema):
         default_factory=WordDropoutClassificationModule)
     optimizer: Any = MISSING
     scheduler: Any = MISSING
+    backbone: TaskBackbone = field(default_factory=TaskBackbone)
 
 
 @dataclass
@@ -1122,6 +1205,19 @@ def _cause(err: BaseException) -> BaseException:
         else err
 
 
+def _check_added(built: Any) -> None:
+    """Hand each typed node of ``built`` the keys added to it (OmegaConf sets them as
+    attributes after ``__post_init__``), depth first."""
+    if not isinstance(built, Node):
+        return
+    declared = [f.name for f in fields(built)]
+    added = {k: v for k, v in vars(built).items() if k not in declared}
+    if added:
+        built.check_added(added)
+    for name in declared:
+        _check_added(getattr(built, name))
+
+
 def validate(cfg: DictConfig) -> None:
     """Run every schema's range, choice and cross-field checks on a composed config.
 
@@ -1136,7 +1232,7 @@ def validate(cfg: DictConfig) -> None:
         if not isinstance(node, DictConfig) or OmegaConf.get_type(node) is dict:
             continue  # an untyped node (a config outside conf/): nothing to check
         try:
-            OmegaConf.to_object(node)
+            _check_added(OmegaConf.to_object(node))
         except ConfigError:
             raise
         except OmegaConfBaseException as err:

@@ -214,9 +214,8 @@ class RecurrentEncoder(Backbone):
                  cell_options: dict[str, Any] | None = None, extra_input_size: int = 0) -> None:
         super().__init__()
         spec = get_cell(cell)  # the model.* values are checked by the config schema
+        # task.backbone.input_dropout, checked by the config schema; null: model.dropout
         input_dropout = dropout if input_dropout is None else input_dropout
-        require(0.0 <= float(input_dropout) < 1.0,
-                f"task.backbone.input_dropout must be in [0, 1), got {input_dropout!r}.")
         if causal and bidirectional:
             raise ConfigError(
                 "this task is causal (each step may only see the past), so a bidirectional "

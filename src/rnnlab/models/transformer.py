@@ -60,9 +60,8 @@ class TransformerEncoder(Backbone):
         self.input = InputLayer(vocab_size, input_size, d_model, padding_idx, project_inputs=True)
         self.scale = math.sqrt(d_model) if vocab_size is not None else 1.0
         self.positions = SinusoidalPositions(d_model, max_len)
+        # task.backbone.input_dropout, checked by the config schema; null: model.dropout
         input_dropout = dropout if input_dropout is None else input_dropout
-        require(0.0 <= float(input_dropout) < 1.0,
-                f"task.backbone.input_dropout must be in [0, 1), got {input_dropout!r}.")
         self.dropout = nn.Dropout(input_dropout)
         layer = nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout,
                                            batch_first=True, norm_first=True)

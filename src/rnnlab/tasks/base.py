@@ -202,13 +202,7 @@ class WordDropout(nn.Module):
     """
 
     def __init__(self, p: float, max_count: int, spec: DataSpec) -> None:
-        super().__init__()
-        if not 0.0 <= float(p) <= 1.0:
-            raise ConfigError(f"task.module.word_dropout must be in [0, 1], got {p!r}.")
-        if not (isinstance(max_count, int) and max_count >= 1):
-            raise ConfigError(f"task.module.word_dropout_max_count must be a positive integer "
-                              f"(the highest training count still called rare), got "
-                              f"{max_count!r}.")
+        super().__init__()  # p and max_count are checked by the config schema
         self.p = float(p)
         self.unk_id = -1
         rare = torch.zeros(0, dtype=torch.bool)

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnlab.core.errors import ConfigError, UserError, require
+from rnnlab.core.errors import ConfigError, UserError
 from rnnlab.data.spec import LanguageModelSpec
 from rnnlab.metrics.distributed import Ratio
 from rnnlab.tasks.base import OptimizerFactory, RnnlabTask
@@ -136,18 +136,14 @@ class LanguageModelTask(NextSymbolTask):
         if stateful and not self.recurrent:
             raise ConfigError("task.stateful=true carries a recurrent state across batches, and "
                               "this model has none (a Transformer); use task.stateful=false.")
-        require(0.0 <= float(dropout) < 1.0,
-                f"task.module.dropout must be in [0, 1), got {dropout!r}.")
         self.stateful = bool(stateful)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(backbone.output_size, self.vocab_size)
         if tie_weights:
             self._tie(backbone)
         self.sample_length = int(sample_length)
+        # dropout and the temperatures are checked by the config schema
         self.sample_temperatures = [float(t) for t in sample_temperatures]
-        require(all(t > 0 for t in self.sample_temperatures),
-                f"task.module.sample_temperatures must all be greater than 0, got "
-                f"{self.sample_temperatures}.")
         self.sample_prompts = list(sample_prompts)
         self.sample_seed = sample_seed
         self._train_hidden: Hidden = None

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnlab.core.errors import UserError, require
+from rnnlab.core.errors import UserError
 from rnnlab.data.spec import NamesSpec
 from rnnlab.metrics.distributed import Ratio
 from rnnlab.models.conditioned import ConditionedGenerator
@@ -114,17 +114,8 @@ class NamesTask(NextSymbolTask):
             dropout=dropout)
         self.pad_id = spec.padding_idx
         self.condition = condition
-        require(isinstance(sample_count, int) and sample_count >= 0,
-                f"task.module.sample_count must be 0 or more, got {sample_count!r}.")
-        require(isinstance(eval_samples, int) and eval_samples >= 0,
-                f"task.module.eval_samples must be 0 or more, got {eval_samples!r}.")
+        # counts, temperatures and n-gram range are checked by the config schema
         self.sample_temperatures = [float(t) for t in sample_temperatures]
-        require(all(t > 0 for t in [*self.sample_temperatures, float(eval_temperature)]),
-                f"task.module.sample_temperatures and eval_temperature must be greater than 0, "
-                f"got {self.sample_temperatures} and {eval_temperature}.")
-        require(len(classifier_ngrams) == 2 and 1 <= classifier_ngrams[0] <= classifier_ngrams[1],
-                f"task.module.classifier_ngrams must be [low, high] with 1 <= low <= high, got "
-                f"{list(classifier_ngrams)}.")
         self.sample_count, self.sample_seed = sample_count, sample_seed
         self.eval_samples, self.eval_temperature = eval_samples, float(eval_temperature)
         self.eval_seed = eval_seed

@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from rnnlab.core.dist import gather_objects
-from rnnlab.core.errors import ConfigError, UserError, require
+from rnnlab.core.errors import ConfigError, UserError
 from rnnlab.data.spec import PairSpec
 from rnnlab.metrics.seq2seq import (
     closest_reference,
@@ -123,18 +123,12 @@ def scorer_of(spec: PairSpec) -> Scorer:
 
 
 def teacher_forcing_schedule(value: float | Mapping[str, float]) -> tuple[float, float]:
-    """``0.9`` or ``{start: 1.0, end: 0.5}`` -> (start, end), both in [0, 1]."""
+    """``0.9`` or ``{start: 1.0, end: 0.5}`` -> (start, end) (keys and ranges are checked
+    by the config schema)."""
     if isinstance(value, Mapping):
-        unknown = set(value) - {"start", "end"}
-        require(not unknown, f"task.teacher_forcing has unknown keys {sorted(unknown)}; "
-                f"give a number or {{start: 1.0, end: 0.5}}.")
         start = float(value.get("start", 1.0))
-        end = float(value.get("end", start))
-    else:
-        start = end = float(value)
-    require(0.0 <= start <= 1.0 and 0.0 <= end <= 1.0,
-            f"task.teacher_forcing must be in [0, 1], got start={start}, end={end}.")
-    return start, end
+        return start, float(value.get("end", start))
+    return float(value), float(value)
 
 
 def attention_figure(weights: np.ndarray, src: list[str], out: list[str]) -> Figure:
@@ -192,12 +186,8 @@ class Seq2SeqTask(RnnlabTask):
                  label_smoothing: float = 0.0, num_examples: int = 25,
                  num_heatmaps: int = 4, ensemble: Sequence[str] | None = None,
                  max_predictions: int = DEFAULT_MAX_ROWS) -> None:
+        # beam_size, max_decode_len and teacher_forcing are checked by the config schema
         super().__init__(backbone, optimizer, scheduler, monitor, max_predictions)
-        if not isinstance(beam_size, int) or beam_size < 1:
-            raise ConfigError(f"task.beam_size must be an integer of at least 1 (1 = "
-                              f"greedy search), got {beam_size!r}.")
-        require(isinstance(max_decode_len, int) and max_decode_len >= 1,
-                f"task.module.max_decode_len must be a positive integer, got {max_decode_len!r}.")
         self.tf_start, self.tf_end = teacher_forcing_schedule(teacher_forcing)
         self.decay_epochs = decay_epochs
         self.beam_size, self.length_penalty = beam_size, length_penalty

@@ -43,6 +43,7 @@ from rnnlab.tracking.artifacts import log_text
 from rnnlab.tracking.predictions import DEFAULT_MAX_ROWS
 
 TAG_PAD = -100
+#: ``task.module.feature_position``'s choices (the config schema checks the value)
 FEATURE_POSITIONS = ("input", "output")
 # how the test scores follow from predictions/test.parquet (rnnlab.report.stats): entity counts
 # per sentence, so F1 is recomputed from resampled sentences, never averaged
@@ -89,11 +90,9 @@ class CharCNN(nn.Module):
         return h.masked_fill(torch.isinf(h), 0.0).reshape(b, t, -1)
 
 
-def _dropout_rate(value: float | None, default: float, key: str) -> float:
-    rate = default if value is None else float(value)
-    if not 0.0 <= rate < 1.0:
-        raise ConfigError(f"task.module.{key} must be in [0, 1), got {value!r}.")
-    return rate
+def _dropout_rate(value: float | None, default: float) -> float:
+    """``value``, or ``default`` for null (rates are checked by the config schema)."""
+    return default if value is None else float(value)
 
 
 class TaggingTask(RnnlabTask):
@@ -135,29 +134,26 @@ class TaggingTask(RnnlabTask):
                  feature_position: str = "output", word_dropout: float = 0.0,
                  word_dropout_max_count: int = 1) -> None:
         super().__init__(backbone, optimizer, scheduler, monitor, max_predictions)
-        if feature_position not in FEATURE_POSITIONS:
-            raise ConfigError(f"task.module.feature_position={feature_position!r} is unknown; "
-                              f"use input (into the backbone) or output (after it).")
         self.feature_position = feature_position
         self.char_cnn: CharCNN | None = None
         self.case_embed: nn.Embedding | None = None
-        self.case_dropout = nn.Dropout(_dropout_rate(case_dropout, 0.0, "case_dropout"))
+        self.case_dropout = nn.Dropout(_dropout_rate(case_dropout, 0.0))
         self.bigram_embed: nn.Embedding | None = None
-        self.bigram_dropout = nn.Dropout(_dropout_rate(bigram_dropout, 0.0, "bigram_dropout"))
+        self.bigram_dropout = nn.Dropout(_dropout_rate(bigram_dropout, 0.0))
         self.feature_size = 0
         if char_features:
             self.char_cnn = CharCNN(self._needs(spec.char_vocab_size, "char_features"),
                                     filters=char_filters,
-                                    dropout=_dropout_rate(char_dropout, dropout, "char_dropout"))
+                                    dropout=_dropout_rate(char_dropout, dropout))
             self.feature_size += self.char_cnn.output_size
         if case_features:
             self.case_embed = nn.Embedding(self._needs(spec.case_classes, "case_features"),
-                                           self._positive(case_dim, "case_dim"), padding_idx=0)
+                                           case_dim, padding_idx=0)
             self.feature_size += self.case_embed.embedding_dim
         if bigram_features:
             self.bigram_embed = nn.Embedding(
                 self._needs(spec.bigram_vocab_size, "bigram_features"),
-                self._positive(bigram_dim, "bigram_dim"), padding_idx=0)
+                bigram_dim, padding_idx=0)
             self.feature_size += self.bigram_embed.embedding_dim * spec.bigrams_per_token
         features = backbone.output_size
         if feature_position == "input":
@@ -186,12 +182,6 @@ class TaggingTask(RnnlabTask):
                               f"data, which this datamodule did not provide; set "
                               f"task.datamodule.{option}=true too.")
         return int(size)
-
-    @staticmethod
-    def _positive(value: Any, key: str) -> int:
-        if not (isinstance(value, int) and value > 0):
-            raise ConfigError(f"task.module.{key} must be a positive integer, got {value!r}.")
-        return value
 
     def token_features(self, batch: Mapping[str, Any]) -> Tensor | None:
         """(B, T, feature_size) of the batch's token features; None without any."""
