@@ -7,6 +7,7 @@ config alone is checked here, first, with one sentence naming the key and the fi
 
 from __future__ import annotations
 
+import atexit
 import sys
 import tempfile
 from pathlib import Path
@@ -22,7 +23,7 @@ from rnnlab.core.errors import ConfigError
 from rnnlab.tracking.mlflow import local_artifact_root, redact, resolve_tracking_uri
 
 
-def check_writable(folder: Path, key: str) -> None:
+def check_writable(folder: Path, key: str, fix: str | None = None) -> None:
     """``folder`` exists (or can be made) and takes a file; works for root too, where
     permission bits do not stop writes but a file in the way of a folder does."""
     try:
@@ -31,7 +32,7 @@ def check_writable(folder: Path, key: str) -> None:
             pass
     except OSError as err:
         raise ConfigError(f"{key}: {folder} is not a writable folder ({err.strerror or err}); "
-                          f"point {key} at a folder you can write to.") from None
+                          f"{fix or f'point {key} at a folder you can write to'}.") from None
 
 
 def experiment_artifact_folder(uri: str, artifact_root: str, name: str) -> Path | None:
@@ -92,8 +93,9 @@ def preflight(cfg: DictConfig) -> None:
             folder = experiment_artifact_folder(uri, artifacts,
                                                 str(mlflow_cfg.get("experiment_name")))
             if folder is not None:
-                check_writable(folder, "the experiment's MLflow artifact folder "
-                                       "(paths.root_dir/mlartifacts/<experiment>)")
+                check_writable(folder, "the experiment's MLflow artifact folder",
+                               "make it a folder you can write to, or start another experiment "
+                               "with logger.mlflow.experiment_name=NAME")
         if uri.startswith("sqlite:///"):
             check_writable(Path(uri.removeprefix("sqlite:///")).parent,
                            "the MLflow store's folder (logger.mlflow.tracking_uri)")
@@ -119,9 +121,44 @@ def redact_hydra_files() -> None:
             continue
 
 
+def only_hydra_files(folder: Path, hydra_subdir: str | None = ".hydra") -> bool:
+    """Whether ``folder`` holds nothing a run wrote: Hydra's config copies (``.hydra/``) and
+    empty log files at most."""
+    for path in folder.rglob("*"):
+        if path.is_dir():
+            continue
+        rel = path.relative_to(folder)
+        if hydra_subdir and rel.parts[0] == hydra_subdir:
+            continue
+        if path.suffix == ".log" and path.stat().st_size == 0:
+            continue
+        return False
+    return True
+
+
+def remove_if_unused(folder: Path, hydra_subdir: str | None = ".hydra",
+                     up_to: Path | None = None) -> bool:
+    """Remove a run folder a refused config left behind (Hydra makes it, with an empty
+    ``train.log``, before the job can refuse), and its parents left empty below ``up_to``
+    (``paths.log_dir``); True if it did."""
+    folder = Path(folder)
+    if not folder.is_dir() or not only_hydra_files(folder, hydra_subdir):
+        return False
+    for path in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        path.rmdir() if path.is_dir() else path.unlink()
+    folder.rmdir()
+    parent, stop = folder.parent.resolve(), Path(up_to).resolve() if up_to else None
+    while stop is not None and stop in parent.parents and not any(parent.iterdir()):
+        parent.rmdir()  # outputs/runs/<task>/ made for this run alone
+        parent = parent.parent
+    return True
+
+
 class OutputFolderCheck(Callback):
     """Hydra callback: an output folder that cannot be created is one sentence and exit 2,
-    not Hydra's traceback (Hydra makes the folder before the job starts)."""
+    not Hydra's traceback (Hydra makes the folder before the job starts). A single run's
+    folder that ends holding only Hydra's files (the config was refused) is removed when
+    the process exits, so a refusal leaves no run folder behind."""
 
     @staticmethod
     def _check(folder: str, key: str) -> None:
@@ -133,6 +170,10 @@ class OutputFolderCheck(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config.hydra.run.dir, "paths.log_dir (hydra.run.dir)")
+        # at exit, after the job's own exit path (sys.exit(2) on a refusal) has run
+        atexit.register(remove_if_unused, Path(config.hydra.run.dir),
+                        config.hydra.get("output_subdir"),
+                        config.get("paths", {}).get("log_dir"))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config.hydra.sweep.dir, "paths.log_dir (hydra.sweep.dir)")
