@@ -143,3 +143,22 @@ def test_a_corpus_download_and_preparation_say_so(tmp_path: Path, monkeypatch: p
     # a later fetch from the cache outside a prepare block (forecast's airline) is quiet
     sources.fetch(dist, tmp_path / "data" / "cache")
     assert capsys.readouterr().err == ""
+
+
+def test_a_refused_config_leaves_no_run_folder(tmp_path: Path) -> None:
+    """Hydra makes the run folder (with an empty train.log) before the job can refuse an
+    impossible model/task pair; the refusal leaves no folder behind."""
+    import os
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    (tmp_path / "conf").symlink_to(REPO / "conf")
+    (tmp_path / "outputs").mkdir()
+    (tmp_path / "outputs" / "keep.txt").write_text("another run's file")
+    env = {**os.environ, "CI": "1", "RNNLAB_ROOT": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(REPO / "train.py"), "task=charlm", "model=bilstm"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2 and "error: task=charlm is causal" in proc.stderr, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "outputs").iterdir()) == ["keep.txt"]
