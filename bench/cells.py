@@ -1,8 +1,8 @@
 """The new cells (minGRU, minLSTM, IndRNN) against LSTM, GRU and IRNN: speed and quality.
 
 Why: minGRU and minLSTM (Feng et al. 2024) give up state-dependent gates so that
-training can read all steps at once (a log-space scan) instead of stepping through
-time; IndRNN (Li et al. 2018) trades a full recurrent matrix for one weight per unit.
+training computes every gate for all steps at once and only an element-wise scan is left
+along time; IndRNN (Li et al. 2018) trades a full recurrent matrix for one weight per unit.
 What either buys is only worth knowing at equal cost, so this bench prints two tables,
 each side by side in one run, with the machine load (shared machines move these numbers):
 
@@ -12,11 +12,18 @@ each side by side in one run, with the machine load (shared machines move these 
   other, as a user runs ``train.py``: ``experiment=charlm_shakespeare`` (val/test
   nats per character of the best checkpoint) and ``task=adding`` at T = 200 and 400
   (val/test MSE of the best checkpoint; the memoryless baseline is 0.167).
+  ``--charlm-steps N`` caps charlm by training steps instead of minutes (equal steps,
+  for choosing settings on validation while the machine is shared).
+
+A ``--cells`` entry is a ``model=`` choice with optional ``+``-joined model overrides:
+``mingru+block=residual`` runs ``model=mingru model.block=residual``.
 
     python bench/cells.py                          # the speed table (minutes)
-    python bench/cells.py --part all               # both tables (about 100 minutes)
-    python bench/cells.py --part speed [--lengths 128 512 2048] [--batch 32] [--hidden 256]
+    python bench/cells.py --part all               # both tables (about 120 minutes)
+    python bench/cells.py --part speed [--lengths 128 512 2048 8192] [--batch 32] [--hidden 256]
     python bench/cells.py --part quality [--charlm-minutes 10] [--adding-minutes 3]
+    python bench/cells.py --part quality --charlm-steps 400 --adding-lengths \
+        --cells lstm mingru mingru+block=residual
 """
 
 from __future__ import annotations
@@ -42,11 +49,21 @@ import torch  # noqa: E402
 from rnnlab.models import RecurrentEncoder  # noqa: E402
 from rnnlab.models.cells import get_cell  # noqa: E402
 
-SCANNED = ("mingru", "minlstm")
-FUSED = ("lstm", "gru")
-# quality: the cells added through the registry, then the references the issue names
-NEW = ("mingru", "minlstm", "indrnn")
+SCANNED = ("mingru", "minlstm", "indrnn")
+FUSED = ("gru", "lstm")
+#: speed ratios printed: (cell, fused peer)
+RATIOS = (("mingru", "gru"), ("minlstm", "lstm"), ("indrnn", "gru"))
+# quality: the cells added through the registry (bare and as residual blocks), then the
+# references the issue names
+NEW = ("mingru", "minlstm", "indrnn", "mingru+block=residual", "minlstm+block=residual",
+       "indrnn+block=residual")
 REFERENCE = ("lstm", "gru", "irnn")
+
+
+def model_overrides(entry: str) -> list[str]:
+    """``mingru+block=residual`` -> ``["model=mingru", "model.block=residual"]``."""
+    name, *extra = entry.split("+")
+    return [f"model={name}", *(f"model.{e}" for e in extra)]
 
 
 def training_step(cell: str, steps: int, batch: int, hidden: int) -> Callable[[], float]:
@@ -96,13 +113,15 @@ def speed_table(args: argparse.Namespace) -> None:
         get_cell(cell)  # a clear error if a cell is missing from the registry
     print(f"training tokens/s, batch {args.batch}, hidden {args.hidden}, {machine()}")
     print(load_line("at start"))
-    print(f"| {'T':>5} | " + " | ".join(f"{c:>9}" for c in cells) + " | minGRU/GRU | minLSTM/LSTM |")
-    print("|" + "---:|" * (len(cells) + 3))
+    ratios = [f"{c}/{peer}" for c, peer in RATIOS]
+    print(f"| {'T':>5} | " + " | ".join(f"{c:>9}" for c in [*cells, *ratios]) + " |")
+    print("|" + "---:|" * (len(cells) + len(ratios) + 1))
     for steps in args.lengths:
         speed = tokens_per_second(cells, steps, args.batch, args.hidden, args.repeats)
-        print(f"| {steps:>5} | " + " | ".join(f"{speed[c]:>9.0f}" for c in cells)
-              + f" | {speed['mingru'] / speed['gru']:>10.2f} | "
-              f"{speed['minlstm'] / speed['lstm']:>12.2f} |", flush=True)
+        print(f"| {steps:>5} | " + " | ".join(f"{speed[c]:>9.0f}" for c in cells) + " | "
+              + " | ".join(f"{speed[c] / speed[peer]:>{len(r)}.2f}"
+                           for (c, peer), r in zip(RATIOS, ratios, strict=True)) + " |",
+              flush=True)
     print(load_line("at end"))
 
 
@@ -127,15 +146,20 @@ def attempt(name: str, fn: Callable[[], dict[str, object]]) -> dict[str, object]
         return {"failed": str(err).splitlines()[0][:80] if str(err) else type(err).__name__}
 
 
-def charlm_row(cell: str, minutes: float, seed: int, store: Path) -> dict[str, object]:
-    """``experiment=charlm_shakespeare model=<cell>`` under a cap of ``minutes``; its best
-    checkpoint scored on every validation character (state carried) and the test plays."""
+def charlm_row(cell: str, minutes: float, seed: int, store: Path,
+               steps: int = 0) -> dict[str, object]:
+    """``experiment=charlm_shakespeare model=<cell>`` under a cap of ``minutes`` (or of
+    ``steps`` training steps, if given); its best checkpoint scored on every validation
+    character (state carried) and the test plays."""
     from charlm_budget import EVAL_STREAMS, make_config, pipeline  # noqa: PLC0415
 
     budget = f"00:00:{int(minutes):02d}:{round(minutes % 1 * 60):02d}"
-    cfg = make_config(["experiment=charlm_shakespeare", f"model={cell}", f"seed={seed}",
+    cap = ([f"trainer.max_steps={steps}", "trainer.max_time=null",
+            f"trainer.val_check_interval={min(steps, 200)}"] if steps
+           else [f"trainer.max_time={budget}"])
+    cfg = make_config(["experiment=charlm_shakespeare", *model_overrides(cell), f"seed={seed}",
                        "trainer.accelerator=cpu", f"task.datamodule.eval_streams={EVAL_STREAMS}",
-                       f"trainer.max_time={budget}"], store)
+                       *cap], store)
     r = pipeline(cfg)
     return {"steps": r["steps"], "wall": r["train_s"], "val": r["carried"], "test": r["test"]}
 
@@ -145,7 +169,7 @@ def adding_row(cell: str, steps: int, minutes: float, hidden: int, seed: int,
     """``task=adding model=<cell> task.seq_len=<steps>`` under a cap of ``minutes``."""
     budget = f"00:00:{int(minutes):02d}:{round(minutes % 1 * 60):02d}"
     metrics, wall = train_alone(
-        ["task=adding", f"model={cell}", f"seed={seed}", "trainer.accelerator=cpu",
+        ["task=adding", *model_overrides(cell), f"seed={seed}", "trainer.accelerator=cpu",
          f"task.seq_len={steps}", f"model.hidden_size={hidden}", "trainer.max_epochs=1000",
          f"trainer.max_time={budget}", "logger.mlflow.log_model=false"], store)
     last = Path(metrics["cfg"].paths.output_dir) / "checkpoints" / "last.ckpt"
@@ -173,18 +197,22 @@ def quality_tables(args: argparse.Namespace) -> None:
     from rnnlab.core.paths import config_dir
 
     cells = args.cells
-    missing = [c for c in cells if not (config_dir() / "model" / f"{c}.yaml").exists()]
+    missing = [c for c in cells
+               if not (config_dir() / "model" / f"{c.split('+')[0]}.yaml").exists()]
     if missing:
         raise SystemExit(f"--cells: no conf/model/{missing[0]}.yaml; choose from the files "
                          f"in {config_dir() / 'model'}.")
     print(f"quality at equal wall time, each run alone, {machine()}")
     print(load_line("at start"))
     with tempfile.TemporaryDirectory() as tmp:
-        if args.charlm_minutes > 0:
+        if args.charlm_minutes > 0 or args.charlm_steps > 0:
             rows = {c: attempt(f"charlm {c}", lambda c=c: charlm_row(
-                c, args.charlm_minutes, args.seed, Path(tmp) / f"charlm-{c}")) for c in cells}
-            print_rows(f"charlm, experiment=charlm_shakespeare, {args.charlm_minutes:g} min "
-                       "each (nats/char; val: every validation character, state carried)", rows)
+                c, args.charlm_minutes, args.seed, Path(tmp) / f"charlm-{c}",
+                args.charlm_steps)) for c in cells}
+            cap = (f"{args.charlm_steps} steps" if args.charlm_steps
+                   else f"{args.charlm_minutes:g} min")
+            print_rows(f"charlm, experiment=charlm_shakespeare, {cap} each (nats/char; val: "
+                       "every validation character, state carried)", rows)
         for steps in args.adding_lengths:
             rows = {c: attempt(f"adding T={steps} {c}", lambda c=c, steps=steps: adding_row(
                 c, steps, args.adding_minutes, args.adding_hidden, args.seed,
@@ -199,19 +227,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=["speed", "quality", "all"], default="speed",
                         help="speed (the default: minutes), quality (about 80 minutes), all")
-    parser.add_argument("--lengths", type=int, nargs="+", default=[128, 512, 2048])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[128, 512, 2048, 8192])
+    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--charlm-minutes", type=float, default=10.0,
                         help="budget per cell on charlm (0 skips it)")
+    parser.add_argument("--charlm-steps", type=int, default=0,
+                        help="cap charlm by training steps instead (equal steps, not time)")
     parser.add_argument("--adding-minutes", type=float, default=3.0)
     parser.add_argument("--adding-lengths", type=int, nargs="*", default=[200, 400])
     parser.add_argument("--adding-hidden", type=int, default=128)
     parser.add_argument("--cells", nargs="+", default=[*NEW, *REFERENCE],
-                        help="model= choices for the quality tables")
+                        help="model= choices for the quality tables, each with optional "
+                        "+-joined model overrides (mingru+block=residual)")
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     if args.part in ("speed", "all"):
         speed_table(args)
     if args.part in ("quality", "all"):

@@ -51,6 +51,7 @@ from rnnlab.data.ner import BIGRAM_WINDOWS
 from rnnlab.data.translate import SPLIT_UNITS
 from rnnlab.models.attention import ATTENTIONS
 from rnnlab.models.cells import INITS, cell_names, get_cell
+from rnnlab.models.cells.scan import BLOCKS
 from rnnlab.models.conditioned import CONDITIONS
 from rnnlab.models.encoder import PACKS
 from rnnlab.models.heads import POOLINGS
@@ -160,6 +161,8 @@ class RecurrentModel(ModelSchema):
     forget_bias: float = MISSING
     pack: str = MISSING
     project_inputs: bool = MISSING
+    # new with the residual blocks; a default so the files of the fused cells need not say it
+    block: str = "plain"
 
     def check(self) -> None:
         _choice("model.cell", self.cell, cell_names())
@@ -173,6 +176,11 @@ class RecurrentModel(ModelSchema):
             raise ConfigError(f"model.init={self.init!r} does not apply to model.cell="
                               f"{self.cell}; use one of {', '.join(inits)}.")
         _choice("model.pack", self.pack, PACKS)
+        _choice("model.block", self.block, BLOCKS)
+        blocks = get_cell(self.cell).blocks
+        if self.block not in blocks:
+            raise ConfigError(f"model.block={self.block} does not apply to model.cell="
+                              f"{self.cell}; use {' or '.join(blocks)}.")
 
 
 @dataclass

@@ -196,6 +196,9 @@ class RecurrentEncoder(Backbone):
         forget_bias: LSTM forget-gate bias (1.0 helps long memories; Jozefowicz 2015).
         pack: ``auto`` packs only when correctness needs it; ``always`` / ``never``.
         cell_options: options of the cell itself (see its registry entry).
+        block: ``plain`` stacks bare layers (like ``nn.GRU``); ``residual`` stacks them as
+            pre-norm residual blocks with an MLP, as the papers of the element-wise cells
+            do (minGRU, minLSTM, IndRNN; see the cell's ``blocks``).
         vocab_size / input_size: filled in from the datamodule at build time.
         causal: asked for by causal tasks; a bidirectional encoder cannot honour it.
         extra_input_size: per-token features (``forward(..., features=)``) joined to the
@@ -211,7 +214,8 @@ class RecurrentEncoder(Backbone):
                  project_inputs: bool = False, vocab_size: int | None = None,
                  input_size: int | None = None, padding_idx: int = 0, causal: bool = False,
                  input_dropout: float | None = None,
-                 cell_options: dict[str, Any] | None = None, extra_input_size: int = 0) -> None:
+                 cell_options: dict[str, Any] | None = None, extra_input_size: int = 0,
+                 block: str = "plain") -> None:
         super().__init__()
         spec = get_cell(cell)  # the model.* values are checked by the config schema
         # task.backbone.input_dropout, checked by the config schema; null: model.dropout
@@ -235,7 +239,7 @@ class RecurrentEncoder(Backbone):
         self.input_dropout = nn.Dropout(input_dropout)
         self._layer_args = dict(hidden_size=hidden_size, num_layers=num_layers,
                                 bidirectional=bidirectional, dropout=dropout,
-                                options=dict(cell_options or {}))
+                                options=dict(cell_options or {}), block=block)
         self._init = (init, forget_bias)
         self._build_layers()
 
@@ -303,6 +307,8 @@ class RecurrentEncoder(Backbone):
         require(not self.bidirectional, "a bidirectional backbone has no single per-step state")
         emb = self.input_dropout(self.input(x, features))
         steps = emb.shape[1]
+        readout = getattr(self.rnn, "readout", None)  # residual blocks: output != state
+        step_outputs = []
         for t in range(steps):
             _, hidden = self.spec.step(self.rnn, emb[:, t], hidden)
             h = hidden[0] if isinstance(hidden, tuple) else hidden
@@ -310,7 +316,8 @@ class RecurrentEncoder(Backbone):
             states.append(layers[-1])
             h = torch.stack(layers)  # the next step reads the same node the output does
             hidden = (h, *hidden[1:]) if isinstance(hidden, tuple) else h
-        outputs = torch.stack(states[-steps:], dim=1)
+            step_outputs.append(layers[-1] if readout is None else readout(emb[:, t], h))
+        outputs = torch.stack(step_outputs, dim=1)
         if lengths is not None and bool((lengths < steps).any()):
             outputs = outputs * length_mask(lengths, steps, outputs.device).unsqueeze(-1).to(outputs.dtype)
             hidden = None

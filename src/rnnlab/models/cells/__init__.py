@@ -13,7 +13,10 @@ on a cell's name:
 * ``packable``: whether the layer reads a ``PackedSequence``. A cell that cannot is
   given ``lengths=`` instead and must itself ignore padding (and, bidirectional, read
   each sequence backwards from its own last real step);
-* ``step``: the single-step form used by decoders and generation.
+* ``step``: the single-step form used by decoders and generation;
+* ``blocks``: the ``model.block`` values it can be stacked as (``plain``: bare layers
+  like ``nn.GRU``; ``residual``: pre-norm residual blocks with an MLP, see
+  :class:`.scan.ResidualStack`).
 
 A new cell is one module in this package that calls :func:`register`; the package
 imports every module in it the first time the table is read, so no list elsewhere
@@ -47,6 +50,7 @@ class LayerArgs:
     bidirectional: bool = False
     dropout: float = 0.0
     options: Mapping[str, Any] = field(default_factory=dict)
+    block: str = "plain"
 
 
 def _no_init(layer: nn.Module, init: str, forget_bias: float, hidden_size: int) -> None:
@@ -72,6 +76,7 @@ class Cell:
     inits: tuple[str, ...] = INITS
     step: Callable[[nn.Module, Tensor, State | None], tuple[Tensor, State]] = _step_by_call
     options: tuple[str, ...] = ()
+    blocks: tuple[str, ...] = ("plain",)
 
     def initial_state(self, rows: int, batch: int, hidden_size: int,
                       device: torch.device | None = None) -> State:
@@ -85,6 +90,8 @@ class Cell:
         require(not unknown, f"model.cell_options has {', '.join(unknown)}, which "
                 f"model.cell={self.name} does not take; it takes "
                 f"{', '.join(self.options) or 'no options'}.")
+        require(args.block in self.blocks, f"model.block={args.block} does not apply to "
+                f"model.cell={self.name}; use {' or '.join(self.blocks)}.")
         return self.make(args)
 
 

@@ -9,7 +9,10 @@ is governed unit by unit: bounding ``|u_j|`` (``cell_options.recurrent_max``, 1.
 default) keeps long sequences from exploding, while ``u_j`` near the bound lets a unit
 keep its value over many steps. The bound is applied to the weight as it is used, so it
 holds after every update and after loading any checkpoint. ``W x_t`` is computed for all
-steps at once; the element-wise recurrence is a loop over time.
+steps at once; the element-wise recurrence runs as one scan over time, forward and
+backward (:func:`.scan.relu_scan`). ``model.block=residual`` stacks it as residual blocks,
+as the paper's deep IndRNNs are (with LayerNorm where the paper has batch norm, so that
+a block reads one step alone and padding never enters a statistic).
 
 ``model.init``: ``default`` draws ``u`` from U(0, recurrent_max) as in the paper,
 ``identity`` sets ``u = 1`` (clipped to the bound) and zero biases (the IRNN recipe),
@@ -23,7 +26,7 @@ from torch import Tensor, nn
 
 from rnnlab.core.errors import require
 from rnnlab.models.cells import Cell, LayerArgs, register
-from rnnlab.models.cells.scan import ScanLayer, ScanStack
+from rnnlab.models.cells.scan import BLOCKS, ScanLayer, relu_scan, scan_stack
 
 
 class IndRNNLayer(ScanLayer):
@@ -35,13 +38,7 @@ class IndRNNLayer(ScanLayer):
 
     def forward(self, x: Tensor, h0: Tensor | None = None) -> Tensor:
         u = self.recurrent.clamp(-self.recurrent_max, self.recurrent_max)
-        inputs = self.linear(x)
-        h = torch.zeros_like(inputs[:, 0]) if h0 is None else h0
-        out = []
-        for t in range(inputs.shape[1]):
-            h = torch.relu(inputs[:, t] + u * h)
-            out.append(h)
-        return torch.stack(out, 1)
+        return relu_scan(self.linear(x), u, h0)
 
 
 def _init(layer: nn.Module, init: str, forget_bias: float, hidden_size: int) -> None:
@@ -58,9 +55,9 @@ def _init(layer: nn.Module, init: str, forget_bias: float, hidden_size: int) -> 
 def _make(args: LayerArgs) -> nn.Module:
     bound = float(args.options.get("recurrent_max", 1.0))
     require(bound > 0, f"model.cell_options.recurrent_max must be greater than 0, got {bound}.")
-    return ScanStack(args, lambda i, h: IndRNNLayer(i, h, bound))
+    return scan_stack(args, lambda i, h: IndRNNLayer(i, h, bound))
 
 
 register(Cell("indrnn", _make, "IndRNN: element-wise recurrent weights, ReLU, bounded |u|",
               packable=False, init=_init, inits=("default", "xavier", "identity"),
-              options=("recurrent_max",)))
+              options=("recurrent_max",), blocks=BLOCKS))

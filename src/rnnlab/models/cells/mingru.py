@@ -5,20 +5,21 @@ The GRU with its gates cut loose from the previous state:
     z_t = sigmoid(W_z x_t + b_z),   h~_t = g(W_h x_t + b_h),
     h_t = (1 - z_t) * h_{t-1} + z_t * h~_t,
 
-with ``g`` positive (``x + 0.5`` above zero, ``sigmoid`` below) so the recurrence can be
-scanned in log space. Training reads all steps at once (:mod:`.scan`); decoding and
-generation advance one step with the same weights. ``model.init=xavier`` sets the
+with ``g`` positive (``x + 0.5`` above zero, ``sigmoid`` below), as the paper has it for
+its log-space form. The recurrence is linear in ``h``, so training computes the gates
+for all steps at once and runs only an element-wise scan along time (:mod:`.scan`);
+decoding and generation advance one step with the same weights and the same code. ``model.init=xavier`` sets the
 input weights; there is no recurrent weight matrix, so ``orthogonal`` and ``identity``
 do not apply.
 """
 
 from __future__ import annotations
 
-import torch.nn.functional as F
+import torch
 from torch import Tensor, nn
 
 from rnnlab.models.cells import Cell, LayerArgs, register
-from rnnlab.models.cells.scan import ScanLayer, ScanStack, log_g
+from rnnlab.models.cells.scan import BLOCKS, ScanLayer, g, scan_stack
 
 
 class MinGRULayer(ScanLayer):
@@ -28,8 +29,8 @@ class MinGRULayer(ScanLayer):
 
     def coefficients(self, x: Tensor) -> tuple[Tensor, Tensor]:
         k, cand = self.linear(x).chunk(2, dim=-1)
-        # log(1 - z) = -softplus(k), log z = -softplus(-k)
-        return -F.softplus(k), -F.softplus(-k) + log_g(cand)
+        # a = 1 - z = sigmoid(-k) (exact where z is near 1), b = z * g(candidate)
+        return torch.sigmoid(-k), torch.sigmoid(k) * g(cand)
 
 
 def _init(layer: nn.Module, init: str, forget_bias: float, hidden_size: int) -> None:
@@ -40,8 +41,8 @@ def _init(layer: nn.Module, init: str, forget_bias: float, hidden_size: int) -> 
 
 
 def _make(args: LayerArgs) -> nn.Module:
-    return ScanStack(args, MinGRULayer)
+    return scan_stack(args, MinGRULayer)
 
 
-register(Cell("mingru", _make, "minGRU: input-only gates, parallel log-space scan",
-              packable=False, init=_init, inits=("default", "xavier")))
+register(Cell("mingru", _make, "minGRU: input-only gates, an element-wise scan over time",
+              packable=False, init=_init, inits=("default", "xavier"), blocks=BLOCKS))

@@ -7,8 +7,9 @@ stays on the scale of the candidate, whatever the length):
     f_t = sigmoid(W_f x_t + b_f),  i_t = sigmoid(W_i x_t + b_i),  h~_t = g(W_h x_t + b_h),
     h_t = f_t / (f_t + i_t) * h_{t-1} + i_t / (f_t + i_t) * h~_t.
 
-Training reads all steps at once (a log-space scan, :mod:`.scan`); decoding and
-generation advance one step with the same weights. ``model.forget_bias`` starts the
+Training computes the gates for all steps at once and runs only an element-wise scan
+along time (:mod:`.scan`); decoding and generation advance one step with the same
+weights and the same code. ``model.forget_bias`` starts the
 forget gate's bias (as for the LSTM: 1.0 favours long memories); ``model.init=xavier``
 sets the input weights.
 """
@@ -16,11 +17,10 @@ sets the input weights.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnlab.models.cells import Cell, LayerArgs, register
-from rnnlab.models.cells.scan import ScanLayer, ScanStack, log_g
+from rnnlab.models.cells.scan import BLOCKS, ScanLayer, g, scan_stack
 
 
 class MinLSTMLayer(ScanLayer):
@@ -31,9 +31,9 @@ class MinLSTMLayer(ScanLayer):
 
     def coefficients(self, x: Tensor) -> tuple[Tensor, Tensor]:
         kf, ki, cand = self.linear(x).chunk(3, dim=-1)
-        log_f, log_i = -F.softplus(-kf), -F.softplus(-ki)
-        norm = torch.logaddexp(log_f, log_i)
-        return log_f - norm, log_i - norm + log_g(cand)
+        f, i = torch.sigmoid(kf), torch.sigmoid(ki)
+        total = f + i  # > 0: each gate is a sigmoid
+        return f / total, i / total * g(cand)
 
 
 def _init(layer: nn.Module, init: str, forget_bias: float, hidden_size: int) -> None:
@@ -46,8 +46,8 @@ def _init(layer: nn.Module, init: str, forget_bias: float, hidden_size: int) -> 
 
 
 def _make(args: LayerArgs) -> nn.Module:
-    return ScanStack(args, MinLSTMLayer)
+    return scan_stack(args, MinLSTMLayer)
 
 
-register(Cell("minlstm", _make, "minLSTM: input-only, normalised gates, parallel log-space scan",
-              packable=False, init=_init, inits=("default", "xavier")))
+register(Cell("minlstm", _make, "minLSTM: input-only, normalised gates, an element-wise scan",
+              packable=False, init=_init, inits=("default", "xavier"), blocks=BLOCKS))
