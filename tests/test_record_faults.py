@@ -62,6 +62,18 @@ def test_a_sweep_records_each_failed_job_runs_the_rest_and_exits_nonzero(tmp_pat
     assert parent.data.tags["mlflow.note.content"].startswith("1 of 3 jobs finished, 2 failed")
 
 
+@pytest.mark.slow  # a sweep of two tiny jobs: about 25 s
+def test_a_diverged_sweep_job_counts_as_failed(tmp_path: Path) -> None:
+    proc = _train(tmp_path, "-m", *TINY, "model.hidden_size=8", "task.optimizer.lr=0.001,1e30")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "error: 1 job(s) of the sweep failed" in proc.stderr
+    (parent,), children = _sweep_runs(tmp_path)
+    diverged = next(c for c in children if c.info.status == "FAILED")
+    assert diverged.data.tags["rnnlab.failure"].startswith("training diverged at step")
+    assert parent.info.status == "FAILED"
+    assert parent.data.tags["mlflow.note.content"].startswith("1 of 2 jobs finished, 1 failed")
+
+
 @pytest.mark.slow  # two jobs in parallel workers or submitit processes: 30-60 s each
 @pytest.mark.parametrize("launcher", ["joblib", "slurm_local"])
 def test_parallel_launchers_record_failed_jobs_too(tmp_path: Path, launcher: str) -> None:
