@@ -31,8 +31,9 @@ from typing import Any
 TRAINING_VIEW = "workflowType=machine_learning"
 VIEW_TAG_PREFIX = "mlflow.sharedViewState."
 VIEW_KEY = "rnnlab"
-# the UI's own default columns, kept before the metrics
-DEFAULT_COLUMNS = ["attributes.`Models`", "attributes.`Dataset`"]
+# the registered model beside the metrics (the wide Dataset and Source columns of the UI's
+# default would push the metrics off screen; Columns adds them back)
+DEFAULT_COLUMNS = ["attributes.`Models`"]
 RUNS_SCANNED = 200  # the newest runs whose monitors and metrics pick the columns
 
 
