@@ -314,7 +314,9 @@ def slow_except(values: list, *fast: object) -> list:
     """``values`` as pytest parameters, all but ``fast`` marked slow. The default suite trains
     every cell once (on sentiment) and every task once (with one cell); the rest of the
     cell x task grid runs in the slow suite (CI's ``make test-slow``)."""
-    return [v if v in fast else pytest.param(v, marks=pytest.mark.slow) for v in values]
+    slow = pytest.mark.slow
+    return [v if v in fast else pytest.param(*(v if isinstance(v, tuple) else (v,)), marks=slow)
+            for v in values]
 
 
 # ---- the tiny runs of the distributed tests -----------------------------------------------

@@ -28,6 +28,7 @@ import torch.multiprocessing as mp
 from helpers import (
     REPO,
     compose_config,
+    slow_except,
     tiny_run_parts,
     tiny_task_overrides,
 )
@@ -245,9 +246,11 @@ SCORE = {"sentiment": "test/acc", "ner": "test/f1", "g2p": "test/per", "charlm":
          "copy": "test/recall_acc", "forecast": "test/mase", "translate": "test/chrf"}
 
 
-@pytest.mark.parametrize(("task", "epochs"), [("sentiment", 1), ("ner", 1), ("g2p", 4),
-                                              ("translate", 3), ("charlm", 1), ("copy", 1),
-                                              ("forecast", 1)])
+# the default suite checks the three tasks of the DDP target (sentiment, NER with its CRF,
+# g2p); the others gather through the same code and run in the slow suite
+@pytest.mark.parametrize(("task", "epochs"), slow_except(
+    [("sentiment", 1), ("ner", 1), ("g2p", 4), ("translate", 3), ("charlm", 1), ("copy", 1),
+     ("forecast", 1)], ("sentiment", 1), ("ner", 1), ("g2p", 4)))
 def test_two_processes_report_what_one_does(task: str, epochs: int, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """The Lightning path without train.py: the same weights tested with devices=1 and

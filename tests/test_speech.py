@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import write_frames_npz
+from helpers import FAST, write_frames_npz
 from mlflow.tracking import MlflowClient
 
 from rnnlab.core.errors import ConfigError, DataError
@@ -120,8 +120,7 @@ def test_errors_are_one_sentence(make_config, tmp_path: Path) -> None:
 def test_short_training_run_on_user_frames(make_config, lab_root: Path, tmp_path: Path) -> None:
     path = write_frames_npz(tmp_path / "frames.npz", n=90)
     metrics = run(make_config("task=speech", f"task.data.train={path}", "model=gru",
-                              "model.hidden_size=16", "trainer.max_epochs=3",
-                              "task.datamodule.batch_size=16", "trainer.log_every_n_steps=2"))
+                              *FAST["speech"], "trainer.log_every_n_steps=2"))
     assert {"test/acc", "test/f1"} <= set(metrics)
     client = MlflowClient(f"sqlite:///{lab_root}/mlflow.db")
     exp = client.get_experiment_by_name("speech")
