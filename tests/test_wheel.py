@@ -45,7 +45,7 @@ def test_the_wheel_carries_every_config(tmp_path: Path) -> None:
     configs = {f"rnnlab/conf/{p.relative_to(REPO / 'conf').as_posix()}"
                for p in (REPO / "conf").rglob("*.yaml") if "local" not in p.parts}
     assert len(configs) > 50 and configs <= names
-    assert {"rnnlab/serving/model_code.py", "rnnlab/tracking/registry.py",
+    assert {"rnnlab/serving/model_code.py", "rnnlab/report/registry.py",
             "hydra_plugins/rnnlab_optuna/sweeper.py"} <= names
 
 
