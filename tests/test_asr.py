@@ -309,3 +309,10 @@ def test_asr_tiny_trains_and_beats_an_untrained_model(stand_in_digits: bytes, ma
         sum(len(r) for r in refs)
     assert metrics["test/loss"] < 0.5 * loss.item()
     assert metrics["test/ler"] < untrained_ler - 0.2
+
+
+@pytest.mark.slow
+def test_asr_tiny_on_the_real_digits(make_config) -> None:
+    """The preset as a user runs it: the pinned corpus, strings built, a short training."""
+    metrics = run(make_config("experiment=asr_tiny", "model=bigru"))
+    assert 0.0 <= metrics["test/ler"] <= 1.5 and metrics["test/loss"] < 20
