@@ -20,6 +20,8 @@ from helpers import (
     token_batch,
     write_frames_npz,
 )
+from test_asr import SMALL as ASR_SMALL
+from test_asr import write_manifest
 
 import rnnlab.models.cells.scan as scan_module
 from rnnlab.build.schema import validate
@@ -206,6 +208,8 @@ def _families(tmp_path: Path) -> dict[str, tuple[str, list[str]]]:
                 "model.embedding_dim=16", "trainer.max_epochs=2", *more]
 
     frames = write_frames_npz(tmp_path / "frames.npz", n=90)
+    texts = ["0", "1", "01", "10", "001", "110", "0101", "1", "0", "011", "100", "10"] * 2
+    manifest = write_manifest(tmp_path, [(f"u{i}.wav", t) for i, t in enumerate(texts)])
     return {
         "charlm": ("charlm", tiny("charlm", "mingru")),
         "g2p": ("g2p", tiny("g2p", "minlstm", "model.bidirectional=true")),
@@ -219,6 +223,11 @@ def _families(tmp_path: Path) -> dict[str, tuple[str, list[str]]]:
                               "model.bidirectional=true", "trainer.log_every_n_steps=2"]),
         "names": ("names", ["task=names", "model=indrnn", "model.block=residual",
                             *FAST["names"]]),
+        "asr": ("asr", ["task=asr", f"task.data.train={manifest}", "task.alphabet=01",
+                        "task.datamodule.split=[0.66,0.17,0.17]",
+                        *(o for o in ASR_SMALL if not o.startswith("model=")),
+                        "model=mingru", "model.block=residual", "model.bidirectional=true",
+                        "trainer.max_epochs=3"]),
     }
 
 
@@ -226,7 +235,8 @@ FAST_FAMILIES = ("charlm", "g2p", "sentiment")
 
 
 @pytest.mark.parametrize("family", slow_except(
-    ["charlm", "g2p", "sentiment", "ner", "copy", "forecast", "translate", "speech", "names"],
+    ["charlm", "g2p", "sentiment", "ner", "copy", "forecast", "translate", "speech", "names",
+     "asr"],
     *FAST_FAMILIES))
 def test_residual_blocks_train_on_every_task_family(family: str, make_config,
                                                     lab_root: Path, tmp_path: Path,
