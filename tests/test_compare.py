@@ -228,11 +228,14 @@ def test_run_start_tag_matches_the_hash_of_its_params(make_config, sentiment_csv
     runs logged before the tag group with runs logged after it."""
     from rnnlab.run.train import run
     from rnnlab.tracking.config_hash import CONFIG_HASH_TAG, config_hash, config_identity
+    from rnnlab.tracking.run import logged_config
 
     run(make_config("model=tfidf_logreg", f"task.data.train={sentiment_csv}"))
     client = MlflowClient(f"sqlite:///{lab_root}/mlflow.db")
     r = client.search_runs([client.get_experiment_by_name("sentiment").experiment_id])[0]
-    derived = config_hash(config_identity(r.data.params, r.data.tags["data_fingerprint"]))
+    # the run's folders are tags (rnnlab.local.*): params and those tags are its config
+    derived = config_hash(config_identity(logged_config(r.data.params, r.data.tags),
+                                          r.data.tags["data_fingerprint"]))
     assert r.data.tags[CONFIG_HASH_TAG] == derived
 
 

@@ -700,6 +700,23 @@ def _keys(text: str | None) -> list[str] | None:
     return keys
 
 
+def report_run_text(argv: list[str], args: argparse.Namespace, entries: list[Entry],
+                    out_dir: Path) -> tuple[str, str]:
+    """The report run's name (when and over what: ``report 2026-05-01 14:03 tasks=ner``)
+    and description (the command, what it compared, where the files are), so the runs of
+    the ``reports`` experiment can be told apart."""
+    filters = [f"{flag}={value}" for flag, value in (
+        ("tasks", args.tasks), ("models", args.models), ("sweep", args.sweep_id),
+        ("since", args.since), ("group-by", args.group_by)) if value]
+    name = f"report {dt.datetime.now():%Y-%m-%d %H:%M} {' '.join(filters) or 'all runs'}"
+    tasks = sorted({e.task for e in entries})
+    models = sorted({e.model for e in entries})
+    description = (f"`python compare.py {' '.join(argv)}`: {len(entries)} entries over "
+                   f"{', '.join(tasks)} (models {', '.join(models)}); the report's files are "
+                   f"this run's artifacts and {out_dir}.")
+    return name[:250], description[:5000]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI or the project's mlflow.db")
@@ -760,8 +777,10 @@ def main(argv: list[str] | None = None) -> int:
     _print(entries, notes, sig, chosen, verdicts)
     if not args.no_log:
         exp_id = ensure_experiment(client, REPORT_EXPERIMENT, local_artifact_root(uri, root))
-        run = client.create_run(exp_id, run_name=f"report {out_dir.name}",
-                                tags={"rnnlab_role": "report"})
+        name, description = report_run_text(argv if argv is not None else sys.argv[1:],
+                                            args, entries, out_dir)
+        run = client.create_run(exp_id, run_name=name, tags={
+            "rnnlab_role": "report", "mlflow.note.content": description})
         for path in files:
             client.log_artifact(run.info.run_id, str(path), "report")
         client.set_terminated(run.info.run_id, "FINISHED")

@@ -1,11 +1,13 @@
 """Logging a run's servable model at the end of the run.
 
 :func:`log_servable_model` turns the best checkpoint into an MLflow pyfunc model of the
-run (``models:/m-<id>``, listed in the run's and the experiment's Models tab), with a
-signature, an input example and ``rnnlab==<version>`` as its requirement; the URI is
+run (``models:/m-<id>``, listed in the run's and the experiment's Models tab under the
+name ``<task>-<model>``, e.g. ``sentiment-gru``), with a signature, an input example and ``rnnlab==<version>`` as its requirement; the URI is
 printed and stored in the run tag ``rnnlab.model_uri``. The model carries the checkpoint
 without its optimizer state (a third of the size), so it holds exactly the weights and
-metadata ``load_checkpoint`` needs. Before anything is uploaded the model answers its own
+metadata ``load_checkpoint`` needs; it is the run's one stored copy of its best weights
+(the full checkpoint stays in the run's folder, its path in the model's tag
+``rnnlab.checkpoint``). Before anything is uploaded the model answers its own
 input example in-process: a model that cannot predict raises, and the run ends FAILED
 with the reason, rather than logging something that only fails when served.
 
@@ -57,7 +59,7 @@ from rnnlab.serving.pyfunc import (
 from rnnlab.tracking.mlflow import quiet_mlflow, redact, using_tracking_uri
 
 MODEL_URI_TAG = "rnnlab.model_uri"
-MODEL_NAME = "model"
+CHECKPOINT_TAG = "rnnlab.checkpoint"  # on the logged model: the full checkpoint it came from
 MODEL_CODE = Path(__file__).with_name("model_code.py")  # "models from code": no pickle
 
 
@@ -71,19 +73,28 @@ def package_requirement() -> str:
     return f"rnnlab=={version}"
 
 
-def _log(logger: Any, flavor: Any, example: Any, what: str, start: float, **kwargs: Any
-         ) -> str:
-    """Log one model to the logger's run, tag and print its URI (with the seconds since
-    ``start``, when the caller began preparing it); returns the URI."""
+def model_name(cfg: DictConfig) -> str:
+    """The logged model's name, ``<task>-<model>`` (``sentiment-gru``): the run's Models tab
+    and the experiment's list of models tell one from another without opening them."""
+    return f"{cfg.task.name}-{cfg.model.name}"
+
+
+def _log(logger: Any, cfg: DictConfig, flavor: Any, example: Any, what: str, start: float,
+         tags: dict[str, str] | None = None, **kwargs: Any) -> str:
+    """Log one model (named by :func:`model_name`) to the logger's run, tag and print its
+    URI (with the seconds since ``start``, when the caller began preparing it); returns
+    the URI."""
     client, run_id = logger.experiment, logger.run_id
+    name = model_name(cfg)
     with quiet_mlflow():
         # the run's own experiment (MLflow would otherwise file it under the active one)
         created = client.create_logged_model(
-            client.get_run(run_id).info.experiment_id, name=MODEL_NAME, source_run_id=run_id,
-            tags={k: str(v) for k, v in kwargs.get("metadata", {}).items()})
+            client.get_run(run_id).info.experiment_id, name=name, source_run_id=run_id,
+            tags={**{k: str(v) for k, v in kwargs.get("metadata", {}).items()},
+                  **(tags or {})})
         try:
             with using_tracking_uri(logger._tracking_uri):
-                info = Model.log(artifact_path=None, name=MODEL_NAME, flavor=flavor,
+                info = Model.log(artifact_path=None, name=name, flavor=flavor,
                                  run_id=run_id, model_id=created.model_id,
                                  input_example=example, **kwargs)
         except BaseException:  # no half-logged model left PENDING in the Models tab
@@ -116,8 +127,9 @@ def log_servable_model(logger: Any, cfg: DictConfig, checkpoint: str | Path) -> 
         example, params = predictor.example(), predictor.example_params()
         predictor(example, params)  # raises here, with the reason, if it cannot predict
         size = path.stat().st_size / 1e6
-        return _log(logger, mlflow.pyfunc, (example, params) if params else example,
+        return _log(logger, cfg, mlflow.pyfunc, (example, params) if params else example,
                     f"{predictor.kind}, {size:.1f} MB", start,
+                    tags={CHECKPOINT_TAG: str(Path(checkpoint).resolve())},
                     python_model=str(MODEL_CODE), artifacts={CHECKPOINT_ARTIFACT: str(path)},
                     signature=predictor.signature(), pip_requirements=[package_requirement()],
                     metadata={"rnnlab_kind": predictor.kind, "task": str(cfg.task.name),
@@ -129,7 +141,7 @@ def log_baseline_model(logger: Any, cfg: DictConfig, baseline: Any, dm: Any,
                        metrics: dict[str, float]) -> str:
     """Log a fitted baseline's model to the logger's MLflow run; returns its URI."""
     if isinstance(baseline, TfidfLogReg):
-        return _log_tfidf(logger, baseline, dm, metrics)
+        return _log_tfidf(logger, cfg, baseline, dm, metrics)
     if isinstance(baseline, MajorityTag):
         return _log_table(logger, cfg, "majority_tag", {
             "table": baseline.table, "lowercase": bool(getattr(baseline, "lowercase", False)),
@@ -155,7 +167,8 @@ def log_baseline_model(logger: Any, cfg: DictConfig, baseline: Any, dm: Any,
                     f"rnnlab.serving.publish.")
 
 
-def _log_tfidf(logger: Any, baseline: Any, dm: Any, metrics: dict[str, float]) -> str:
+def _log_tfidf(logger: Any, cfg: DictConfig, baseline: Any, dm: Any,
+               metrics: dict[str, float]) -> str:
     """A scikit-learn pipeline: the ``text`` column -> TF-IDF -> logistic regression (at the
     C chosen on validation) -> the class name; refitted on the training split exactly as
     the baseline was, with the class names as labels."""
@@ -171,7 +184,7 @@ def _log_tfidf(logger: Any, baseline: Any, dm: Any, metrics: dict[str, float]) -
     pipeline.predict(example)
     signature = ModelSignature(Schema([ColSpec("string", "text")]),
                                Schema([ColSpec("string")]))
-    return _log(logger, mlflow.sklearn, example, "scikit-learn pipeline", start,
+    return _log(logger, cfg, mlflow.sklearn, example, "scikit-learn pipeline", start,
                 sk_model=pipeline, signature=signature, serialization_format="cloudpickle",
                 pip_requirements=[package_requirement(), f"scikit-learn=={sklearn.__version__}"])
 
@@ -195,7 +208,7 @@ def _log_table(logger: Any, cfg: DictConfig, kind: str, spec: dict[str, Any],
     with tempfile.TemporaryDirectory(prefix="rnnlab-model-") as tmp:
         path = Path(tmp) / "baseline.json"
         path.write_text(json.dumps(spec), encoding="utf-8")
-        return _log(logger, mlflow.pyfunc, (example, params) if params else example,
+        return _log(logger, cfg, mlflow.pyfunc, (example, params) if params else example,
                     f"{cfg.model.name} baseline", start, python_model=str(MODEL_CODE),
                     artifacts={BASELINE_ARTIFACT: str(path)},
                     signature=signature,

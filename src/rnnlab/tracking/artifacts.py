@@ -60,19 +60,23 @@ def log_figure(trainer, fig: Figure, artifact_path: str) -> None:
         log_file(trainer, path, str(Path(artifact_path).parent) if "/" in artifact_path else None)
 
 
-def confusion_matrix_figure(matrix: np.ndarray, labels: list[str]) -> Figure:
-    """Counts with row-normalised shading (rows: truth, columns: prediction)."""
+def confusion_matrix_figure(matrix: np.ndarray, labels: list[str], title: str | None = None,
+                            xlabel: str = "predicted", ylabel: str = "true") -> Figure:
+    """Counts with row-normalised shading (rows: truth, columns: prediction), titled by
+    default with the accuracy they give; a matrix that is not a model's test predictions
+    says what it is in ``title`` and its axis labels."""
     n = len(labels)
     fig, ax = plt.subplots(figsize=(1.2 + 0.6 * n, 1.0 + 0.55 * n))
     norm = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
     ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(n), labels, rotation=45, ha="right")
     ax.set_yticks(range(n), labels)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     for i in range(n):
         for j in range(n):
             ax.text(j, i, int(matrix[i, j]), ha="center", va="center",
                     color="white" if norm[i, j] > 0.5 else "black", fontsize=8)
-    ax.set_title(f"test accuracy {np.trace(matrix) / max(matrix.sum(), 1):.3f}")
+    ax.set_title(title or f"test accuracy {np.trace(matrix) / max(matrix.sum(), 1):.3f}",
+                 fontsize=9 if title else None)
     return fig

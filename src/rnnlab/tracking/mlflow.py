@@ -9,6 +9,7 @@ server, PostgreSQL); then the server decides where artifacts live.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import subprocess
@@ -20,12 +21,14 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from rnnlab.core.errors import ConfigError
 
 MAX_PARAM_LENGTH = 6000  # MLflow's limit for one param value
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 _CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
 
 
@@ -147,8 +150,23 @@ def system_metrics(loggers: list, enabled: bool, interval_s: float = 10.0) -> It
             monitor.finish()
 
 
+def exact_float(value: Any) -> float:
+    """A metric as the number it stands for. Lightning reduces logged values, and
+    torchmetrics computes its scores, in float32, so an accuracy of 92/160 = 0.575 reaches
+    the logger as 0.574999988079071; such a value (one that a float32 holds exactly)
+    becomes the shortest decimal that reads back as the same float32 (0.575). A float64
+    value (an exact mean, a count) is not a float32 number unless it is short already
+    (0.5, 12.0), so it is kept as it is."""
+    number = float(value)
+    if not math.isfinite(number) or abs(number) > FLOAT32_MAX:
+        return number
+    single = np.float32(number)
+    return float(str(single)) if float(single) == number else number
+
+
 class RecordLogger(MLFlowLogger):
-    """Lightning's MLflow logger, with at most one value per metric and step.
+    """Lightning's MLflow logger, with at most one value per metric and step, each an
+    exact float (:func:`exact_float`: no float32 digits of noise on the run page).
 
     Lightning logs some keys (``epoch``) again with every group of metrics of one step,
     and a resumed run restarts from its checkpoint's step although the store may already
@@ -164,7 +182,8 @@ class RecordLogger(MLFlowLogger):
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         at = step or 0
-        fresh = {k: v for k, v in metrics.items() if at > self.logged_through.get(k, -1)}
+        fresh = {k: v if isinstance(v, str) else exact_float(v)  # Lightning skips strings
+                 for k, v in metrics.items() if at > self.logged_through.get(k, -1)}
         if fresh:
             super().log_metrics(fresh, step)
             self.logged_through.update(dict.fromkeys(fresh, at))

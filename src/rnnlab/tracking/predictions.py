@@ -14,7 +14,10 @@ order a single process scores them, with
   exactly (entity ``tp``/``fp``/``fn``, ``edits``/``ref_len``, BLEU n-gram counts, nats and
   characters), so a bootstrap can resample whole sentences.
 
-Beside it, ``predictions/test.json`` says how each logged test metric follows from the
+Beside it, ``predictions/test.csv`` is what the MLflow UI previews as a table (the parquet
+it cannot): at most :data:`PREVIEW_ROWS` rows, evenly spaced and in example order, the
+text columns cut at :data:`PREVIEW_TEXT` characters, list-valued statistics left out; and
+``predictions/test.json`` says how each logged test metric follows from the
 columns (``{"test/f1": {"kind": "f1", ...}}``, read by :mod:`rnnlab.report.stats`), how many
 examples the test split had and how many rows were kept.
 
@@ -44,8 +47,11 @@ from rnnlab.tracking.artifacts import log_file
 
 PARQUET = "predictions/test.parquet"
 META = "predictions/test.json"
+PREVIEW = "predictions/test.csv"
 DEFAULT_MAX_ROWS = 50_000
 MAX_TEXT = 1000
+PREVIEW_ROWS = 1000  # the UI shows a table of this; the parquet holds every kept row
+PREVIEW_TEXT = 200
 TEXT_COLUMNS = ("input", "gold", "prediction")
 
 
@@ -219,12 +225,33 @@ def write_rows(run: Any, rows: list[dict[str, Any]], metrics: Mapping[str, Mappi
             table[column] = table[column].map(lambda v: cut(str(v)))
     first = ["example", *TEXT_COLUMNS, "score"]
     table = table[[c for c in first if c in table] + [c for c in table if c not in first]]
+    preview = preview_table(table)
     meta = {"rows": len(kept), "examples": len(rows), "sampled": len(kept) < len(rows),
-            "max_rows": max_rows, "metrics": dict(metrics), "columns": list(table.columns)}
+            "max_rows": max_rows, "metrics": dict(metrics), "columns": list(table.columns),
+            "preview_rows": len(preview)}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / Path(PARQUET).name
         table.to_parquet(path, index=False)
+        preview.to_csv(Path(tmp) / Path(PREVIEW).name, index=False)
         (Path(tmp) / Path(META).name).write_text(json.dumps(meta, indent=1), encoding="utf-8")
-        log_file(run, path, str(Path(PARQUET).parent))
-        log_file(run, Path(tmp) / Path(META).name, str(Path(META).parent))
+        for name in (PARQUET, PREVIEW, META):
+            log_file(run, Path(tmp) / Path(name).name, str(Path(name).parent))
     return None
+
+
+def preview_table(table: Any, max_rows: int = PREVIEW_ROWS) -> Any:
+    """The rows a person reads in the UI: at most ``max_rows``, evenly spaced, in example
+    order, scalar columns only (a list of n-gram counts is for the statistics), texts cut
+    at :data:`PREVIEW_TEXT` characters."""
+    if table.empty:
+        return table
+    picked = table.iloc[evenly_spaced(len(table), max_rows)]
+    if "example" in picked:
+        picked = picked.sort_values("example", kind="stable")
+    scalar = [c for c in picked if picked[c].dtype != object or not picked[c].map(
+        lambda v: isinstance(v, list | tuple | dict) or getattr(v, "ndim", 0) > 0).any()]
+    picked = picked[scalar].copy()
+    for column in TEXT_COLUMNS:
+        if column in picked:
+            picked[column] = picked[column].map(lambda v: cut(str(v), PREVIEW_TEXT))
+    return picked

@@ -5,8 +5,16 @@
 reopened when resuming, tagged, and exported for DDP workers) -> :meth:`TrackedRun.recording`
 (a multirun job joins its sweep's parent run; the run ends FINISHED, or FAILED / KILLED
 with the reason) -> :meth:`~TrackedRun.log_start` (params, datasets, config: before fitting,
-for networks and baselines alike) -> metrics -> :meth:`~TrackedRun.publish` (the servable
-model, ``logger.mlflow.log_model``).
+for networks and baselines alike) -> metrics -> :meth:`~TrackedRun.log_checkpoint` and
+:meth:`~TrackedRun.publish` (the servable model, ``logger.mlflow.log_model``).
+
+A run's page says what was run, not where: the run's own folders (``paths.output_dir``,
+``paths.log_dir`` and every value inside the output folder: the checkpoint folders, the
+trainer's root) are tags ``rnnlab.local.<key>``, not params, so compare-runs' diff and
+plots start from settings; params plus those tags are the whole flattened config
+(:func:`logged_config`). A run keeps one copy of its best weights in the store: the
+servable model's slim checkpoint when the model is logged, else ``checkpoints/best.ckpt``;
+``last.ckpt`` stays local unless ``logger.mlflow.upload_last``.
 
 Only global rank zero writes to MLflow, and every check of that lives here: callers never
 ask which rank they are on. Other ranks get loggers that write nothing and touch rank
@@ -19,8 +27,9 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from hydra.core.hydra_config import HydraConfig
@@ -44,6 +53,7 @@ from rnnlab.tracking.record import RunInterrupted, RunRecord, SignalHandlers, re
 from rnnlab.tracking.sweep import attach_to_parent, sweep_tags
 
 T = TypeVar("T")
+LOCAL_TAG = "rnnlab.local."  # + a config key: a run-local path, kept as a tag
 
 
 @contextmanager
@@ -85,6 +95,7 @@ class TrackedRun:
     record: RunRecord | None     # ends rank zero's MLflow run with the status that is true
     rank_zero: bool
     resumed: bool
+    best: str | None = None  # the best checkpoint, once log_checkpoint has it
 
     @classmethod
     def start(cls, cfg: DictConfig, dm: Any, handlers: SignalHandlers,
@@ -106,6 +117,7 @@ class TrackedRun:
             kwargs = OmegaConf.to_container(conf, resolve=True)
             kwargs.pop("_target_", None)
             kwargs.pop("log_model", None)  # read by publish()
+            kwargs.pop("upload_last", None)  # read by log_checkpoint()
             kwargs["run_name"] = kwargs.get("run_name") or (
                 f"{cfg.model.name}-s{cfg.seed}" + ("-test" if evaluates else ""))
             logger = make_mlflow_logger(
@@ -179,11 +191,13 @@ class TrackedRun:
         client.log_text(run_id, overrides, "config/overrides.txt")
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        """Params to every logger (MLflow's untruncated), from rank zero."""
+        """Params to every logger (MLflow's untruncated, without the run-local paths that
+        :func:`run_tags` made tags), from rank zero."""
         if not self.rank_zero:
             return
         if self.mlflow is not None:
-            log_params(self.mlflow, params)
+            local = local_paths(params, self.cfg)
+            log_params(self.mlflow, {k: v for k, v in params.items() if k not in local})
         for lg in self._others():
             lg.log_hyperparams(params)
 
@@ -194,10 +208,22 @@ class TrackedRun:
             lg.save()
 
     def log_checkpoint(self, path: str, metrics: Mapping[str, float]) -> None:
-        """The best checkpoint as an artifact, and its monitored score as ``best/<monitor>``."""
+        """The best checkpoint's monitored score as ``best/<monitor>``, and its file as the
+        artifact ``checkpoints/best.ckpt`` only when no servable model will carry its
+        weights (:meth:`publish` uploads it after all if logging the model fails): one
+        copy of the best weights per run. ``logger.mlflow.upload_last`` (default off)
+        also uploads ``last.ckpt``, which otherwise stays in the run's folder for
+        ``ckpt_path=auto``."""
         if self.mlflow is None:
             return
-        self.mlflow.experiment.log_artifact(self.mlflow.run_id, path, "checkpoints")
+        self.best = path
+        client, run_id = self.mlflow.experiment, self.mlflow.run_id
+        if not self._logs_model():
+            client.log_artifact(run_id, path, "checkpoints")
+        last = Path(path).with_name("last.ckpt")
+        if OmegaConf.select(self.cfg, "logger.mlflow.upload_last", default=False) \
+                and last.is_file():
+            client.log_artifact(run_id, str(last), "checkpoints")
         key = f"best/{self.cfg.task.monitor}"
         if key in metrics:
             self.mlflow.log_metrics({key: metrics[key]})
@@ -205,10 +231,20 @@ class TrackedRun:
     def publish(self, log_model: Callable[[MLFlowLogger], T]) -> T | None:
         """``log_model(logger)`` on rank zero when ``logger.mlflow.log_model`` (default on)
         asks for a servable model; what it raises ends the run FAILED in :meth:`recording`."""
-        if self.mlflow is None or not OmegaConf.select(self.cfg, "logger.mlflow.log_model",
-                                                       default=True):
+        if self.mlflow is None or not self._logs_model():
             return None
-        return log_model(self.mlflow)
+        try:
+            return log_model(self.mlflow)
+        except BaseException:
+            # the best weights were left to the model: keep them in the store after all
+            if self.best is not None:
+                with suppress(Exception):  # the model's own error is the one to see
+                    self.mlflow.experiment.log_artifact(self.mlflow.run_id, self.best,
+                                                        "checkpoints")
+            raise
+
+    def _logs_model(self) -> bool:
+        return bool(OmegaConf.select(self.cfg, "logger.mlflow.log_model", default=True))
 
     def _others(self) -> list[Logger]:
         return [lg for lg in self.loggers if not isinstance(lg, MLFlowLogger)]
@@ -216,13 +252,37 @@ class TrackedRun:
 
 def run_tags(cfg: DictConfig, dm: Any) -> dict[str, str]:
     """The tags every run starts with: what ran (task, model, cell, seed, family), on which
-    code and data, where its files are, and its configuration's hash."""
+    code and data, where its files are (``rnnlab.output_dir`` and the run-local paths of
+    its config as ``rnnlab.local.<key>``), and its configuration's hash (of the whole
+    config, as before the paths became tags)."""
     params = flatten(OmegaConf.to_container(cfg, resolve=True))
+    local = {f"{LOCAL_TAG}{k}": v for k, v in local_paths(params, cfg).items()}
     return {**sweep_tags(), "task": str(cfg.task.name), "model": str(cfg.model.name),
             "cell": str(cfg.model.get("cell", cfg.model.name)), "seed": str(cfg.seed),
             "family": str(cfg.task.get("family")), "git_commit": git_commit(cfg.paths.root_dir),
             "data_fingerprint": dm.fingerprint, "rnnlab.output_dir": str(cfg.paths.output_dir),
-            **config_tags(params, dm.fingerprint)}
+            **local, **config_tags(params, dm.fingerprint)}
+
+
+def local_paths(params: Mapping[str, Any], cfg: DictConfig) -> dict[str, str]:
+    """The entries of flattened ``params`` that say where this run writes, not what it
+    runs: ``paths.output_dir``, ``paths.log_dir`` and every value inside the run's output
+    folder (checkpoint folders, the trainer's root, a CSV logger's folder). Paths to data
+    or to other runs' checkpoints (an ensemble's members) are settings and stay params."""
+    out_dir = str(OmegaConf.select(cfg, "paths.output_dir", default="") or "").rstrip("/")
+    local = {}
+    for key, value in params.items():
+        text = str(value)
+        inside = bool(out_dir) and (text == out_dir or text.startswith(out_dir + "/"))
+        if key in ("paths.output_dir", "paths.log_dir") or inside:
+            local[key] = text
+    return local
+
+
+def logged_config(params: Mapping[str, str], tags: Mapping[str, str]) -> dict[str, str]:
+    """A run's flattened config as logged: its params and its ``rnnlab.local.*`` tags."""
+    return {**params, **{k.removeprefix(LOCAL_TAG): v for k, v in tags.items()
+                         if k.startswith(LOCAL_TAG)}}
 
 
 def _overrides() -> list[str]:

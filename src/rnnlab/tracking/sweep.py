@@ -29,6 +29,7 @@ import sys
 import traceback
 import uuid
 from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,9 +118,23 @@ def attach_to_parent(client: Any, run_id: str) -> str | None:
         else:
             parent = client.create_run(experiment_id, run_name=f"sweep {sweep_id}", tags={
                 "sweep_id": sweep_id, "rnnlab_role": PARENT_ROLE,
-                "sweep_dir": str(sweep_dir)}).info.run_id
+                "sweep_dir": str(sweep_dir),
+                NOTE_TAG: sweep_description(sweep_id, sweep_dir)}).info.run_id
     client.set_tag(run_id, "mlflow.parentRunId", parent)
     return parent
+
+
+def sweep_description(sweep_id: str, sweep_dir: Path) -> str:
+    """The parent run's description: the sweep's command (its overrides as Hydra saved
+    them in ``multirun.yaml``) and folder, so a parent says what it grouped before its
+    summary (counts, best job) is added at the end."""
+    command = "python train.py --multirun"
+    with suppress(Exception):  # a sweeper that saves no multirun.yaml: the folder says it
+        saved = OmegaConf.load(sweep_dir / "multirun.yaml")
+        command += "".join(f" {o}" for o in OmegaConf.select(saved, "hydra.overrides.task",
+                                                              default=[]))
+    return redact(f"Sweep {sweep_id}: the jobs of `{command}` in this experiment are its "
+                  f"child runs (folder {sweep_dir}).")[:2000]
 
 
 def open_store(uri: str) -> Any:
@@ -229,6 +244,8 @@ def summarise_parent(client: Any, parent: Any, sweep_dir: Path,
                                  for c in failed[:10])
     if stopped:
         note = f"the sweep stopped before its end ({stopped}); {note}"
+    sweep_id = parent.data.tags.get("sweep_id", sweep_dir.name)
+    note = f"{note}\n\n{sweep_description(sweep_id, sweep_dir)}"
     client.set_tag(parent.info.run_id, NOTE_TAG, redact(note)[:5000])
     status = "FINISHED"
     if failed or stopped:
