@@ -23,8 +23,10 @@ import yaml
 from mlflow.artifacts import download_artifacts
 from mlflow.tracking import MlflowClient
 
+from rnnlab.inference import model_checkpoint
 from rnnlab.ops import server
 from rnnlab.tracking.mlflow import MAX_PARAM_LENGTH, flatten
+from rnnlab.tracking.run import logged_config
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ["rnn", "lstm", "gru", "bigru"]
@@ -102,7 +104,8 @@ def test_four_parallel_jobs_on_the_server_lose_and_duplicate_nothing(
                                          dst_path=str(tmp_path / "dl" / run_id),
                                          tracking_uri=uri)
         expected = flatten(yaml.safe_load(Path(config_file).read_text()))
-        params = child.data.params
+        # (its own folders as rnnlab.local.* tags, the rest as params)
+        params = logged_config(child.data.params, child.data.tags)
         missing = [k for k in expected if k not in params]
         assert not missing, missing[:5]
         assert all(params[k] == v[:MAX_PARAM_LENGTH] for k, v in expected.items()
@@ -116,21 +119,16 @@ def test_four_parallel_jobs_on_the_server_lose_and_duplicate_nothing(
         assert len(client.get_metric_history(run_id, "val/acc")) == EPOCHS
         assert len(client.get_metric_history(run_id, "test/acc")) == 1
 
-    # a checkpoint comes back through the server, and it lives on the server's side only
+    # the best weights come back through the server from the run's logged model, their one
+    # stored copy (no checkpoints/ beside it), and live on the server's side only
     best = min(children, key=lambda c: c.info.run_name)
-    ckpts = client.list_artifacts(best.info.run_id, "checkpoints")
-    assert len(ckpts) == 1 and ckpts[0].path.endswith(".ckpt")
+    assert not client.list_artifacts(best.info.run_id, "checkpoints")
     assert best.info.artifact_uri.startswith("mlflow-artifacts:")
-    local = download_artifacts(run_id=best.info.run_id, artifact_path=ckpts[0].path,
-                               dst_path=str(tmp_path / "ckpt"), tracking_uri=uri)
-    state = torch.load(local, map_location="cpu", weights_only=True)
-    assert state["state_dict"] and Path(local).stat().st_size == ckpts[0].file_size
-    on_server = [p for p in (tracking_server.folder / "artifacts").rglob("*.ckpt")
-                 if p.parent.name == "checkpoints"]
-    assert len(on_server) == len(MODELS)  # one best checkpoint per job, in the server's folder
-    served = list((tracking_server.folder / "artifacts").rglob("model.ckpt"))
-    assert len(served) == len(MODELS)  # and one servable model per job
-    assert [p for p in on_server if best.info.run_id in p.parts]
+    with model_checkpoint(best.data.tags["rnnlab.model_uri"], uri) as local:
+        state = torch.load(local, map_location="cpu", weights_only=True)
+    assert state["state_dict"] and state["rnnlab"]["mlflow_run_id"] == best.info.run_id
+    on_server = list((tracking_server.folder / "artifacts").rglob("*.ckpt"))
+    assert sorted(p.name for p in on_server) == ["model.ckpt"] * len(MODELS)  # one per job
     assert not (tmp_path / "mlartifacts").exists()
 
     # compare.py reads the same results back from the server (and logs its report there)
