@@ -180,6 +180,11 @@ def adding_row(cell: str, steps: int, minutes: float, hidden: int, seed: int,
             "solved": metrics.get("test/solved", math.nan)}
 
 
+def folder(entry: str) -> str:
+    """A ``--cells`` entry as a folder name Hydra can read back in an override."""
+    return entry.replace("+", "-").replace("=", "-")
+
+
 def print_rows(title: str, rows: dict[str, dict[str, object]], extra: str = "") -> None:
     print(f"\n{title}")
     print(f"| cell | steps | wall s | best val | test |{extra and f' {extra} |'}")
@@ -207,7 +212,7 @@ def quality_tables(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if args.charlm_minutes > 0 or args.charlm_steps > 0:
             rows = {c: attempt(f"charlm {c}", lambda c=c: charlm_row(
-                c, args.charlm_minutes, args.seed, Path(tmp) / f"charlm-{c}",
+                c, args.charlm_minutes, args.seed, Path(tmp) / f"charlm-{folder(c)}",
                 args.charlm_steps)) for c in cells}
             cap = (f"{args.charlm_steps} steps" if args.charlm_steps
                    else f"{args.charlm_minutes:g} min")
@@ -216,7 +221,7 @@ def quality_tables(args: argparse.Namespace) -> None:
         for steps in args.adding_lengths:
             rows = {c: attempt(f"adding T={steps} {c}", lambda c=c, steps=steps: adding_row(
                 c, steps, args.adding_minutes, args.adding_hidden, args.seed,
-                Path(tmp) / f"adding-{steps}-{c}")) for c in cells}
+                Path(tmp) / f"adding-{steps}-{folder(c)}")) for c in cells}
             print_rows(f"adding problem, T={steps}, hidden {args.adding_hidden}, "
                        f"{args.adding_minutes:g} min each (MSE; memoryless 0.167; solved: "
                        "test MSE < 10% of it)", rows, extra="solved")
