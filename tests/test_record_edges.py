@@ -211,6 +211,18 @@ def test_credentials_leave_the_uri_and_the_checkpoint_config(
     assert meta.config["logger"]["mlflow"]["tracking_uri"] == "http://***@h:1"
 
 
+def test_a_sweep_parent_opens_its_store_without_the_password(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sweep's own client (its parent run's "View run ... at:" line) gets the bare URI."""
+    from rnnlab.tracking.sweep import open_store
+
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    client = open_store("http://alice:s3cretpw@127.0.0.1:9")
+    assert client.tracking_uri == "http://127.0.0.1:9"
+    assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "s3cretpw"
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -43,6 +43,7 @@ from omegaconf import DictConfig, OmegaConf
 from rnnlab.core.errors import ConfigError, UserError
 from rnnlab.data.sources import file_lock
 from rnnlab.tracking.mlflow import (
+    credentials_to_env,
     ensure_experiment,
     local_artifact_root,
     redact,
@@ -146,6 +147,9 @@ def open_store(uri: str) -> Any:
     """
     from mlflow.tracking import MlflowClient  # heavy (about a second): opening a store only
 
+    # http://user:password@host: the credentials go to MLflow's environment variables, so
+    # the parent run's "View run ... at:" line and the URI it exports carry none
+    uri = credentials_to_env(uri)
     if not uri.startswith("sqlite:///"):
         return MlflowClient(uri)
     db = Path(uri[len("sqlite:///"):].split("?", 1)[0])
