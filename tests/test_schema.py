@@ -36,12 +36,21 @@ GROUPS = {group: sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
      "model.hiden_size=3: model=lstm has no setting hiden_size; did you mean "
      "model.hidden_size=3?"),
     (["-m", "model=lstm,gru", "model.init=xavir"], "model.init='xavir' is unknown"),
+    # a later value of a sweep that cannot even be composed stops the sweep before any job
+    (["-m", "experiment=adding_tiny", "trainer.max_epochs=1,abc,2"],
+     "trainer.max_epochs=abc is not a whole number"),
     (["task.datamodule.batch_size=0"], "task.datamodule.batch_size=0 must be a whole number"),
 ])
 def test_command_line_mistakes_are_one_sentence(argv: list[str], message: str) -> None:
     with pytest.raises(ConfigError) as err:
         check_command_line(argv)
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_a_later_sweep_value_out_of_range_is_left_to_its_job() -> None:
+    """-4 composes (it is a whole number): its job ends FAILED with the sentence while the
+    other jobs run (tests/test_record_faults.py), so the command line lets it through."""
+    check_command_line(["-m", "experiment=adding_tiny", "model.hidden_size=8,-4,16"])
 
 
 def test_types_fail_while_composing() -> None:

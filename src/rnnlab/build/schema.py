@@ -1253,25 +1253,34 @@ def validate(cfg: DictConfig) -> None:
 
 
 # ---- the command line -----------------------------------------------------------------------------
-def _first_job(overrides: list[str]) -> list[str] | None:
-    """The overrides of a sweep's first job (each sweep at its first value); None when a
-    sweep cannot be expanded here (a glob): Hydra's own checks then apply."""
-    out = []
-    for item in OverridesParser.create().parse_overrides(overrides):
+def _sweep_jobs(overrides: list[str]) -> list[list[str]] | None:
+    """The overrides of a sweep's first job (each sweep at its first value), then one job
+    for every other value of each swept key (the rest at their first values): each value
+    is composed once. None when a sweep cannot be expanded here (a glob): Hydra's own
+    checks then apply."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    values: list[list[str]] = []
+    for item in parsed:
         if item.is_sweep_override():
             try:
-                first = next(iter(item.sweep_string_iterator()))
-            except Exception:
+                swept = list(dict.fromkeys(item.sweep_string_iterator()))
+            except Exception:  # noqa: BLE001  (a glob or another form expanded by Hydra only)
                 return None
-            out.append(f"{item.get_key_element()}={first}")
+            values.append([f"{item.get_key_element()}={v}" for v in swept])
         else:
-            out.append(item.input_line or "")
-    return out
+            values.append([item.input_line or ""])
+    first = [v[0] for v in values]
+    jobs = [first]
+    for i, options in enumerate(values):
+        jobs += [[*first[:i], other, *first[i + 1:]] for other in options[1:]]
+    return jobs
 
 
-def compose_checked(overrides: list[str], config_name: str = "config") -> DictConfig:
+def compose_checked(overrides: list[str], config_name: str = "config",
+                    check_values: bool = True) -> DictConfig:
     """Compose ``config_name`` with ``overrides`` and validate it, or raise ConfigError with
-    one sentence for a wrong type, an unknown key or a value outside its choices."""
+    one sentence for a wrong type, an unknown key or a value outside its choices (with
+    ``check_values=False`` only types and keys, what Hydra itself would refuse)."""
     register_configs()
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
         # the run folder Hydra has not made yet: a stand-in lets the trainer node resolve
@@ -1293,7 +1302,8 @@ def compose_checked(overrides: list[str], config_name: str = "config") -> DictCo
                 except Exception:  # noqa: BLE001  (only an example value is lost)
                     current = None
             raise ConfigError(explain(cause, override, current)) from None
-        validate(cfg)
+        if check_values:
+            validate(cfg)
         return cfg
 
 
@@ -1307,14 +1317,18 @@ def check_command_line(argv: list[str]) -> None:
     if (args.help or args.hydra_help or args.info or args.shell_completion
             or args.config_path or args.config_dir or args.experimental_rerun):
         return
-    overrides = list(args.overrides)
-    if args.multirun or any(o.startswith("hydra.mode=") for o in overrides):
-        overrides = _first_job(overrides)
-        if overrides is None:
+    jobs = [list(args.overrides)]
+    if args.multirun or any(o.startswith("hydra.mode=") for o in jobs[0]):
+        # the first job is checked in full; every other swept value for its type only (a
+        # value Hydra cannot even compose stops the whole sweep; one out of range becomes
+        # that job's FAILED run while the others go on)
+        jobs = _sweep_jobs(jobs[0])
+        if jobs is None:
             return
-    try:
-        compose_checked(overrides, args.config_name or "config")
-    except ConfigError:
-        raise
-    except Exception:  # noqa: BLE001  (anything else: Hydra composes again and reports it)
-        return
+    for n, overrides in enumerate(jobs):
+        try:
+            compose_checked(overrides, args.config_name or "config", check_values=n == 0)
+        except ConfigError:
+            raise
+        except Exception:  # noqa: BLE001  (anything else: Hydra composes again and reports it)
+            return
