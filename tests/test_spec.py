@@ -18,6 +18,7 @@ from rnnlab.data.spec import (
     PairSpec,
     RegressSpec,
     TagSpec,
+    TranscribeSpec,
     spec_from_dict,
 )
 
@@ -38,6 +39,7 @@ EXAMPLES = [
     ForecastSpec(input_size=3, num_features=3, targets=[1, 2], target_names=["a", "b"],
                  window=24, steps=6, strategy="direct", season=12,
                  periods={"val": 12, "test": 12}),
+    TranscribeSpec(input_size=13, alphabet=list("0123456789")),
 ]
 
 

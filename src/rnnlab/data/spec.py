@@ -169,6 +169,7 @@ def legacy_kind(data: Mapping[str, Any]) -> str:
     for key, kind in (("tag_names", "tag"), ("tgt_vocab_size", "pair"),
                       ("categories", "names"), ("season", "forecast"),
                       ("n_symbols", "copy"), ("output_size", "regress"),
+                      ("alphabet", "transcribe"),
                       ("num_classes", "classify"), ("itos", "language_model")):
         if key in data:
             return kind
