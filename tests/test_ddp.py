@@ -266,7 +266,8 @@ def test_two_processes_report_what_one_does(task: str, epochs: int, tmp_path: Pa
     # gloo runs evaluation under no_grad, one process under inference mode; one mode for all
     common = {"accelerator": "cpu", "logger": False, "enable_progress_bar": False,
               "enable_model_summary": False, "enable_checkpointing": False,
-              "use_distributed_sampler": False, "inference_mode": False}
+              "use_distributed_sampler": False, "inference_mode": False,
+              "default_root_dir": str(tmp_path)}  # anything written stays in the test's folder
     pl.Trainer(max_epochs=epochs, **common).fit(module, datamodule=dm)
     one = pl.Trainer(devices=1, **common).test(module, datamodule=dm, verbose=False)[0]
     two = pl.Trainer(devices=2, strategy="ddp_fork", **common).test(module, datamodule=dm,

@@ -174,7 +174,8 @@ def test_two_processes_write_the_rows_one_does(task: str, tmp_path: Path,
     module = build_module(cfg, dm.spec)
     common = {"accelerator": "cpu", "logger": False, "enable_progress_bar": False,
               "enable_model_summary": False, "enable_checkpointing": False,
-              "use_distributed_sampler": False, "inference_mode": False}
+              "use_distributed_sampler": False, "inference_mode": False,
+              "default_root_dir": str(tmp_path)}  # anything written stays in the test's folder
     pl.Trainer(max_epochs=1, **common).fit(module, datamodule=dm)
     pl.Trainer(devices=1, **common).test(module, datamodule=dm, verbose=False)
     one = pickle.loads(written.read_bytes())
