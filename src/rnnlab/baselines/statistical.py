@@ -89,6 +89,7 @@ class ETS(ForecastBaseline):
         self.damped_trend, self.use_boxcox = damped_trend, use_boxcox
 
     def predict(self, history: np.ndarray, steps: int, season: int) -> np.ndarray:
+        # statsmodels: about a second to import, for these models only
         from statsmodels.tsa.holtwinters import ExponentialSmoothing
 
         seasonal = self.seasonal if season > 1 and len(history) >= 2 * season else None
@@ -116,6 +117,7 @@ class ARIMA(ForecastBaseline):
         self.log, self.trend = log, trend
 
     def predict(self, history: np.ndarray, steps: int, season: int) -> np.ndarray:
+        # statsmodels: about a second to import, for these models only
         from statsmodels.tsa.arima.model import ARIMA as _ARIMA
 
         if self.log and not (history > 0).all():

@@ -84,6 +84,8 @@ def wav_mfcc(path: Path, sample_rate: int, n_mfcc: int) -> np.ndarray:
     """(frames, n_mfcc) MFCCs of a WAV file (read by soundfile, channels averaged),
     resampled to ``sample_rate`` (librosa, default window and hop)."""
     import librosa  # heavy (numba): only loaded when audio is read
+
+    # audio I/O: only a user's WAV manifest needs it
     import soundfile
 
     audio, rate = soundfile.read(path, dtype="float32", always_2d=True)

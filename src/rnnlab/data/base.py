@@ -24,17 +24,16 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset
 
-from rnnlab.core.errors import ConfigError
+from rnnlab.core.errors import ConfigError, DataError
+from rnnlab.data import embeddings as emb
 from rnnlab.data.batching import BucketBatchSampler, SkipEmptyCollate
+from rnnlab.data.embeddings import WordVectors, check_settings
 from rnnlab.data.spec import DataSpec
-
-if TYPE_CHECKING:
-    from rnnlab.data.embeddings import WordVectors
 
 
 class ListDataset(Dataset):
@@ -55,8 +54,6 @@ class RnnlabDataModule(pl.LightningDataModule):
 
     def __init__(self, batch_size: int = 64, num_workers: int = 0, seed: int = 0,
                  bucket_factor: int = 50, embeddings: dict | None = None) -> None:
-        from rnnlab.data.embeddings import check_settings
-
         super().__init__()
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -83,8 +80,6 @@ class RnnlabDataModule(pl.LightningDataModule):
             self._setup()
             empty = [split for split, ds in self.datasets.items() if len(ds) == 0]
             if empty:  # caught here, not as a metric "not available" deep inside training
-                from rnnlab.core.errors import DataError
-
                 sizes = ", ".join(f"{k} {len(v)}" for k, v in self.datasets.items())
                 raise DataError(f"the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'}"
                                 f" empty ({sizes} examples); give more data, or other "
@@ -113,8 +108,6 @@ class RnnlabDataModule(pl.LightningDataModule):
 
     def _setup_embeddings(self) -> None:
         """Read (or train, then read) the vectors for ``self.vocab`` into ``spec``."""
-        from rnnlab.data import embeddings as emb
-
         conf = self.embeddings
         vocab = getattr(self, "vocab", None)
         if vocab is None:

@@ -17,6 +17,7 @@ from torch import Tensor
 from torch.utils.data import Sampler
 
 from rnnlab.core.dist import rank_world
+from rnnlab.core.errors import ConfigError
 
 
 class BucketBatchSampler(Sampler[list[int]]):
@@ -48,8 +49,6 @@ class BucketBatchSampler(Sampler[list[int]]):
                  bucket_factor: int = 50, seed: int = 0, drop_last: bool = False,
                  repeat_to_even: bool | None = None, num_replicas: int | None = None,
                  rank: int | None = None) -> None:
-        from rnnlab.core.errors import ConfigError
-
         if isinstance(lengths, Sampler):  # Lightning re-creating us around its own sampler
             raise ConfigError(
                 "rnnlab's length-bucketing loaders shard the data across processes "

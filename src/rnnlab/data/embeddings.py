@@ -57,6 +57,7 @@ from typing import IO, Any
 import numpy as np
 import torch
 
+from rnnlab.core.dist import is_rank_zero
 from rnnlab.core.errors import ConfigError, DataError
 from rnnlab.data.sources import file_lock, write_once
 from rnnlab.data.splits import fingerprint
@@ -513,6 +514,7 @@ def corpus_digest(sentences: Iterable[list[str]]) -> tuple[str, int, int]:
 
 def gensim_version() -> str:
     try:
+        # gensim: heavy, only to train vectors here
         import gensim
     except ImportError:
         raise ConfigError("task.embeddings.train needs gensim, which is not installed; "
@@ -526,6 +528,7 @@ def _train_gensim(sentences: Iterable[list[str]], settings: dict[str, Any],
     fastText's n-gram vectors). One worker thread and a fixed seed:
     with more threads the order in which sentences update the vectors varies from run to
     run, and the same corpus would give different vectors."""
+    # gensim: heavy, only to train vectors here
     from gensim.models import FastText, Word2Vec
 
     cls = Word2Vec if settings["method"] == "word2vec" else FastText
@@ -612,8 +615,6 @@ def trained_vectors(sentences: Iterable[list[str]], settings: dict[str, Any], da
 
 def say(message: str) -> None:
     """Print a progress line once (rank zero only), on stderr beside the run's own lines."""
-    from rnnlab.core.dist import is_rank_zero
-
     if is_rank_zero():
         print(message, file=sys.stderr, flush=True)
 

@@ -65,6 +65,7 @@ class Series:
 
 # ---- reading --------------------------------------------------------------------------
 def _statsmodels_csv(name: str) -> tuple[pd.DataFrame, str]:
+    # statsmodels: about a second to import, for its datasets only
     import statsmodels
 
     path = Path(statsmodels.__file__).parent / "datasets" / name / f"{name}.csv"
@@ -327,6 +328,7 @@ class ForecastDataModule(RnnlabDataModule):
         """The bundled statsmodels series name the installed statsmodels as their source."""
         if self.data.get("path") or self.dataset in self.CORPORA:
             return super().data_source(split)
+        # statsmodels: about a second to import, for its datasets only
         import statsmodels
 
         return self.dataset, (f"https://pypi.org/project/statsmodels/{statsmodels.__version__}/"

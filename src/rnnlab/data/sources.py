@@ -96,6 +96,7 @@ def file_lock(path: Path) -> Iterator[None]:
     try:
         with open(path, "a+") as handle:
             try:
+                # POSIX only
                 import fcntl
 
                 fcntl.flock(handle, fcntl.LOCK_EX)

@@ -78,6 +78,7 @@ def forecast_metrics(y_true: np.ndarray, y_pred: np.ndarray, history: np.ndarray
 def forecast_figure(dates: list[str] | None, history: np.ndarray, truth: np.ndarray,
                     forecast: np.ndarray, names: list[str], title: str) -> Figure:
     """History, truth and forecast of each target (one panel per target, at most four)."""
+    # pyplot only when a figure is asked for
     import matplotlib.pyplot as plt
 
     shown = min(len(names), 4)

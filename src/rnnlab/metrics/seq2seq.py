@@ -68,6 +68,7 @@ def translation_scores(hyps: Sequence[str], refs: Sequence[str]) -> dict[str, fl
     The lab's inputs are space-joined tokens on both sides, so sacrebleu's 13a
     tokenizer changes nothing and ``force=True`` only silences its detokenization warning.
     """
+    # sacrebleu: only the BLEU/chrF of a corpus
     import sacrebleu
 
     if len(hyps) != len(refs):

@@ -135,6 +135,7 @@ def _run(cmd: list[str], what: str) -> subprocess.CompletedProcess:
 
 def _chown_to_postgres(path: Path) -> None:
     if os.geteuid() == 0:
+        # POSIX only
         import pwd
 
         pw = pwd.getpwnam("postgres")
@@ -234,6 +235,7 @@ def pg_url(d: ServerDir, database: str, driver: str = "+psycopg2") -> str:
 
 
 def create_databases(d: ServerDir) -> None:
+    # the optional [server] extra
     import psycopg2
 
     conn = psycopg2.connect(pg_url(d, "postgres", driver=""))

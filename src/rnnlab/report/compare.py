@@ -672,6 +672,7 @@ def _print(entries: list[Entry], notes: list[str], sig: Significance | None = No
            chosen: Mapping[str, Choice] | None = None,
            verdicts: Mapping[str, Verdict] | None = None) -> None:
     if sys.stdout.isatty():  # rich only draws for a terminal
+        # rich: only on a terminal
         from rich.console import Console
         from rich.table import Table
 

@@ -28,6 +28,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
+from scipy.stats import chi2, rankdata, studentized_range
+from scipy.stats import t as student_t
+
+from rnnlab.tracking.artifacts import plt
 
 ALPHA = 0.05
 N_BOOT = 1000
@@ -98,6 +103,7 @@ class MetricSpec:
 
 def _bleu(row: np.ndarray) -> float:
     """Corpus BLEU (sacrebleu's own formula and default exp smoothing) from summed stats."""
+    # sacrebleu: only for seq2seq tasks
     from sacrebleu.metrics import BLEU
 
     sys_len, ref_len = int(round(row[0])), int(round(row[1]))
@@ -164,8 +170,6 @@ def randomisation_test(table_a: Any, table_b: Any, spec: Mapping[str, Any],
     hold the same examples in the same order (align them first, :func:`align`)."""
     m = MetricSpec(spec)
     if m.kind == "macro_f1":  # classes from both tables, so the columns line up
-        import pandas as pd
-
         both = pd.concat([pd.DataFrame({"gold": np.asarray(table_a[spec.get("gold", "gold")]),
                                         "prediction": np.asarray(table_a[spec.get("prediction", "prediction")])}),
                           pd.DataFrame({"gold": np.asarray(table_b[spec.get("gold", "gold")]),
@@ -208,20 +212,16 @@ def align(table_a: Any, table_b: Any, key: str = "example") -> tuple[Any, Any, i
 
 def t_interval(values: Sequence[float], alpha: float = ALPHA) -> Interval | None:
     """Mean and Student t interval over independent runs (seeds); None for fewer than 2."""
-    from scipy.stats import t
-
     x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
     if len(x) < 2:
         return None
     mean, sem = float(x.mean()), float(x.std(ddof=1) / math.sqrt(len(x)))
-    half = float(t.ppf(1 - alpha / 2, len(x) - 1)) * sem
+    half = float(student_t.ppf(1 - alpha / 2, len(x) - 1)) * sem
     return Interval(mean, mean - half, mean + half, len(x))
 
 
 def average_ranks(scores: np.ndarray, maximise: Sequence[bool]) -> np.ndarray:
     """(tasks, models) scores -> ranks within each task (1 = best, ties averaged)."""
-    from scipy.stats import rankdata
-
     out = np.empty_like(scores, dtype=np.float64)
     for i, row in enumerate(scores):
         out[i] = rankdata(-row if maximise[i] else row, method="average")
@@ -241,8 +241,6 @@ class Friedman:
 def friedman(ranks: np.ndarray, alpha: float = ALPHA) -> Friedman:
     """Friedman's chi-square over a (tasks, models) rank matrix (Demšar 2006, eq. 1)
     and the Nemenyi critical difference of the mean ranks."""
-    from scipy.stats import chi2
-
     n, k = ranks.shape
     r = ranks.mean(0)
     stat = 12 * n / (k * (k + 1)) * (float(np.sum(r ** 2)) - k * (k + 1) ** 2 / 4)
@@ -253,8 +251,6 @@ def friedman(ranks: np.ndarray, alpha: float = ALPHA) -> Friedman:
 def nemenyi_cd(k: int, n: int, alpha: float = ALPHA) -> float:
     """Critical difference of mean ranks: q_alpha sqrt(k(k+1) / 6N), with q_alpha the
     studentized range quantile over sqrt(2) (Demšar 2006, Table 5a)."""
-    from scipy.stats import studentized_range
-
     if k < 2 or n < 1:
         return float("nan")
     q = float(studentized_range.ppf(1 - alpha, k, np.inf)) / math.sqrt(2)
@@ -276,8 +272,6 @@ def cliques(names: Sequence[str], mean_ranks: Sequence[float], cd: float) -> lis
 def cd_diagram(names: Sequence[str], mean_ranks: Sequence[float], cd: float, title: str = ""):
     """Demšar's critical-difference diagram: the rank axis, each model at its mean rank,
     the CD as a bar, and a thick line under each group that does not differ significantly."""
-    from rnnlab.tracking.artifacts import plt
-
     k = len(names)
     order = sorted(range(k), key=lambda i: mean_ranks[i])
     half = (k + 1) // 2

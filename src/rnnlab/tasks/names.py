@@ -60,6 +60,7 @@ def fit_category_classifier(names: Sequence[str], categories: Sequence[str],
                             ngrams: Sequence[int] = (1, 3), c: float = 1.0) -> Any:
     """Character n-gram TF-IDF + logistic regression (balanced class weights), the judge of
     whether samples read as their category. Deterministic for the same names."""
+    # scikit-learn: only the names classifier
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline

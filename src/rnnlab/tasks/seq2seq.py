@@ -47,6 +47,7 @@ _BLEU: Any = None
 def sentence_bleu_stats(hyp: str, ref: str) -> dict[str, float]:
     """BLEU's sufficient statistics of one sentence (sacrebleu, as translation_scores
     tokenizes) and its own smoothed sentence BLEU as the score."""
+    # sacrebleu: only for the BLEU of a test set
     from sacrebleu.metrics import BLEU
 
     global _BLEU

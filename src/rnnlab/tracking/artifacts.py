@@ -15,11 +15,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from pytorch_lightning.loggers import MLFlowLogger  # noqa: E402
 
 
 def _mlflow_logger(trainer):
-    from pytorch_lightning.loggers import MLFlowLogger
-
     for logger in getattr(trainer, "loggers", []) or []:
         if isinstance(logger, MLFlowLogger):
             return logger

@@ -77,6 +77,7 @@ def split_schema(dm: Any, split: str) -> Any:
     """The fields of a batch collated from the split's first examples, typed as MLflow
     columns (a padded sequence is an array); None where the split's examples are not
     read one by one (character streams, generated problems)."""
+    # mlflow: about a second to import, MLflow runs only
     from mlflow.types.schema import Array, ColSpec, DataType, Schema  # heavy: see above
 
     try:

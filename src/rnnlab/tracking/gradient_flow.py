@@ -39,6 +39,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.utilities.apply_func import move_data_to_device
 from torch import Tensor, nn
 
 from rnnlab.models.encoder import Backbone, EncoderOutput
@@ -202,8 +203,6 @@ class GradientFlow(pl.Callback):
         return _take(best, self.probe_size)
 
     def _measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule, label: str) -> None:
-        from lightning_fabric.utilities.apply_func import move_data_to_device
-
         if self.probe is None:
             self.probe = self._pick_probe(trainer)
         if self.probe is None:

@@ -219,6 +219,7 @@ def make_mlflow_logger(experiment_name: str, root_dir: str, tracking_uri: str | 
     if not rank_zero:
         return RecordLogger(experiment_name=experiment_name, tracking_uri=uri,
                             synchronous=synchronous, log_model=False)
+    # mlflow: about a second to import, a new run only
     from mlflow.tracking import MlflowClient  # heavy: see system_metrics
     from mlflow.tracking.context.registry import resolve_tags
 
@@ -265,6 +266,7 @@ def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 def log_params(logger: MLFlowLogger, params: Mapping[str, Any]) -> None:
     """Log params untruncated (Lightning's own logger cuts values at 250 characters)."""
+    # mlflow: about a second to import, a new run only
     from mlflow.entities import Param  # heavy: see system_metrics
 
     client, run_id = logger.experiment, logger.run_id
@@ -292,6 +294,7 @@ def git_commit(root_dir: str | Path) -> str:
 def using_tracking_uri(uri: str) -> Iterator[None]:
     """MLflow's model logging reads the global tracking URI; point it at the run's store
     for the call and put back what was there (the environment variable included)."""
+    # mlflow: about a second to import, a new run only
     import mlflow  # heavy: see system_metrics
 
     before_env = os.environ.get("MLFLOW_TRACKING_URI")
