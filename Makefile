@@ -50,8 +50,12 @@ train: install ## train the default experiment (task=sentiment model=lstm); ARGS
 tiny: install ## a seconds-long run on real data: make tiny ARGS="model=gru"
 	$(BIN)/python train.py experiment=sentiment_tiny $(ARGS)
 
-test: install ## the fast test suite (what CI runs first)
-	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+# test processes (pytest-xdist): the tests pin torch to one thread each, so one process per
+# core; a test file stays in one process (servers, stores and folders are per file)
+JOBS ?= auto
+
+test: install ## the fast test suite on every core (what CI runs first): make test JOBS=1 runs it in one process
+	$(BIN)/python -m pytest -m "not slow" -n $(JOBS) --dist loadfile $(ARGS)
 
 test-slow: install ## the slow tests: real corpora, longer training
 	$(BIN)/python -m pytest -m slow $(ARGS); rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
