@@ -470,3 +470,59 @@ def test_make_ui_server_and_serve_honour_port_and_refuse_a_port_in_use() -> None
     assert check.returncode == 2
     assert check.stderr == (f"error: port {port} is in use by another program; choose "
                             f"another with PORT=<port>.\n")
+
+
+@pytest.mark.slow
+def test_the_registered_champion_serves_over_http(lab: Path, tmp_path: Path) -> None:
+    """What the README's serving section does: register the champion, serve it with
+    ``mlflow models serve`` (the venv's bin on PATH, as ``make serve`` sets it) and POST
+    raw text to /invocations; the answer is the logged model's own."""
+    import os
+    import socket
+    import time
+    import urllib.request
+
+    from rnnlab.report.compare import main as compare_main
+
+    csv = write_sentiment_csv(lab / "reviews_http.csv", n=120)
+    _, _, r = _train(lab, "sentiment_http", "model=gru", f"task.data.train={csv}",
+                     "task.datamodule.min_freq=1", "trainer=debug", *SMALL)
+    store = f"sqlite:///{lab}/mlflow.db"
+    assert compare_main(["--tracking-uri", store, "--no-log", "--out", str(tmp_path / "report"),
+                         "--register", "--force", "--tasks", "sentiment"]) == 0
+    client = MlflowClient(store)
+    (name,) = [m.name for m in client.search_registered_models()
+               if m.name.startswith("rnnlab-sentiment")]
+    uri = f"models:/{name}@champion"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    bin_dir = Path(sys.executable).parent
+    server = subprocess.Popen(
+        [str(bin_dir / "mlflow"), "models", "serve", "-m", uri, "--env-manager", "local",
+         "--host", "127.0.0.1", "--port", str(port)], cwd=tmp_path,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}",
+             "MLFLOW_TRACKING_URI": store})
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
+                    break
+            except OSError:
+                assert server.poll() is None, server.stderr.read()[-3000:]
+                assert time.time() < deadline, "the model server did not come up in 180 s"
+                time.sleep(1)
+        texts = ["a great and moving film", "dull, boring plot"]
+        body = json.dumps({"dataframe_records": [{"text": t} for t in texts]}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            rows = json.loads(answer.read())["predictions"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    expected = _model(lab, r).predict(pd.DataFrame({"text": texts}))
+    assert [row["label"] for row in rows] == expected["label"].tolist()
+    assert not (tmp_path / "mlflow.db").exists()  # the store named, none made where it ran
