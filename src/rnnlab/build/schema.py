@@ -316,7 +316,7 @@ class RocketModel(ModelSchema):
 # ---- trainer ----------------------------------------------------------------------------------
 @dataclass
 class TrainerSchema(Node):
-    """``pytorch_lightning.Trainer``: the arguments conf/trainer/default.yaml sets (any other
+    """``pytorch_lightning.Trainer``: the arguments conf/trainer_base.yaml sets (any other
     Lightning argument can be added with ``+trainer.<arg>=<value>``). Arguments Lightning
     takes in several types (devices, precision, limits) stay untyped: it checks them."""
 
