@@ -168,6 +168,18 @@ def test_a_signal_during_validation_or_test_leaves_a_run_that_resumes(
 
 
 # -- "ckpt_path=auto after a finished run" -----------------------------------------------------
+def test_a_fresh_run_does_not_warn_about_its_own_lock(make_config, lab_root: Path,
+                                                      sentiment_csv: Path) -> None:
+    """The lock file is the new checkpoint folder's only file: Lightning's "exists and is
+    not empty" warning, meant for a folder of older checkpoints, would be noise."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run(make_config(*_data(lab_root, sentiment_csv), "trainer.max_epochs=1"))
+    assert not [w for w in caught if "exists and is not empty" in str(w.message)]
+
+
 def test_ckpt_path_auto_starts_a_new_run_after_a_finished_one(
         make_config, lab_root: Path, sentiment_csv: Path,
         capsys: pytest.CaptureFixture) -> None:

@@ -250,6 +250,11 @@ def checkpoint_folder_lock(folder: str | Path, resuming: bool) -> Iterator[None]
         handle.write(f"process {os.getpid()} on {socket.gethostname()} since "
                      f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         handle.flush()
+        if not [p for p in path.parent.iterdir() if p.name != path.name]:
+            # the lock is the folder's only file: Lightning's "not empty" warning would be
+            # about it alone (Lightning prints the folder's real path)
+            warnings.filterwarnings("ignore", message=re.escape(
+                f"Checkpoint directory {os.path.realpath(path.parent)} exists and is not empty"))
         try:
             yield
         finally:
