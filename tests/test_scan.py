@@ -27,6 +27,7 @@ import rnnlab.models.cells.scan as scan_module
 from rnnlab.build.schema import validate
 from rnnlab.core.errors import ConfigError
 from rnnlab.models import RecurrentEncoder
+from rnnlab.models.cells.gated import WIDTH, coefficients, gated_scan
 from rnnlab.models.cells.scan import linear_scan, log_g, relu_scan, scan
 from rnnlab.run.train import run
 
@@ -88,6 +89,44 @@ def test_scans_pass_gradcheck_in_float64(backend: str) -> None:
     assert torch.autograd.gradcheck(linear_scan, (a, b, h0))
     x, u, h0 = leaves((2, 9, 3), (3,), (2, 3), dtype=torch.float64)
     assert torch.autograd.gradcheck(relu_scan, (x, u, h0))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("kind", ["mingru", "minlstm"])
+def test_gated_scan_equals_the_cells_pytorch_form(kind: str, threads: int) -> None:
+    """The one-pass kernels (gates inside the loop, rows split over threads when the
+    call is large) give the states and gradients of coefficients() + the step scan."""
+    torch.manual_seed(0)
+    batch, steps, hidden = (8, 70, 128) if threads > 1 else (3, 29, 5)  # 2 threads: >= 2**16
+    proj = (3 * torch.randn(batch, steps, WIDTH[kind] * hidden)).requires_grad_()
+    h0 = torch.randn(batch, hidden, requires_grad=True)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = gated_scan(kind, proj, h0)
+        weights = torch.randn_like(got)
+        grads = torch.autograd.grad((got * weights).sum(), (proj, h0))
+    finally:
+        torch.set_num_threads(before)
+    want = step_linear(*coefficients(kind, proj), h0)
+    expected = torch.autograd.grad((want * weights).sum(), (proj, h0))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    for g_, e in zip(grads, expected, strict=True):
+        torch.testing.assert_close(g_, e, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["mingru", "minlstm"])
+def test_gated_scan_passes_gradcheck_and_survives_saturated_gates(kind: str) -> None:
+    torch.manual_seed(0)
+    proj = torch.randn(2, 7, WIDTH[kind] * 3, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda p, h: gated_scan(kind, p, h), (proj, h0))
+    huge = (torch.randn(2, 50, WIDTH[kind] * 3) * 30).requires_grad_()  # exp(|k|) > 1e30
+    out = gated_scan(kind, huge)
+    out.sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(huge.grad).all()
+    torch.testing.assert_close(out, step_linear(*coefficients(kind, huge.detach()),
+                                                torch.zeros(2, 3)))
 
 
 def test_linear_scan_stays_finite_and_exact_over_long_sequences() -> None:

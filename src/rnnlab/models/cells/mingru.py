@@ -7,7 +7,8 @@ The GRU with its gates cut loose from the previous state:
 
 with ``g`` positive (``x + 0.5`` above zero, ``sigmoid`` below), as the paper has it for
 its log-space form. The recurrence is linear in ``h``, so training computes the gates
-for all steps at once and runs only an element-wise scan along time (:mod:`.scan`);
+for all steps at once and runs only an element-wise scan along time
+(:mod:`.gated`, which computes the gates inside the scan's loop);
 decoding and generation advance one step with the same weights and the same code. ``model.init=xavier`` sets the
 input weights; there is no recurrent weight matrix, so ``orthogonal`` and ``identity``
 do not apply.
@@ -15,11 +16,11 @@ do not apply.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from rnnlab.models.cells import Cell, LayerArgs, register
-from rnnlab.models.cells.scan import BLOCKS, ScanLayer, g, scan_stack
+from rnnlab.models.cells.gated import coefficients, gated_scan
+from rnnlab.models.cells.scan import BLOCKS, ScanLayer, scan_stack
 
 
 class MinGRULayer(ScanLayer):
@@ -28,9 +29,10 @@ class MinGRULayer(ScanLayer):
         self.linear = nn.Linear(input_size, 2 * hidden_size)  # [gate z | candidate]
 
     def coefficients(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        k, cand = self.linear(x).chunk(2, dim=-1)
-        # a = 1 - z = sigmoid(-k) (exact where z is near 1), b = z * g(candidate)
-        return torch.sigmoid(-k), torch.sigmoid(k) * g(cand)
+        return coefficients("mingru", self.linear(x))
+
+    def forward(self, x: Tensor, h0: Tensor | None = None) -> Tensor:
+        return gated_scan("mingru", self.linear(x), h0)
 
 
 def _init(layer: nn.Module, init: str, forget_bias: float, hidden_size: int) -> None:

@@ -8,7 +8,8 @@ stays on the scale of the candidate, whatever the length):
     h_t = f_t / (f_t + i_t) * h_{t-1} + i_t / (f_t + i_t) * h~_t.
 
 Training computes the gates for all steps at once and runs only an element-wise scan
-along time (:mod:`.scan`); decoding and generation advance one step with the same
+along time
+(:mod:`.gated`, which computes the gates inside the scan's loop); decoding and generation advance one step with the same
 weights and the same code. ``model.forget_bias`` starts the
 forget gate's bias (as for the LSTM: 1.0 favours long memories); ``model.init=xavier``
 sets the input weights.
@@ -20,7 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from rnnlab.models.cells import Cell, LayerArgs, register
-from rnnlab.models.cells.scan import BLOCKS, ScanLayer, g, scan_stack
+from rnnlab.models.cells.gated import coefficients, gated_scan
+from rnnlab.models.cells.scan import BLOCKS, ScanLayer, scan_stack
 
 
 class MinLSTMLayer(ScanLayer):
@@ -30,10 +32,10 @@ class MinLSTMLayer(ScanLayer):
         self.linear = nn.Linear(input_size, 3 * hidden_size)  # [forget | input | candidate]
 
     def coefficients(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        kf, ki, cand = self.linear(x).chunk(3, dim=-1)
-        f, i = torch.sigmoid(kf), torch.sigmoid(ki)
-        total = f + i  # > 0: each gate is a sigmoid
-        return f / total, i / total * g(cand)
+        return coefficients("minlstm", self.linear(x))
+
+    def forward(self, x: Tensor, h0: Tensor | None = None) -> Tensor:
+        return gated_scan("minlstm", self.linear(x), h0)
 
 
 def _init(layer: nn.Module, init: str, forget_bias: float, hidden_size: int) -> None:

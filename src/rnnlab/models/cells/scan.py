@@ -22,6 +22,8 @@ step in place. ``torch.compile`` does not help a loop of ``T`` tiny steps (it un
 
 The scan is exact: the same multiply-adds as one step at a time, in the same order. One
 step (decoding, generation, the gradient-flow probe) is the same call with ``T = 1``.
+minGRU and minLSTM go one step further (:mod:`.gated`): their gates are computed inside
+the loop, so no ``a`` or ``b`` tensor is ever written.
 
 :class:`ScanStack` stacks such layers like ``nn.GRU``: states ``(layers * dirs, B, H)``,
 dropout between layers, and a backward direction that reads each sequence from its own
