@@ -48,7 +48,21 @@ from rnnlab.core.paths import config_dir, register_resolvers  # noqa: E402
 from rnnlab.models.cells import cell_names  # noqa: E402
 
 EVAL_STREAMS = 64
+# the plain loop's data: random windows (no carried state), 64 per batch
+PLAIN_RECIPE = ["experiment=charlm_shakespeare", "task.stateful=false",
+                "task.datamodule.batch_size=64"]
 Forward = Callable[[torch.Tensor, object], tuple[torch.Tensor, object]]
+
+
+def common_overrides(model: str, seed: int) -> list[str]:
+    """What both runs share: the cell, the seed, the CPU and the validation streams."""
+    return [f"model={model}", f"seed={seed}", "trainer.accelerator=cpu",
+            f"task.datamodule.eval_streams={EVAL_STREAMS}"]
+
+
+def max_time(minutes: float) -> str:
+    """A budget in minutes as ``trainer.max_time`` takes it (DD:HH:MM:SS)."""
+    return f"00:00:{int(minutes):02d}:{round(minutes % 1 * 60):02d}"
 
 
 def make_config(overrides: list[str], store: Path) -> DictConfig:
@@ -75,8 +89,13 @@ def evaluate(forward: Forward, dm: object, carry: bool) -> float:
     return total / chars
 
 
-def plain_loop(cfg: DictConfig, seconds: float) -> dict[str, float]:
-    """The reference recipe, trained until ``seconds`` have passed."""
+def plain_loop(cfg: DictConfig, seconds: float,
+               after_step: Callable[[PlainLM, float, int, int], None] | None = None
+               ) -> dict[str, float]:
+    """The reference recipe, trained until ``seconds`` have passed.
+
+    ``after_step(model, seconds, steps, chars)`` may watch the run after each step (e.g. keep
+    snapshots); its own time is taken off the clock, so the model still trains ``seconds``."""
     model = PlainLM(cfg, lr=2e-3)
     steps = chars = 0
     start = time.perf_counter()
@@ -85,6 +104,10 @@ def plain_loop(cfg: DictConfig, seconds: float) -> dict[str, float]:
         for batch in model.dm.train_dataloader():
             chars += model.step(batch)
             steps += 1
+            if after_step is not None:
+                paused = time.perf_counter()
+                after_step(model, paused - start, steps, chars)
+                start += time.perf_counter() - paused
             if time.perf_counter() - start >= seconds:
                 break
     model.backbone.eval()
@@ -127,19 +150,16 @@ def main() -> None:
                         help="extra train.py override for the pipeline run (repeatable)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    budget = f"00:00:{int(args.minutes):02d}:{round(args.minutes % 1 * 60):02d}"
-    common = [f"model={args.model}", f"seed={args.seed}", "trainer.accelerator=cpu",
-              f"task.datamodule.eval_streams={EVAL_STREAMS}"]
+    common = common_overrides(args.model, args.seed)
     rows: list[tuple[str, dict[str, float]]] = []
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_plain:
-            reference = make_config(["experiment=charlm_shakespeare", *common,
-                                     "task.stateful=false", "task.datamodule.batch_size=64"],
-                                    Path(tmp) / "plain")
+            reference = make_config([*PLAIN_RECIPE, *common], Path(tmp) / "plain")
             rows.append(("plain loop (LSTM recipe of targets.md)", plain_loop(reference,
                                                                            args.minutes * 60)))
         cfg = make_config(["experiment=charlm_shakespeare", *common,
-                           f"trainer.max_time={budget}", *args.override], Path(tmp) / "lab")
+                           f"trainer.max_time={max_time(args.minutes)}", *args.override],
+                          Path(tmp) / "lab")
         rows.append((f"pipeline experiment=charlm_shakespeare model={args.model}",
                      pipeline(cfg)))
     print(f"\ncharlm on Shakespeare (val plays: every character), {args.minutes:g} min "

@@ -73,7 +73,7 @@ class PlainLM:
         self.dm.prepare_data()
         self.dm.setup("fit")
         self.backbone = build_backbone(cfg, self.dm.spec)
-        self.head = torch.nn.Linear(self.backbone.output_size, self.dm.spec["vocab_size"])
+        self.head = torch.nn.Linear(self.backbone.output_size, self.dm.spec.vocab_size)
         self.params = [*self.backbone.parameters(), *self.head.parameters()]
         self.optimizer = torch.optim.Adam(self.params, lr=lr)
 

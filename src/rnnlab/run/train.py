@@ -15,6 +15,7 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from contextlib import nullcontext
 from types import SimpleNamespace
 from typing import Any
@@ -60,8 +61,11 @@ warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
 warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('(train|perf)/")
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """Train (or fit a baseline) and test as ``cfg`` says; returns the final metrics."""
+def run(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[str, Any]:
+    """Train (or fit a baseline) and test as ``cfg`` says; returns the final metrics.
+
+    ``extra_callbacks`` join a network's trainer beside the configured ones, so that a
+    bench can watch a run as a user runs it (baselines have no trainer and ignore them)."""
     with run_scope() as handlers:
         redact_hydra_files()
         check_pair(cfg)
@@ -71,15 +75,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         with RunRecord.guard_worker():  # a DDP worker's crash marks rank zero's run FAILED
             dm.prepare_data()
             dm.setup("fit")
-            train = train_baseline if is_baseline(cfg) else train_network
-            metrics = train(cfg, dm, handlers)
+            metrics = train_baseline(cfg, dm, handlers) if is_baseline(cfg) \
+                else train_network(cfg, dm, handlers, extra_callbacks)
     if is_rank_zero():
         _print_summary(f"{cfg.task.name} / {cfg.model.name} (seed {cfg.seed})",
                        {k: v for k, v in metrics.items() if isinstance(v, float)})
     return metrics
 
 
-def train_network(cfg: DictConfig, dm: Any, handlers: SignalHandlers) -> dict[str, Any]:
+def train_network(cfg: DictConfig, dm: Any, handlers: SignalHandlers,
+                  extra_callbacks: Sequence[pl.Callback] = ()) -> dict[str, Any]:
     """Build -> fit -> test -> publish. The MLflow run starts only once the model, the
     callbacks, the checkpoint plan and the trainer have all accepted the config."""
     module = build_module(cfg, dm.spec)
@@ -87,7 +92,8 @@ def train_network(cfg: DictConfig, dm: Any, handlers: SignalHandlers) -> dict[st
     plan = plan_checkpoint(cfg, dm, module)
     plan.continue_in_place(callbacks)  # a resume keeps its best score, top-k, early stopping
     stop = SignalCheckpoint.beside(handlers, callbacks, f"{cfg.paths.output_dir}/checkpoints")
-    trainer = make_trainer(cfg, [*callbacks, *lab_callbacks(cfg, dm, stop, _interactive())])
+    trainer = make_trainer(cfg, [*callbacks, *lab_callbacks(cfg, dm, stop, _interactive()),
+                                 *extra_callbacks])
     training = bool(cfg.get("train", True))
     # one process at a time trains into a checkpoint folder (and so continues a run)
     with checkpoint_folder_lock(stop.path.parent, resuming=bool(plan.path)) if training \
