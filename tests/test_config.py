@@ -81,6 +81,7 @@ TINY_DATA: dict[str, Callable[[Path], list[str]]] = {
     "motion": lambda d: [f"task.data.train={write_frames_npz(d / 'mo.npz', n=30)}"],
     # transcripts of one digit each: frames in the digits layout are valid asr data
     "asr": lambda d: [f"task.data.train={write_frames_npz(d / 'asr.npz', n=30)}"],
+    "asr_attention": lambda d: [f"task.data.train={write_frames_npz(d / 'asra.npz', n=30)}"],
     "adding": lambda d: ["task.seq_len=12", "task.datamodule.n_train=16",
                          "task.datamodule.n_val=8", "task.datamodule.n_test=8"],
     "copy": lambda d: ["task.delay=6", "task.datamodule.n_train=16", "task.datamodule.n_val=8",

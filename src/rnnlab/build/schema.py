@@ -1081,6 +1081,54 @@ class AsrTask(TaskSchema):
     scheduler: Any = MISSING
 
 
+@dataclass
+class AsrAttentionModule(ModuleSchema):
+    subsample: int = MISSING
+    beam_size: int = MISSING
+    attention: str = MISSING
+    decoder_cell: str | None = MISSING
+    decoder_hidden_size: int | None = MISSING
+    decoder_layers: int | None = MISSING
+    embedding_dim: int = MISSING
+    attention_size: int = MISSING
+    dropout: float = MISSING
+    encoder_dropout: float = MISSING
+    teacher_forcing: float = MISSING
+    length_penalty: float = MISSING
+    max_decode_len: int = MISSING
+    label_smoothing: float = MISSING
+    num_heatmaps: int = MISSING
+
+    def check(self) -> None:
+        _positive("task.module.subsample", self.subsample)
+        _choice("task.attention", self.attention, ATTENTIONS)
+        if self.decoder_cell is not None:
+            _choice("task.module.decoder_cell", self.decoder_cell, cell_names())
+        _positive("task.module.decoder_hidden_size", self.decoder_hidden_size, optional=True)
+        _positive("task.module.decoder_layers", self.decoder_layers, optional=True)
+        _positive("task.module.embedding_dim", self.embedding_dim)
+        _positive("task.module.attention_size", self.attention_size)
+        _fraction("task.module.dropout", self.dropout)
+        _fraction("task.module.encoder_dropout", self.encoder_dropout)
+        if not 0.0 <= self.teacher_forcing <= 1.0:
+            raise ConfigError(f"task.module.teacher_forcing must be in [0, 1], got "
+                              f"{self.teacher_forcing!r}.")
+        _positive("task.module.max_decode_len", self.max_decode_len)
+        _fraction("task.module.label_smoothing", self.label_smoothing)
+
+
+@dataclass
+class AsrAttentionTask(TaskSchema):
+    alphabet: str = MISSING
+    attention: str = MISSING
+    decode: AsrDecode = field(default_factory=AsrDecode)
+    data: Any = MISSING
+    datamodule: AsrData = field(default_factory=AsrData)
+    module: AsrAttentionModule = field(default_factory=AsrAttentionModule)
+    optimizer: Any = MISSING
+    scheduler: Any = MISSING
+
+
 def _task_root(schema: type) -> type:
     """Task files are ``@package _global_`` (they also tune ``trainer`` and ``callbacks``),
     so the schema they start from is ``{task: <schema>}`` at the root."""
@@ -1097,7 +1145,7 @@ MODEL_SCHEMAS: dict[str, type] = {
 TASK_SCHEMAS: dict[str, type] = {
     "adding": AddingTask, "copy": CopyTask, "charlm": CharLMTask, "forecast": ForecastTask,
     "g2p": G2PTask, "translate": TranslateTask, "names": NamesTask, "ner": NerTask,
-    "asr": AsrTask,
+    "asr": AsrTask, "asr_attention": AsrAttentionTask,
     "sentiment": SentimentTask, "speech": SpeechTask, "motion": MotionTask,
 }
 TRAINER_SCHEMAS: dict[str, type] = {"default": TrainerSchema, "ddp": DdpTrainer}

@@ -18,15 +18,16 @@ import torch
 from rnnlab.build import LoadedModel
 from rnnlab.core.errors import ConfigError, DataError, UserError
 from rnnlab.data.asr import wav_mfcc
-from rnnlab.tasks.ctc import CTCTask
+from rnnlab.tasks.transcription import TranscriptionTask
 
 
-def require_ctc(loaded: LoadedModel, what: str = "rnnlab-transcribe") -> CTCTask:
-    """The checkpoint's CTC module, or one sentence naming the task it was trained for."""
-    if not isinstance(loaded.module, CTCTask):
+def require_ctc(loaded: LoadedModel, what: str = "rnnlab-transcribe") -> TranscriptionTask:
+    """The checkpoint's transcriber (CTC or attention), or one sentence naming the task it
+    was trained for."""
+    if not isinstance(loaded.module, TranscriptionTask):
         task = loaded.config.get("task", {}).get("name", "?")
         raise UserError(f"the checkpoint was trained for task={task}; {what} needs a "
-                        f"transcription checkpoint (task=asr).")
+                        f"transcription checkpoint (task=asr or task=asr_attention).")
     return loaded.module
 
 

@@ -51,7 +51,6 @@ from rnnlab.inference.tagging import split_text, tag_sentences
 from rnnlab.inference.transcribe import transcribe_frames, wav_features
 from rnnlab.metrics.spans import bio_spans
 from rnnlab.tasks.classification import ClassificationTask
-from rnnlab.tasks.ctc import CTCTask
 from rnnlab.tasks.forecasting import ForecastTask
 from rnnlab.tasks.language_model import LanguageModelTask, check_sampling, encode_prompt
 from rnnlab.tasks.names import NamesTask
@@ -59,6 +58,7 @@ from rnnlab.tasks.regression import RegressionTask
 from rnnlab.tasks.seq2seq import Seq2SeqTask
 from rnnlab.tasks.sequence_copy import SequenceCopyTask
 from rnnlab.tasks.tagging import TaggingTask
+from rnnlab.tasks.transcription import TranscriptionTask
 
 BATCH = 64
 UNKNOWN_WARNING = 0.5  # above this share of unknown tokens an answer is mostly a guess
@@ -524,7 +524,7 @@ def predictor_for(loaded: LoadedModel) -> Predictor:
         (TaggingTask, Tagger), (Seq2SeqTask, Converter), (NamesTask, NameGenerator),
         (LanguageModelTask, TextGenerator), (ForecastTask, Forecaster),
         (RegressionTask, SequenceRegressor), (SequenceCopyTask, SequenceLabeller),
-        (CTCTask, Transcriber))
+        (TranscriptionTask, Transcriber))
     if isinstance(module, ClassificationTask):
         return TextClassifier(loaded) if "vocab" in state else FrameClassifier(loaded)
     for cls, predictor in table:
