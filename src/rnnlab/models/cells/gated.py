@@ -12,7 +12,7 @@ over the threads PyTorch is allowed (``torch.get_num_threads()``), each running 
 compiled loop with the GIL released.
 
 The numbers are those of the cells' PyTorch form (:func:`coefficients`, the fallback on a
-GPU, for bf16 or without numba), in double precision inside the loop.
+GPU, for bf16 or without numba), computed in the inputs' precision as that form is.
 
 minGRU (``z = sigmoid(k)``, ``a = 1 - z``, ``b = z g(c)``)::
 
@@ -34,6 +34,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -68,80 +69,82 @@ def _kernels() -> Any:
     # error_model="numpy": a 0/0 gives NaN as the PyTorch form would, never an exception
     jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 
+    # The arithmetic stays in the arrays' own precision (``one`` is 1 in their dtype: a
+    # Python float literal would turn float32 arithmetic into float64, 25% slower).
     @jit
-    def pair(x):  # noqa: ANN001, ANN202 - numba signatures
+    def pair(x, one):  # noqa: ANN001, ANN202 - numba signatures
         """sigmoid(x) and sigmoid(-x) from one exp, without overflow for large |x|."""
         e = math.exp(-abs(x))
-        near = 1.0 / (1.0 + e)
+        near = one / (one + e)
         far = e * near
-        return (near, far) if x >= 0.0 else (far, near)
+        return (near, far) if x >= 0 else (far, near)
 
     @jit
-    def cand(c):  # noqa: ANN001, ANN202 - g(c) and g'(c)
-        if c >= 0.0:
-            return c + 0.5, 1.0
-        s, r = pair(c)
+    def cand(c, one):  # noqa: ANN001, ANN202 - g(c) and g'(c)
+        if c >= 0:
+            return c + one / (one + one), one
+        s, r = pair(c, one)
         return s, s * r
 
     @jit
-    def mingru_fwd(proj, h0, out, lo, hi):  # noqa: ANN001, ANN202
+    def mingru_fwd(proj, h0, out, one, lo, hi):  # noqa: ANN001, ANN202
         batch, steps, hidden = out.shape
         for i in range(lo, hi):
             for t in range(steps):
                 for j in range(hidden):
                     prev = h0[i, j] if t == 0 else out[i, t - 1, j]
-                    z, a = pair(float(proj[i, t, j]))
-                    gc, _ = cand(float(proj[i, t, hidden + j]))
+                    z, a = pair(proj[i, t, j], one)
+                    gc, _ = cand(proj[i, t, hidden + j], one)
                     out[i, t, j] = a * prev + z * gc
 
     @jit
-    def mingru_bwd(proj, h0, out, grad, gproj, gh0, lo, hi):  # noqa: ANN001, ANN202
+    def mingru_bwd(proj, h0, out, grad, gproj, gh0, one, lo, hi):  # noqa: ANN001, ANN202
         batch, steps, hidden = out.shape
         for i in range(lo, hi):
             for j in range(hidden):
-                gh0[i, j] = 0.0
+                gh0[i, j] = 0
             for t in range(steps - 1, -1, -1):
                 for j in range(hidden):
                     prev = h0[i, j] if t == 0 else out[i, t - 1, j]
-                    z, a = pair(float(proj[i, t, j]))
-                    gc, dgc = cand(float(proj[i, t, hidden + j]))
+                    z, a = pair(proj[i, t, j], one)
+                    gc, dgc = cand(proj[i, t, hidden + j], one)
                     big_g = grad[i, t, j] + gh0[i, j]
                     gproj[i, t, j] = a * z * big_g * (gc - prev)
                     gproj[i, t, hidden + j] = big_g * z * dgc
                     gh0[i, j] = a * big_g
 
     @jit
-    def minlstm_fwd(proj, h0, out, lo, hi):  # noqa: ANN001, ANN202
+    def minlstm_fwd(proj, h0, out, one, lo, hi):  # noqa: ANN001, ANN202
         batch, steps, hidden = out.shape
         for i in range(lo, hi):
             for t in range(steps):
                 for j in range(hidden):
                     prev = h0[i, j] if t == 0 else out[i, t - 1, j]
-                    f, _ = pair(float(proj[i, t, j]))
-                    ig, _ = pair(float(proj[i, t, hidden + j]))
-                    gc, _ = cand(float(proj[i, t, 2 * hidden + j]))
-                    inv = 1.0 / (f + ig)
-                    out[i, t, j] = f * inv * prev + ig * inv * gc
+                    f, _ = pair(proj[i, t, j], one)
+                    ig, _ = pair(proj[i, t, hidden + j], one)
+                    gc, _ = cand(proj[i, t, 2 * hidden + j], one)
+                    total = f + ig  # two divisions: 1 / total overflows when both are tiny
+                    out[i, t, j] = f / total * prev + ig / total * gc
 
     @jit
-    def minlstm_bwd(proj, h0, out, grad, gproj, gh0, lo, hi):  # noqa: ANN001, ANN202
+    def minlstm_bwd(proj, h0, out, grad, gproj, gh0, one, lo, hi):  # noqa: ANN001, ANN202
         batch, steps, hidden = out.shape
         for i in range(lo, hi):
             for j in range(hidden):
-                gh0[i, j] = 0.0
+                gh0[i, j] = 0
             for t in range(steps - 1, -1, -1):
                 for j in range(hidden):
                     prev = h0[i, j] if t == 0 else out[i, t - 1, j]
-                    f, not_f = pair(float(proj[i, t, j]))
-                    ig, not_i = pair(float(proj[i, t, hidden + j]))
-                    gc, dgc = cand(float(proj[i, t, 2 * hidden + j]))
-                    inv = 1.0 / (f + ig)
+                    f, not_f = pair(proj[i, t, j], one)
+                    ig, not_i = pair(proj[i, t, hidden + j], one)
+                    gc, dgc = cand(proj[i, t, 2 * hidden + j], one)
+                    a, share = f / (f + ig), ig / (f + ig)
                     big_g = grad[i, t, j] + gh0[i, j]
-                    common = big_g * (prev - gc) * inv * inv * f * ig
+                    common = big_g * (prev - gc) * a * share
                     gproj[i, t, j] = not_f * common
                     gproj[i, t, hidden + j] = -not_i * common
-                    gproj[i, t, 2 * hidden + j] = big_g * ig * inv * dgc
-                    gh0[i, j] = f * inv * big_g
+                    gproj[i, t, 2 * hidden + j] = big_g * share * dgc
+                    gh0[i, j] = a * big_g
 
     return {"mingru": (mingru_fwd, mingru_bwd), "minlstm": (minlstm_fwd, minlstm_bwd)}
 
@@ -167,12 +170,17 @@ def _over_rows(kernel: Any, rows: int, size: int, *args: Any) -> None:
         future.result()
 
 
+def _one(t: Tensor) -> Any:
+    """1 in the tensor's dtype, as a numpy scalar (the kernels' arithmetic follows it)."""
+    return np.ones((), dtype=_np(t[:0].reshape(-1)).dtype)[()]
+
+
 class _GatedScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, proj: Tensor, h0: Tensor, kind: str) -> Tensor:
         fwd, _ = _kernels()[kind]
         out = torch.empty(h0.shape[0], proj.shape[1], h0.shape[1], dtype=proj.dtype)
-        _over_rows(fwd, out.shape[0], out.numel(), _np(proj), _np(h0), out.numpy())
+        _over_rows(fwd, out.shape[0], out.numel(), _np(proj), _np(h0), out.numpy(), _one(proj))
         ctx.kind = kind
         ctx.save_for_backward(proj, h0, out)
         return out
@@ -184,7 +192,7 @@ class _GatedScan(torch.autograd.Function):
         _, bwd = _kernels()[ctx.kind]
         gproj, gh0 = torch.empty_like(proj), torch.empty_like(h0)
         _over_rows(bwd, out.shape[0], out.numel(), _np(proj), _np(h0), _np(out),
-                   _np(grad.to(out.dtype)), gproj.numpy(), gh0.numpy())
+                   _np(grad.to(out.dtype)), gproj.numpy(), gh0.numpy(), _one(proj))
         return gproj, gh0, None
 
 
