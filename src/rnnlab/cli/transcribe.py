@@ -1,5 +1,5 @@
 """``rnnlab-transcribe CKPT a.wav b.wav ...`` / ``--manifest M.csv``: transcribe audio with a
-trained CTC checkpoint (task=asr).
+trained transcriber (a task=asr CTC or a task=asr_attention checkpoint).
 
 Prints ``path<TAB>transcript`` per file. With ``--manifest`` (the training manifest's
 ``path,transcript`` layout) each line also carries the reference, and a last line gives
@@ -24,7 +24,7 @@ from rnnlab.metrics.ctc import edit_counts
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rnnlab-transcribe",
                                      description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint", help="a .ckpt written by train.py task=asr, or a "
+    parser.add_argument("checkpoint", help="a .ckpt written by train.py task=asr or task=asr_attention, or a "
                                            "registered model: models:/rnnlab-asr@champion")
     parser.add_argument("wavs", nargs="*", help="WAV files")
     parser.add_argument("--manifest", help="a CSV with columns path,transcript (paths "
