@@ -16,7 +16,8 @@ each side by side in one run, with the machine load (shared machines move these 
   for choosing settings on validation while the machine is shared).
 
 A ``--cells`` entry is a ``model=`` choice with optional ``+``-joined model overrides:
-``mingru+block=residual`` runs ``model=mingru model.block=residual``.
+``mingru+block=residual`` runs ``model=mingru model.block=residual``; a ``trainer.`` or
+``task.`` part is passed as it is (``mingru+block=residual+trainer.precision=bf16-mixed``).
 
     python bench/cells.py                          # the speed table (minutes)
     python bench/cells.py --part all               # both tables (about 120 minutes)
@@ -61,9 +62,11 @@ REFERENCE = ("lstm", "gru", "irnn")
 
 
 def model_overrides(entry: str) -> list[str]:
-    """``mingru+block=residual`` -> ``["model=mingru", "model.block=residual"]``."""
+    """``mingru+block=residual`` -> ``["model=mingru", "model.block=residual"]``; a part
+    naming another group is kept as it is (``lstm+trainer.precision=bf16-mixed``)."""
     name, *extra = entry.split("+")
-    return [f"model={name}", *(f"model.{e}" for e in extra)]
+    return [f"model={name}", *(e if e.startswith(("trainer.", "task.")) else f"model.{e}"
+                               for e in extra)]
 
 
 def training_step(cell: str, steps: int, batch: int, hidden: int) -> Callable[[], float]:

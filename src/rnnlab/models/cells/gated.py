@@ -5,9 +5,9 @@ the input projection with PyTorch operations, they cost a dozen full passes over
 ``batch x time x hidden`` values forward and as many again backward (sigmoids, the
 candidate's ``g``, products, their gradients and the temporaries between them), which at
 long lengths cost several times the scan itself. :func:`gated_scan` reads the projection
-``W x_t + b`` and computes each gate where the recurrence needs it, forward, and
-recomputes it in the reverse-time pass that gives the projection's gradient, so only the
-projection and the states are kept for the backward pass. Rows of the batch are split
+``W x_t + b`` and computes each gate where the recurrence needs it, forward, keeping the
+gate values (as many as the projection has) for the reverse-time pass that gives the
+projection's gradient, which then costs a few multiply-adds per value and no exp. Rows of the batch are split
 over the threads PyTorch is allowed (``torch.get_num_threads()``), each running the
 compiled loop with the GIL released.
 
@@ -86,8 +86,10 @@ def _kernels() -> Any:
         s, r = pair(c, one)
         return s, s * r
 
+    # Forward writes the gate values ``act`` (minGRU: z, g(c); minLSTM: f, i, g(c)) beside
+    # the states, so the reverse-time pass needs no exp: it is a few multiply-adds per value.
     @jit
-    def mingru_fwd(proj, h0, out, one, lo, hi):  # noqa: ANN001, ANN202
+    def mingru_fwd(proj, h0, out, act, one, lo, hi):  # noqa: ANN001, ANN202
         batch, steps, hidden = out.shape
         for i in range(lo, hi):
             for t in range(steps):
@@ -95,26 +97,29 @@ def _kernels() -> Any:
                     prev = h0[i, j] if t == 0 else out[i, t - 1, j]
                     z, a = pair(proj[i, t, j], one)
                     gc, _ = cand(proj[i, t, hidden + j], one)
+                    act[i, t, j], act[i, t, hidden + j] = z, gc
                     out[i, t, j] = a * prev + z * gc
 
     @jit
-    def mingru_bwd(proj, h0, out, grad, gproj, gh0, one, lo, hi):  # noqa: ANN001, ANN202
+    def mingru_bwd(act, h0, out, grad, gproj, gh0, one, lo, hi):  # noqa: ANN001, ANN202
         batch, steps, hidden = out.shape
+        half = one / (one + one)
         for i in range(lo, hi):
             for j in range(hidden):
                 gh0[i, j] = 0
             for t in range(steps - 1, -1, -1):
                 for j in range(hidden):
                     prev = h0[i, j] if t == 0 else out[i, t - 1, j]
-                    z, a = pair(proj[i, t, j], one)
-                    gc, dgc = cand(proj[i, t, hidden + j], one)
+                    z, gc = act[i, t, j], act[i, t, hidden + j]
+                    a = one - z
+                    dgc = one if gc >= half else gc * (one - gc)  # g(c) >= 1/2 iff c >= 0
                     big_g = grad[i, t, j] + gh0[i, j]
                     gproj[i, t, j] = a * z * big_g * (gc - prev)
                     gproj[i, t, hidden + j] = big_g * z * dgc
                     gh0[i, j] = a * big_g
 
     @jit
-    def minlstm_fwd(proj, h0, out, one, lo, hi):  # noqa: ANN001, ANN202
+    def minlstm_fwd(proj, h0, out, act, one, lo, hi):  # noqa: ANN001, ANN202
         batch, steps, hidden = out.shape
         for i in range(lo, hi):
             for t in range(steps):
@@ -123,26 +128,27 @@ def _kernels() -> Any:
                     f, _ = pair(proj[i, t, j], one)
                     ig, _ = pair(proj[i, t, hidden + j], one)
                     gc, _ = cand(proj[i, t, 2 * hidden + j], one)
+                    act[i, t, j], act[i, t, hidden + j], act[i, t, 2 * hidden + j] = f, ig, gc
                     total = f + ig  # two divisions: 1 / total overflows when both are tiny
                     out[i, t, j] = f / total * prev + ig / total * gc
 
     @jit
-    def minlstm_bwd(proj, h0, out, grad, gproj, gh0, one, lo, hi):  # noqa: ANN001, ANN202
+    def minlstm_bwd(act, h0, out, grad, gproj, gh0, one, lo, hi):  # noqa: ANN001, ANN202
         batch, steps, hidden = out.shape
+        half = one / (one + one)
         for i in range(lo, hi):
             for j in range(hidden):
                 gh0[i, j] = 0
             for t in range(steps - 1, -1, -1):
                 for j in range(hidden):
                     prev = h0[i, j] if t == 0 else out[i, t - 1, j]
-                    f, not_f = pair(proj[i, t, j], one)
-                    ig, not_i = pair(proj[i, t, hidden + j], one)
-                    gc, dgc = cand(proj[i, t, 2 * hidden + j], one)
+                    f, ig, gc = act[i, t, j], act[i, t, hidden + j], act[i, t, 2 * hidden + j]
+                    dgc = one if gc >= half else gc * (one - gc)  # g(c) >= 1/2 iff c >= 0
                     a, share = f / (f + ig), ig / (f + ig)
                     big_g = grad[i, t, j] + gh0[i, j]
                     common = big_g * (prev - gc) * a * share
-                    gproj[i, t, j] = not_f * common
-                    gproj[i, t, hidden + j] = -not_i * common
+                    gproj[i, t, j] = (one - f) * common
+                    gproj[i, t, hidden + j] = -(one - ig) * common
                     gproj[i, t, 2 * hidden + j] = big_g * share * dgc
                     gh0[i, j] = a * big_g
 
@@ -180,27 +186,33 @@ class _GatedScan(torch.autograd.Function):
     def forward(ctx: Any, proj: Tensor, h0: Tensor, kind: str) -> Tensor:
         fwd, _ = _kernels()[kind]
         out = torch.empty(h0.shape[0], proj.shape[1], h0.shape[1], dtype=proj.dtype)
-        _over_rows(fwd, out.shape[0], out.numel(), _np(proj), _np(h0), out.numpy(), _one(proj))
+        act = torch.empty_like(proj)
+        _over_rows(fwd, out.shape[0], out.numel(), _np(proj), _np(h0), out.numpy(),
+                   act.numpy(), _one(proj))
         ctx.kind = kind
-        ctx.save_for_backward(proj, h0, out)
+        ctx.save_for_backward(act, h0, out)
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, None]:
-        proj, h0, out = ctx.saved_tensors
+        act, h0, out = ctx.saved_tensors
         _, bwd = _kernels()[ctx.kind]
-        gproj, gh0 = torch.empty_like(proj), torch.empty_like(h0)
-        _over_rows(bwd, out.shape[0], out.numel(), _np(proj), _np(h0), _np(out),
-                   _np(grad.to(out.dtype)), gproj.numpy(), gh0.numpy(), _one(proj))
+        gproj, gh0 = torch.empty_like(act), torch.empty_like(h0)
+        _over_rows(bwd, out.shape[0], out.numel(), _np(act), _np(h0), _np(out),
+                   _np(grad.to(out.dtype)), gproj.numpy(), gh0.numpy(), _one(act))
         return gproj, gh0, None
 
 
 def gated_scan(kind: str, proj: Tensor, h0: Tensor | None = None) -> Tensor:
     """The states of minGRU (``kind="mingru"``) or minLSTM from the input projection
     ``(B, T, WIDTH[kind] * H)``: ``(B, T, H)``. One compiled pass each way on CPU
-    float32/float64; elsewhere :func:`coefficients` and :func:`.scan.linear_scan`."""
+    float32/float64; elsewhere :func:`coefficients` and :func:`.scan.linear_scan`. A half
+    precision projection on the CPU (bf16 autocast) is scanned in float32: the matrix
+    products keep their speed, and the state is not rounded to 8 bits at every step."""
     hidden = proj.shape[-1] // WIDTH[kind]
+    if proj.device.type == "cpu" and proj.dtype in (torch.bfloat16, torch.float16):
+        proj = proj.float()
     if h0 is None:
         h0 = proj.new_zeros(proj.shape[0], hidden)
     h0 = h0.to(proj.dtype)
