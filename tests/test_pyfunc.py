@@ -29,6 +29,8 @@ from helpers import (
 from mlflow.tracking import MlflowClient
 
 from rnnlab.build import build_datamodule
+from rnnlab.core.errors import UserError
+from rnnlab.data.sources import sha256_of
 from rnnlab.data.speech import read_frames_npz
 from rnnlab.inference import load_checkpoint
 from rnnlab.metrics.spans import SpanScorer
@@ -119,6 +121,13 @@ def test_sentiment_model_labels_raw_text_as_the_checkpoint(
     assert (local / "artifacts" / "model.ckpt").stat().st_size < \
         Path(metrics["ckpt_path"]).stat().st_size  # weights only, no optimizer state
     assert "python_model.pkl" not in {p.name for p in local.iterdir()}  # from code, no pickle
+    # the weights travel with their sha256: a changed file is refused when the model loads
+    ckpt = local / "artifacts" / "model.ckpt"
+    assert (local / "artifacts" / "model.ckpt.sha256").read_text().split() == [
+        sha256_of(ckpt), "model.ckpt"]
+    ckpt.write_bytes(ckpt.read_bytes()[:-1] + b"x")
+    with pytest.raises(UserError, match="does not match its recorded sha256"):
+        mlflow.pyfunc.load_model(str(local))
 
 
 def test_ner_model_tags_sentences_and_scores_the_runs_f1(lab: Path) -> None:

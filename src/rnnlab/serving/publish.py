@@ -53,9 +53,11 @@ from rnnlab.serving.predictors import FrameClassifier, Tagger, predictor_for
 from rnnlab.serving.pyfunc import (
     BASELINE_ARTIFACT,
     CHECKPOINT_ARTIFACT,
+    CHECKSUM_ARTIFACT,
     baseline_predictor,
     select_text,
 )
+from rnnlab.tracking.checksums import checksum_path, write_checksum
 from rnnlab.tracking.mlflow import quiet_mlflow, redact, using_tracking_uri
 
 MODEL_URI_TAG = "rnnlab.model_uri"
@@ -123,6 +125,8 @@ def log_servable_model(logger: Any, cfg: DictConfig, checkpoint: str | Path) -> 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="rnnlab-model-") as tmp:
         path = slim_checkpoint(checkpoint, Path(tmp) / CHECKPOINT_FILE)
+        # logged beside it (artifacts/model.ckpt.sha256): loading the model checks the file
+        write_checksum(path)
         predictor = predictor_for(load_checkpoint(path, key="best checkpoint"))
         example, params = predictor.example(), predictor.example_params()
         predictor(example, params)  # raises here, with the reason, if it cannot predict
@@ -130,7 +134,9 @@ def log_servable_model(logger: Any, cfg: DictConfig, checkpoint: str | Path) -> 
         return _log(logger, cfg, mlflow.pyfunc, (example, params) if params else example,
                     f"{predictor.kind}, {size:.1f} MB", start,
                     tags={CHECKPOINT_TAG: str(Path(checkpoint).resolve())},
-                    python_model=str(MODEL_CODE), artifacts={CHECKPOINT_ARTIFACT: str(path)},
+                    python_model=str(MODEL_CODE),
+                    artifacts={CHECKPOINT_ARTIFACT: str(path),
+                               CHECKSUM_ARTIFACT: str(checksum_path(path))},
                     signature=predictor.signature(), pip_requirements=[package_requirement()],
                     metadata={"rnnlab_kind": predictor.kind, "task": str(cfg.task.name),
                               "model": str(cfg.model.name)})

@@ -41,6 +41,8 @@ from rnnlab.serving.predictors import (
 )
 
 CHECKPOINT_ARTIFACT = "checkpoint"
+#: the checkpoint's sha256 file, logged beside it (models logged before it have none)
+CHECKSUM_ARTIFACT = "checkpoint_sha256"
 BASELINE_ARTIFACT = "baseline"
 
 
