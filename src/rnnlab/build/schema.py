@@ -674,10 +674,10 @@ def _teacher_forcing(value: Any) -> None:
 
 
 @dataclass
-class Seq2SeqModule(ModuleSchema):
+class DecoderModule(ModuleSchema):
+    """The attention decoder's keys, shared by task=g2p/translate and task=asr_attention."""
+
     attention: str = MISSING
-    context: str = MISSING
-    context_feed: str = MISSING
     decoder_cell: str | None = MISSING
     decoder_hidden_size: int | None = MISSING
     decoder_layers: int | None = MISSING
@@ -685,20 +685,14 @@ class Seq2SeqModule(ModuleSchema):
     attention_size: int = MISSING
     dropout: float = MISSING
     encoder_dropout: float = MISSING
-    teacher_forcing: Any = MISSING
-    decay_epochs: int | None = MISSING
     beam_size: int = MISSING
     length_penalty: float = MISSING
     max_decode_len: int = MISSING
     label_smoothing: float = MISSING
-    num_examples: int = MISSING
     num_heatmaps: int = MISSING
-    ensemble: list[str] | None = MISSING
 
-    def check(self) -> None:
+    def check_decoder(self) -> None:
         _choice("task.attention", self.attention, ATTENTIONS)
-        _choice("task.context", self.context, CONTEXTS)
-        _choice("task.context_feed", self.context_feed, CONTEXT_FEEDS)
         if self.decoder_cell is not None:
             _choice("task.module.decoder_cell", self.decoder_cell, cell_names())
         _positive("task.module.decoder_hidden_size", self.decoder_hidden_size, optional=True)
@@ -707,12 +701,27 @@ class Seq2SeqModule(ModuleSchema):
         _positive("task.module.attention_size", self.attention_size)
         _fraction("task.module.dropout", self.dropout)
         _fraction("task.module.encoder_dropout", self.encoder_dropout)
+        _positive("task.module.max_decode_len", self.max_decode_len)
+        _fraction("task.module.label_smoothing", self.label_smoothing)
+
+
+@dataclass
+class Seq2SeqModule(DecoderModule):
+    context: str = MISSING
+    context_feed: str = MISSING
+    teacher_forcing: Any = MISSING
+    decay_epochs: int | None = MISSING
+    num_examples: int = MISSING
+    ensemble: list[str] | None = MISSING
+
+    def check(self) -> None:
+        self.check_decoder()
+        _choice("task.context", self.context, CONTEXTS)
+        _choice("task.context_feed", self.context_feed, CONTEXT_FEEDS)
         _teacher_forcing(self.teacher_forcing)
         if self.beam_size < 1:
             raise ConfigError(f"task.beam_size must be an integer of at least 1 (1 = greedy "
                               f"search), got {self.beam_size!r}.")
-        _positive("task.module.max_decode_len", self.max_decode_len)
-        _fraction("task.module.label_smoothing", self.label_smoothing)
 
 
 @dataclass
@@ -1082,39 +1091,16 @@ class AsrTask(TaskSchema):
 
 
 @dataclass
-class AsrAttentionModule(ModuleSchema):
+class AsrAttentionModule(DecoderModule):
     subsample: int = MISSING
-    beam_size: int = MISSING
-    attention: str = MISSING
-    decoder_cell: str | None = MISSING
-    decoder_hidden_size: int | None = MISSING
-    decoder_layers: int | None = MISSING
-    embedding_dim: int = MISSING
-    attention_size: int = MISSING
-    dropout: float = MISSING
-    encoder_dropout: float = MISSING
     teacher_forcing: float = MISSING
-    length_penalty: float = MISSING
-    max_decode_len: int = MISSING
-    label_smoothing: float = MISSING
-    num_heatmaps: int = MISSING
 
     def check(self) -> None:
         _positive("task.module.subsample", self.subsample)
-        _choice("task.attention", self.attention, ATTENTIONS)
-        if self.decoder_cell is not None:
-            _choice("task.module.decoder_cell", self.decoder_cell, cell_names())
-        _positive("task.module.decoder_hidden_size", self.decoder_hidden_size, optional=True)
-        _positive("task.module.decoder_layers", self.decoder_layers, optional=True)
-        _positive("task.module.embedding_dim", self.embedding_dim)
-        _positive("task.module.attention_size", self.attention_size)
-        _fraction("task.module.dropout", self.dropout)
-        _fraction("task.module.encoder_dropout", self.encoder_dropout)
+        self.check_decoder()
         if not 0.0 <= self.teacher_forcing <= 1.0:
             raise ConfigError(f"task.module.teacher_forcing must be in [0, 1], got "
                               f"{self.teacher_forcing!r}.")
-        _positive("task.module.max_decode_len", self.max_decode_len)
-        _fraction("task.module.label_smoothing", self.label_smoothing)
 
 
 @dataclass
