@@ -176,9 +176,8 @@ def _over_rows(kernel: Any, rows: int, size: int, *args: Any) -> None:
         future.result()
 
 
-def _one(t: Tensor) -> Any:
-    """1 in the tensor's dtype, as a numpy scalar (the kernels' arithmetic follows it)."""
-    return np.ones((), dtype=_np(t[:0].reshape(-1)).dtype)[()]
+#: 1 in each dtype the kernels take, as a numpy scalar (their arithmetic follows it)
+_ONE = {torch.float32: np.float32(1), torch.float64: np.float64(1)}
 
 
 class _GatedScan(torch.autograd.Function):
@@ -188,7 +187,7 @@ class _GatedScan(torch.autograd.Function):
         out = torch.empty(h0.shape[0], proj.shape[1], h0.shape[1], dtype=proj.dtype)
         act = torch.empty_like(proj)
         _over_rows(fwd, out.shape[0], out.numel(), _np(proj), _np(h0), out.numpy(),
-                   act.numpy(), _one(proj))
+                   act.numpy(), _ONE[proj.dtype])
         ctx.kind = kind
         ctx.save_for_backward(act, h0, out)
         return out
@@ -200,7 +199,7 @@ class _GatedScan(torch.autograd.Function):
         _, bwd = _kernels()[ctx.kind]
         gproj, gh0 = torch.empty_like(act), torch.empty_like(h0)
         _over_rows(bwd, out.shape[0], out.numel(), _np(act), _np(h0), _np(out),
-                   _np(grad.to(out.dtype)), gproj.numpy(), gh0.numpy(), _one(act))
+                   _np(grad.to(out.dtype)), gproj.numpy(), gh0.numpy(), _ONE[act.dtype])
         return gproj, gh0, None
 
 
